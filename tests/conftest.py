@@ -1,0 +1,45 @@
+"""Shared test fixtures. Real photos are read from ../shared/data, never copied into the repo."""
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+KAGGLE200 = SHARED_DATA / "kaggle200"
+KAGGLE_NATIVE = SHARED_DATA / "kaggle_native"
+
+
+def jpeg_bytes(h=24, w=32, seed=0, mode="RGB", fmt="JPEG", **save_kw) -> bytes:
+    """A tiny synthetic image with random content."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    im = Image.fromarray(arr).convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **save_kw)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def kaggle_dir(tmp_path):
+    """A small valid Kaggle layout: train/ with 20 cats + 20 dogs, test/ with 6 images."""
+    root = tmp_path / "kaggle"
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    for i in range(20):
+        (root / "train" / f"cat.{i}.jpg").write_bytes(jpeg_bytes(seed=i))
+        (root / "train" / f"dog.{i}.jpg").write_bytes(jpeg_bytes(seed=100 + i, h=30, w=20))
+    for i in range(1, 7):
+        (root / "test" / f"{i}.jpg").write_bytes(jpeg_bytes(seed=200 + i))
+    return root
+
+
+def pytest_report_header(config):
+    return f"shared data: {SHARED_DATA} ({'present' if KAGGLE200.is_dir() else 'MISSING'})"
