@@ -547,10 +547,12 @@ def load_manifest(records_dir: str) -> dict:
 
 def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[str]:
     """Shard paths of a split. With folds: split 'train' = every fold but `fold`,
-    'validation' = fold `fold`."""
+    'validation' = fold `fold`. Several splits join with '+', e.g. 'fold2+fold3'."""
     m = load_manifest(records_dir)
     splits = m["splits"]
-    if m.get("folds"):
+    if "+" in split:
+        names = split.split("+")
+    elif m.get("folds"):
         if split in ("train", "validation"):
             if fold is None:
                 raise RecordsError(f"{records_dir} holds {m['folds']} folds: pass fold=0..{m['folds'] - 1}")

@@ -86,6 +86,8 @@ def test_folds_assign_every_image_once(kaggle_dir, tmp_path):
     assert all("fold2" in f for f in val) and not any("fold2" in f for f in train)
     with pytest.raises(records.RecordsError, match="fold"):
         records.shard_files(str(tmp_path / "rec"), "train")
+    joined = records.shard_files(str(tmp_path / "rec"), "fold0+fold3")
+    assert joined == records.shard_files(str(tmp_path / "rec"), "fold0") + records.shard_files(str(tmp_path / "rec"), "fold3")
     # same seed -> same folds
     build([kaggle_dir / "train"], tmp_path / "rec2", folds=4, seed=3)
     again = {e["id"]: e["fold"] for e in records.read_examples(str(tmp_path / "rec2"))}
