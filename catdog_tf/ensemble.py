@@ -1,0 +1,199 @@
+"""Several trained models -> ONE Keras model that outputs the combined P(dog).
+
+    python -m catdog_tf.ensemble --member=runs/lite0 --member=runs/lite2 --records=records --out=runs/final
+
+The ensemble takes a raw image batch at its input size (the largest member's), resizes
+it per member inside the graph (antialiased bilinear, as the pipeline does), runs each
+member with its own preprocessing, and combines the members' P(dog) with weights in
+probability or logit space, then divides the logit by a fitted temperature.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+EPS = 1e-7
+
+
+@keras.saving.register_keras_serializable(package="catdog_tf")
+class CombineProbabilities(keras.layers.Layer):
+    """Weighted average of member probabilities, in 'prob' or 'logit' space, then a temperature."""
+
+    def __init__(self, member_weights, space: str = "logit", temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if space not in ("prob", "logit"):
+            raise ValueError(f"space must be 'prob' or 'logit', not {space!r}")
+        self.member_weights = [float(w) for w in member_weights]
+        self.space = space
+        self.temperature = float(temperature)
+
+    def call(self, inputs):
+        from keras import ops
+
+        p = ops.concatenate([ops.cast(ops.reshape(x, (-1, 1)), "float32") for x in inputs], axis=-1)
+        w = ops.convert_to_tensor(np.asarray(self.member_weights, np.float32) / sum(self.member_weights))
+        if self.space == "prob":
+            q = ops.clip(ops.sum(p * w, axis=-1, keepdims=True), EPS, 1 - EPS)
+            z = ops.log(q) - ops.log(1 - q)
+        else:
+            p = ops.clip(p, EPS, 1 - EPS)
+            z = ops.sum((ops.log(p) - ops.log(1 - p)) * w, axis=-1, keepdims=True)
+        return ops.sigmoid(z / self.temperature)
+
+    def get_config(self):
+        return {**super().get_config(), "member_weights": self.member_weights, "space": self.space,
+                "temperature": self.temperature}
+
+
+def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0) -> np.ndarray:
+    """NumPy twin of CombineProbabilities: P is [n, members]."""
+    w = np.asarray(weights, np.float64) / np.sum(weights)
+    P = np.clip(np.asarray(P, np.float64), EPS, 1 - EPS)
+    if space == "prob":
+        q = np.clip(P @ w, EPS, 1 - EPS)
+        z = np.log(q) - np.log(1 - q)
+    else:
+        z = (np.log(P) - np.log(1 - P)) @ w
+    return 1 / (1 + np.exp(-z / temperature))
+
+
+def fit_weights(P: np.ndarray, y: np.ndarray, space: str) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimize validation log loss. Starts from (and
+    never returns worse than) the best single member and the uniform average."""
+    from scipy.optimize import minimize
+
+    from catdog_tf.evaluate import log_loss
+
+    m = P.shape[1]
+    candidates = [np.eye(m)[i] for i in range(m)] + [np.full(m, 1 / m)]
+    best = min(candidates, key=lambda w: log_loss(y, combine(P, w, space)))
+    if m == 1:
+        return best
+
+    def loss(a):
+        w = np.exp(a - a.max())
+        return log_loss(y, combine(P, w / w.sum(), space))
+
+    res = minimize(loss, np.log(np.maximum(best, 1e-3)), method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 2000})
+    w = np.exp(res.x - res.x.max())
+    w /= w.sum()
+    return w if loss(res.x) < log_loss(y, combine(P, best, space)) else best
+
+
+def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
+    from scipy.optimize import minimize_scalar
+
+    from catdog_tf.evaluate import log_loss
+
+    p = np.clip(p, EPS, 1 - EPS)
+    z = np.log(p) - np.log(1 - p)
+    res = minimize_scalar(lambda t: log_loss(y, 1 / (1 + np.exp(-z / t))), bounds=(0.2, 5.0), method="bounded")
+    return float(res.x) if res.fun < log_loss(y, p) else 1.0
+
+
+def build_ensemble(members: list[keras.Model], weights, space: str = "logit", temperature: float = 1.0,
+                   name: str = "catdog_ensemble") -> keras.Model:
+    """One graph: image batch at the largest member size -> per-member resize -> combine."""
+    from catdog_tf.predict import input_size
+
+    size = max(input_size(m) for m in members)
+    inputs = keras.Input((size, size, 3), name="image")
+    outs = []
+    for k, m in enumerate(members):
+        s = input_size(m)
+        # Re-wrap each member under a unique name: two folds of one backbone share names.
+        member = keras.Model(m.inputs, m.outputs, name=f"member{k}_{m.name}")
+        x = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{k}_{s}")(inputs)
+        outs.append(member(x))
+    out = CombineProbabilities(weights, space, temperature, name="combine", dtype="float32")(outs)
+    return keras.Model(inputs, out, name=name)
+
+
+def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "validation", fold: int | None = None,
+        weights: list[float] | None = None, space: str = "auto", temperature: bool = True, tta: str = "none",
+        batch_size: int = 32) -> dict:
+    """Predicts the validation split with each member, fits the combination, exports the
+    ensemble to out/model.keras (+ out/saved_model) and returns the report."""
+    from catdog_tf import predict
+    from catdog_tf.evaluate import log_loss
+
+    members = [predict.load_model(p) for p in member_paths]
+    cols, y, ids0 = [], None, None
+    for path, m in zip(member_paths, members):
+        ids, labels, p = predict.predict_records(m, records_dir, split, batch_size, tta, fold)
+        if ids0 is not None and ids != ids0:
+            raise ValueError(f"{path}: validation order differs between members")
+        ids0, y = ids, labels
+        cols.append(p)
+        print(f"member {path}: {split} log loss {log_loss(y, p):.5f}", file=sys.stderr)
+    P = np.stack(cols, axis=1)
+    report = {"members": [{"path": p, "log_loss": log_loss(y, P[:, k])} for k, p in enumerate(member_paths)],
+              "count": int(len(y)), "split": split}
+    spaces = ("prob", "logit") if space == "auto" else (space,)
+    fitted = {}
+    for sp in spaces:
+        w = np.asarray(weights, np.float64) / np.sum(weights) if weights else fit_weights(P, y, sp)
+        fitted[sp] = (w, log_loss(y, combine(P, w, sp)))
+        report[f"{sp}_average"] = {"weights": [float(v) for v in w], "log_loss": fitted[sp][1]}
+    space = min(fitted, key=lambda s: fitted[s][1])
+    w = fitted[space][0]
+    t = fit_temperature(combine(P, w, space), y) if temperature else 1.0
+    final = combine(P, w, space, t)
+    report.update(space=space, weights=[float(v) for v in w], temperature=t, log_loss=log_loss(y, final),
+                  accuracy=float(np.mean((final > 0.5) == (y > 0.5))))
+    model = build_ensemble(members, w, space, t)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    model.save(str(outp / "model.keras"))
+    try:
+        model.export(str(outp / "saved_model"), verbose=False)
+    except Exception as e:  # noqa: BLE001 - the .keras file is the product; serving export is extra
+        print(f"SavedModel export failed: {type(e).__name__}: {e}", file=sys.stderr)
+    (outp / "ensemble.json").write_text(json.dumps(report, indent=1))
+    print(f"ensemble ({space} space, weights {np.round(w, 3).tolist()}, T={t:.3f}): {split} log loss "
+          f"{report['log_loss']:.5f} (tuned on this split) -> {outp / 'model.keras'}", file=sys.stderr)
+    return report
+
+
+def main(argv):
+    from absl import flags
+
+    F = flags.FLAGS
+    if len(argv) > 1:
+        raise SystemExit(f"unexpected arguments: {argv[1:]}")
+    if not F.member:
+        raise SystemExit("error: give --member=MODEL at least once")
+    weights = [float(v) for v in F.weights.split(",")] if F.weights else None
+    if weights and len(weights) != len(F.member):
+        raise SystemExit(f"error: {len(weights)} weights for {len(F.member)} members")
+    report = run(F.member, F.records, F.out, split=F.split, fold=F.fold, weights=weights, space=F.space,
+                 temperature=F.temperature, tta=F.tta, batch_size=F.batch_size)
+    print(json.dumps({k: report[k] for k in ("space", "weights", "temperature", "log_loss", "accuracy")}))
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_multi_string("member", None, "Trained model (dir or .keras); repeatable.")
+    flags.DEFINE_string("records", "records", "Records folder whose split fits the combination.")
+    flags.DEFINE_string("split", "validation", "Split used to fit weights/temperature.")
+    flags.DEFINE_integer("fold", None, "Fold (records built with --folds).")
+    flags.DEFINE_string("weights", None, "Fixed weights, e.g. 0.2,0.3,0.5 (default: fitted).")
+    flags.DEFINE_enum("space", "auto", ["auto", "prob", "logit"], "Averaging space (auto: the better one).")
+    flags.DEFINE_bool("temperature", True, "Fit a temperature on the split.")
+    flags.DEFINE_enum("tta", "none", ["none", "flip"], "Test-time augmentation while fitting.")
+    flags.DEFINE_string("out", "runs/ensemble", "Output folder (model.keras, saved_model/, ensemble.json).")
+    flags.DEFINE_integer("batch_size", 32, "Batch size.")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,86 @@
+"""Pictures for people: contact sheets and calibration plots (PNG, via matplotlib Agg)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _open(src):
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
+    im.draft("RGB", (256, 256))  # fast reduced JPEG decode for thumbnails
+    return im.convert("RGB")
+
+
+def contact_sheet(items: list[tuple[object, str]], out_png: str, title: str = "", cols: int = 6,
+                  colors: list[str] | None = None) -> str | None:
+    """items: (image path or bytes, caption). Writes one PNG grid; returns its path."""
+    if not items:
+        return None
+    plt = _plt()
+    rows = (len(items) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 3.0 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, (src, caption) in enumerate(items):
+        ax = axes.flat[k]
+        try:
+            ax.imshow(_open(src))
+        except Exception as e:  # noqa: BLE001 - show the broken file instead of failing the sheet
+            ax.text(0.5, 0.5, f"unreadable\n{type(e).__name__}", ha="center", va="center")
+        ax.set_title(caption, fontsize=8, color=(colors[k] if colors else "black"))
+    if title:
+        fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
+
+
+def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
+    """Reliability table: per P(dog) bin, mean prediction, observed dog rate, count."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "mean_p": float(p[m].mean()),
+                        "dog_rate": float(y[m].mean()), "count": int(m.sum())})
+    return out
+
+
+def calibration_plot(y: np.ndarray, p: np.ndarray, out_png: str, title: str = "") -> str:
+    plt = _plt()
+    table = calibration(y, p)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    a.plot([0, 1], [0, 1], "--", color="gray", label="perfect")
+    a.plot([t["mean_p"] for t in table], [t["dog_rate"] for t in table], "o-", label="model")
+    for t in table:
+        a.annotate(str(t["count"]), (t["mean_p"], t["dog_rate"]), fontsize=7, xytext=(4, -10), textcoords="offset points")
+    a.set(xlabel="predicted P(dog)", ylabel="observed fraction of dogs", title="calibration (n per bin)")
+    a.legend()
+    b.hist([p[y == 0], p[y == 1]], bins=40, label=["cats", "dogs"], color=["tab:orange", "tab:blue"], log=True)
+    b.set(xlabel="predicted P(dog)", ylabel="images (log)", title="predictions by true class")
+    b.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png

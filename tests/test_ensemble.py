@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+from catdog_tf import ensemble, evaluate, predict
+
+
+def tiny(size, seed, name):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inp, out, name=name)
+
+
+@pytest.fixture
+def members():
+    return [tiny(32, 1, "a"), tiny(48, 2, "b")]
+
+
+@pytest.mark.parametrize("space", ["prob", "logit"])
+def test_ensemble_equals_weighted_combination(members, space):
+    w = [0.3, 0.7]
+    ens = ensemble.build_ensemble(members, w, space, temperature=1.5)
+    assert ens.input_shape == (None, 48, 48, 3)
+    x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 3)).astype("float32")
+    pa = members[0](tf.image.resize(x, [32, 32], antialias=True)).numpy()[:, 0]
+    pb = members[1](x).numpy()[:, 0]
+    expected = ensemble.combine(np.stack([pa, pb], 1), w, space, 1.5)
+    np.testing.assert_allclose(ens(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_export_reloads_safe_mode_identical(members, tmp_path):
+    ens = ensemble.build_ensemble(members, [1, 1], "logit", 0.9)
+    path = tmp_path / "model.keras"
+    ens.save(path)
+    again = predict.load_model(str(path))  # safe_mode=True inside
+    x = np.random.default_rng(1).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
+    np.testing.assert_array_equal(ens(x).numpy(), again(x).numpy())
+
+
+def test_fitted_weights_never_worse_than_best_member():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400).astype(float)
+    good = np.clip(y * 0.8 + 0.1 + rng.normal(0, 0.15, 400), 0.01, 0.99)
+    noisy = np.clip(y * 0.5 + 0.25 + rng.normal(0, 0.3, 400), 0.01, 0.99)
+    bad = rng.uniform(0.01, 0.99, 400)
+    P = np.stack([noisy, good, bad], 1)
+    best_single = min(evaluate.log_loss(y, P[:, k]) for k in range(3))
+    for space in ("prob", "logit"):
+        w = ensemble.fit_weights(P, y, space)
+        assert w.min() >= 0 and abs(w.sum() - 1) < 1e-9
+        assert evaluate.log_loss(y, ensemble.combine(P, w, space)) <= best_single + 1e-12
+        assert w[1] > w[2]  # the informative member gets more weight than noise
+
+
+def test_temperature_calibrates_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000).astype(float)
+    z = (2 * y - 1) * 1.0 + rng.normal(0, 1.0, 2000)
+    # the calibrated logit for unit-variance classes at +-1 is 2z; 3z is overconfident by 1.5
+    p = 1 / (1 + np.exp(-3 * z))
+    t = ensemble.fit_temperature(p, y)
+    assert 1.3 < t < 1.7
+    assert evaluate.log_loss(y, 1 / (1 + np.exp(-3 * z / t))) < evaluate.log_loss(y, p)
+
+
+def test_submission_has_every_id_once(tmp_path):
+    ids = ["10", "2", "1"]
+    predict.write_submission(str(tmp_path / "s.csv"), ids, np.array([0.9, 0.2, 1.0]), clip=0.01)
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert lines == ["id,label", "1,0.990000", "2,0.200000", "10,0.900000"]
+    with pytest.raises(ValueError, match="duplicate"):
+        predict.write_submission(str(tmp_path / "t.csv"), ["1", "1"], np.array([0.5, 0.5]))
+    assert not (tmp_path / "t.csv").exists()
