@@ -24,7 +24,6 @@ def choose_strategy(name: str = "auto") -> tuple[tf.distribute.Strategy, str]:
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, not {name!r}")
     workers = tf_config_workers()
-    gpus = tf.config.list_logical_devices("GPU")
     if name == "tpu" or (name == "auto" and os.environ.get("TPU_NAME")):
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
         tf.config.experimental_connect_to_cluster(resolver)
@@ -35,6 +34,9 @@ def choose_strategy(name: str = "auto") -> tuple[tf.distribute.Strategy, str]:
             implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
         s = tf.distribute.MultiWorkerMirroredStrategy(communication_options=comm)
         return s, f"TF_CONFIG describes {workers} workers"
+    # Listing logical devices initializes the runtime: only after the multi-worker check,
+    # whose collective ops must be configured first.
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or None
         if devices is None:  # CPU stand-in: mirror over the logical CPU devices
@@ -42,6 +44,14 @@ def choose_strategy(name: str = "auto") -> tuple[tf.distribute.Strategy, str]:
         s = tf.distribute.MirroredStrategy(devices)
         return s, f"{len(devices)} devices on this host ({', '.join(devices)})"
     return tf.distribute.get_strategy(), ("one device" if len(gpus) <= 1 else "asked for default")
+
+
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public name (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+    for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy", "TPUStrategy"):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name
+    return "default strategy"
 
 
 def is_chief() -> bool:

@@ -44,6 +44,8 @@ class TrainConfig:
     xla: str = "auto"
     strategy: str = "auto"
     fold: int | None = None
+    train_split: str = "train"  # or joined folds, e.g. "fold2+fold3+fold4"
+    val_split: str = "validation"  # early stopping, LR schedule and the reported figure
     seed: int = 0
     patience: int = 6
     cache_dir: str | None = None  # None: <model_dir>/../cache
@@ -54,13 +56,6 @@ class TrainConfig:
 
 def log(msg: str):
     print(f"[train {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def log_loss(y: np.ndarray, p: np.ndarray, eps: float = 1e-15) -> float:
-    """Kaggle's binary log loss with probabilities clipped to [eps, 1 - eps]."""
-    p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
-    y = np.asarray(y, np.float64)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 def _callbacks(cfg: TrainConfig, stage: int, work: Path, chief: bool, has_val: bool):
@@ -92,6 +87,40 @@ def _compile(model, lr: float, cfg: TrainConfig, jit: bool):
     )
 
 
+def _array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """Cached arrays as tf.data: Keras's own numpy adapter fails under MultiWorkerMirrored,
+    and an explicit dataset lets every strategy shard it by example."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32)))
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch_size).prefetch(2).with_options(options)
+
+
+def _fit(model, strategy, cfg: TrainConfig, stage: int, lr: float, epochs: int, train_ds, val_ds, work: Path,
+         chief: bool, jit: bool, steps_per_epoch: int | None = None):
+    """model.fit with our callbacks; under MultiWorkerMirroredStrategy our own loop, because
+    Keras 3's fit fails there (see catdog_tf/loop.py)."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        from catdog_tf import loop
+
+        log(f"stage {stage}: custom distributed loop (Keras fit does not support MultiWorkerMirroredStrategy)")
+        if steps_per_epoch:
+            train_ds = train_ds.take(steps_per_epoch)
+        return loop.fit(model, strategy, train_ds, val_ds, epochs=epochs, lr=lr, global_batch=cfg.batch_size,
+                        backup_dir=str(work / "backup" / f"stage{stage}"), patience=cfg.patience,
+                        label_smoothing=cfg.label_smoothing, log=log)
+    with strategy.scope():
+        _compile(model, lr, cfg, jit)
+    return model.fit(train_ds, epochs=epochs, validation_data=val_ds, steps_per_epoch=steps_per_epoch,
+                     callbacks=_callbacks(cfg, stage, work, chief, val_ds is not None), verbose=2)
+
+
 def _stage_done(work: Path, stage: int) -> dict | None:
     p = work / f"stage{stage}.done.json"
     return json.loads(p.read_text()) if p.exists() else None
@@ -100,6 +129,8 @@ def _stage_done(work: Path, stage: int) -> dict | None:
 def _finish_stage(work: Path, stage: int, model, history) -> dict:
     model.save_weights(str(work / f"stage{stage}.weights.h5"))
     h = {k: [float(v) for v in vs] for k, vs in (history.history if history else {}).items()}
+    # 1-based epoch numbers this process ran (a resumed run starts after the restored epoch)
+    h["epoch"] = [e + 1 for e in (history.epoch if history else [])]
     (work / f"stage{stage}.done.json").write_text(json.dumps(h))
     return h
 
@@ -110,7 +141,7 @@ def _log_images(cfg: TrainConfig, aug, work: Path, size: int):
 
     from catdog_tf import pipeline
 
-    x, _ = next(iter(pipeline.make_dataset(cfg.records, "train", size, 8, training=True, seed=cfg.seed, fold=cfg.fold)))
+    x, _ = next(iter(pipeline.make_dataset(cfg.records, cfg.train_split, size, 8, training=True, seed=cfg.seed, fold=cfg.fold)))
     with tf.summary.create_file_writer(str(work / "tensorboard" / "images")).as_default():
         tf.summary.image("original", x / 255.0, step=0, max_outputs=8)
         if aug is not None:
@@ -134,12 +165,13 @@ def train(cfg: TrainConfig) -> dict:
     import tensorflow as tf
 
     from catdog_tf import augment, backbones, distribute, features, pipeline
+    from catdog_tf.evaluate import log_loss
     from catdog_tf.model import ModelConfig, build_classifier
 
     keras.utils.set_random_seed(cfg.seed)
     strategy, why = distribute.choose_strategy(cfg.strategy)
     replicas = strategy.num_replicas_in_sync
-    log(f"strategy: {type(strategy).__name__} with {replicas} replica(s): {why}")
+    log(f"strategy: {distribute.strategy_name(strategy)} with {replicas} replica(s): {why}")
     mp, why = distribute.choose_mixed_precision(cfg.mixed_precision)
     log(f"mixed precision: {'on' if mp else 'off'}: {why}")
     keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
@@ -163,30 +195,32 @@ def train(cfg: TrainConfig) -> dict:
     aug = augment.build_augmentation(cfg.augmentation, seed=cfg.seed) if xla else None
     if xla and aug is not None:
         log("augmentation runs in tf.data because XLA is on (its random ops lack XLA kernels)")
-    has_val = _has_split(cfg.records, "validation", cfg.fold)
+    has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
     results: dict = {"config": dataclasses.asdict(cfg)}
 
     def full_image_data():
         bt = augment.batch_transform(cfg.batch_policy, seed=cfg.seed)
 
         def make_train(ctx=None):
-            ds = pipeline.make_dataset(cfg.records, "train", size, cfg.batch_size, training=True, fold=cfg.fold,
-                                       seed=cfg.seed, input_context=ctx, batch_transform=bt)
+            # steps_per_epoch needs an endless stream; otherwise one pass is one epoch.
+            ds = pipeline.make_dataset(cfg.records, cfg.train_split, size, cfg.batch_size, training=True, fold=cfg.fold,
+                                       seed=cfg.seed, input_context=ctx, batch_transform=bt,
+                                       repeat=cfg.steps_per_epoch is not None)
             if aug is not None:
                 ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
             return ds
 
         train_ds = strategy.distribute_datasets_from_function(make_train) if replicas > 1 else make_train()
-        val_ds = pipeline.make_dataset(cfg.records, "validation", size, cfg.batch_size, fold=cfg.fold) if has_val else None
+        val_ds = pipeline.make_dataset(cfg.records, cfg.val_split, size, cfg.batch_size, fold=cfg.fold) if has_val else None
         return train_ds, val_ds
 
     def cached_arrays(feature_model, flip_train: bool, dtype="float32"):
         kw = dict(fold=cfg.fold, cache_dir=cache_dir, dtype=dtype, batch_size=max(cfg.batch_size, 32))
-        x, y, _ = features.cached(feature_model, cfg.records, "train", size, **kw)
+        x, y, _ = features.cached(feature_model, cfg.records, cfg.train_split, size, **kw)
         if flip_train:
-            xf, yf, _ = features.cached(feature_model, cfg.records, "train", size, flip=True, **kw)
+            xf, yf, _ = features.cached(feature_model, cfg.records, cfg.train_split, size, flip=True, **kw)
             x, y = np.concatenate([x, xf]), np.concatenate([y, yf])
-        val = features.cached(feature_model, cfg.records, "validation", size, **kw)[:2] if has_val else None
+        val = features.cached(feature_model, cfg.records, cfg.val_split, size, **kw)[:2] if has_val else None
         return x, y, val
 
     # ---------------------------------------------------------------- stage 1: the head
@@ -204,17 +238,17 @@ def train(cfg: TrainConfig) -> dict:
                 pooled = keras.Model(clf.backbone.input, clf.pooling(clf.backbone.output),
                                      name=f"{cfg.backbone}_{size}_{cfg.pooling}")
             x, y, val = cached_arrays(pooled, cfg.head_augmentation == "flip")
-            with strategy.scope():
-                _compile(clf.head, cfg.lr1, cfg, xla)
-            hist = clf.head.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs1, validation_data=val,
-                                callbacks=_callbacks(cfg, 1, work, chief, has_val), shuffle=True, verbose=2)
+            if val is not None:
+                results["untrained_val_loss"] = log_loss(val[1], np.asarray(clf.head(val[0], training=False)).reshape(-1))
+                log(f"untrained head: validation log loss {results['untrained_val_loss']:.4f}")
+            val = _array_dataset(*val, cfg.batch_size) if val is not None else None
+            hist = _fit(clf.head, strategy, cfg, 1, cfg.lr1, cfg.epochs1,
+                        _array_dataset(x, y, cfg.batch_size, True, cfg.seed), val, work, chief, xla)
         else:
             log(f"stage 1: head on full images with augmentation {cfg.augmentation!r}")
             train_ds, val_ds = full_image_data()
-            with strategy.scope():
-                _compile(clf.model, cfg.lr1, cfg, xla)
-            hist = clf.model.fit(train_ds, epochs=cfg.epochs1, validation_data=val_ds, steps_per_epoch=cfg.steps_per_epoch,
-                                 callbacks=_callbacks(cfg, 1, work, chief, has_val), verbose=2)
+            hist = _fit(clf.model, strategy, cfg, 1, cfg.lr1, cfg.epochs1, train_ds, val_ds, work, chief, xla,
+                        cfg.steps_per_epoch)
         results["history1"] = _finish_stage(work, 1, clf.model, hist)
 
     # ---------------------------------------------------------------- stage 2: top blocks
@@ -238,22 +272,19 @@ def train(cfg: TrainConfig) -> dict:
                 with strategy.scope():
                     inp = keras.Input(top.input_shape[1:])
                     stage_model = keras.Model(inp, clf.head(clf.pooling(top(inp, training=False))))
-                    _compile(stage_model, cfg.lr2, cfg, xla)
-                hist = stage_model.fit(x, y, batch_size=cfg.batch_size, epochs=cfg.epochs2, validation_data=val,
-                                       callbacks=_callbacks(cfg, 2, work, chief, has_val), shuffle=True, verbose=2)
+                val = _array_dataset(*val, cfg.batch_size) if val is not None else None
+                hist = _fit(stage_model, strategy, cfg, 2, cfg.lr2, cfg.epochs2,
+                            _array_dataset(x, y, cfg.batch_size, True, cfg.seed), val, work, chief, xla)
             else:
                 train_ds, val_ds = full_image_data()
-                with strategy.scope():
-                    _compile(clf.model, cfg.lr2, cfg, xla)
-                hist = clf.model.fit(train_ds, epochs=cfg.epochs2, validation_data=val_ds,
-                                     steps_per_epoch=cfg.steps_per_epoch,
-                                     callbacks=_callbacks(cfg, 2, work, chief, has_val), verbose=2)
+                hist = _fit(clf.model, strategy, cfg, 2, cfg.lr2, cfg.epochs2, train_ds, val_ds, work, chief, xla,
+                            cfg.steps_per_epoch)
             results["history2"] = _finish_stage(work, 2, clf.model, hist)
 
     # ---------------------------------------------------------------- export + measure
     final = clf.inference_model()
     if has_val:
-        ds = pipeline.make_dataset(cfg.records, "validation", size, 64, fold=cfg.fold, with_ids=True)
+        ds = pipeline.make_dataset(cfg.records, cfg.val_split, size, 64, fold=cfg.fold, with_ids=True)
         ids, ys, ps = [], [], []
         for x, y in ds:
             ps.append(final(x["image"], training=False).numpy().reshape(-1))
@@ -322,6 +353,8 @@ def _define_flags():
     flags.DEFINE_enum("xla", d.xla, ["auto", "on", "off"], "jit_compile the step (auto: single GPU only).")
     flags.DEFINE_enum("strategy", d.strategy, list(distribute.STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_integer("fold", None, "Cross-validation fold (records built with --folds).")
+    flags.DEFINE_string("train_split", d.train_split, "Records split(s) to train on ('+' joins splits).")
+    flags.DEFINE_string("val_split", d.val_split, "Records split for early stopping and the reported figure.")
     flags.DEFINE_integer("seed", d.seed, "Random seed.")
     flags.DEFINE_integer("patience", d.patience, "EarlyStopping patience (epochs).")
     flags.DEFINE_string("cache_dir", None, "Feature cache folder (default: <model_dir>/../cache).")

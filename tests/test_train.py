@@ -1,0 +1,127 @@
+"""Training on real photos with the offline EfficientNet-Lite0 weights (CPU)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from catdog_tf import records
+from conftest import KAGGLE200, REPO
+
+pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/data/kaggle200")
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    """120 real photos (60 per class), 30 % validation."""
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(2000, 2060):
+        for c in ("cat", "dog"):
+            (root / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
+    out = root.parent / "rec"
+    records.build([str(root)], records.BuildConfig(out=str(out), val_fraction=0.3, min_shards=2, workers=2))
+    return str(out)
+
+
+def run_train(*args, env=None, **kw):
+    cmd = [sys.executable, "-u", "-m", "catdog_tf.train", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+
+
+def test_short_real_run_improves_and_exports(rec, tmp_path):
+    from catdog_tf import predict
+    from catdog_tf.train import TrainConfig, train
+
+    cfg = TrainConfig(backbone="efficientnet_lite0", records=rec, model_dir=str(tmp_path / "m"), epochs1=4, epochs2=1,
+                      unfreeze_blocks=1, batch_size=16, seed=1)
+    r = train(cfg)
+    assert r["untrained_val_loss"] > 0.5  # an untrained head knows nothing
+    assert r["val_log_loss"] < 0.5 * r["untrained_val_loss"]
+    assert r["val_accuracy"] >= 0.85 and r["val_count"] == 36
+    m = tmp_path / "m"
+    for f in ("model.keras", "metrics.json", "flags.json", "stage1.done.json", "stage2.done.json",
+              "val_predictions.csv", "saved_model/saved_model.pb"):
+        assert (m / f).exists(), f
+    assert json.loads((m / "flags.json").read_text())["backbone"] == "efficientnet_lite0"
+    assert any((m / "tensorboard").rglob("events.out.tfevents.*"))
+    # the exported model, reloaded with safe_mode, reproduces the reported figure
+    model = predict.load_model(str(m))
+    ids, y, p = predict.predict_records(model, rec, "validation")
+    from catdog_tf.evaluate import log_loss
+    assert abs(log_loss(y, p) - r["val_log_loss"]) < 1e-5
+    # a second run finds both stages done and only re-exports
+    r2 = train(cfg)
+    assert r2["history1"] == r["history1"] and abs(r2["val_log_loss"] - r["val_log_loss"]) < 1e-6
+
+
+def test_mirrored_two_devices_matches_one(rec, tmp_path):
+    common = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=96", "--epochs1=3", "--epochs2=1",
+              "--unfreeze_blocks=1", "--dropout=0", "--batch_size=16", "--cpu_devices=2", "--head_augmentation=none",
+              f"--cache_dir={tmp_path / 'cache'}"]
+    one = run_train(*common, "--strategy=default", f"--model_dir={tmp_path / 'one'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_train(*common, "--strategy=mirrored", f"--model_dir={tmp_path / 'two'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "MirroredStrategy with 2 replica(s)" in two.stderr
+    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    np.testing.assert_allclose(b["history1"]["loss"], a["history1"]["loss"], rtol=1e-3)
+    assert abs(a["val_log_loss"] - b["val_log_loss"]) < 2e-3 * max(1.0, a["val_log_loss"])
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_multiworker_two_processes_write_one_model(rec, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    args = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=96", "--epochs1=2", "--epochs2=0",
+            "--batch_size=16", f"--model_dir={tmp_path / 'mw'}", f"--cache_dir={tmp_path / 'cache'}"]
+    procs = []
+    for i in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen([sys.executable, "-u", "-m", "catdog_tf.train", *args], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-3000:]
+    assert "MultiWorkerMirroredStrategy with 2 replica(s)" in outs[0]
+    models = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "mw").rglob("model.keras"))
+    assert models == ["mw/model.keras"]
+    assert json.loads((tmp_path / "mw" / "metrics.json").read_text())["val_count"] == 36
+
+
+def test_sigkill_mid_epoch_resumes_to_same_epoch_count(rec, tmp_path):
+    args = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=64", "--epochs1=5", "--epochs2=0",
+            "--head_augmentation=reference", "--steps_per_epoch=4", "--batch_size=8", "--patience=100",
+            f"--model_dir={tmp_path / 'k'}", f"--cache_dir={tmp_path / 'cache'}"]
+    p = subprocess.Popen([sys.executable, "-u", "-m", "catdog_tf.train", *args], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    deadline = time.time() + 600
+    for line in p.stdout:
+        seen.append(line)
+        if line.startswith("Epoch 3/5"):  # epoch 2 is backed up; epoch 3 has begun
+            p.send_signal(signal.SIGKILL)
+            break
+        assert time.time() < deadline
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "".join(seen[-30:])
+    assert not (tmp_path / "k" / "stage1.done.json").exists()
+    again = run_train(*args, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    done = json.loads((tmp_path / "k" / "stage1.done.json").read_text())
+    assert done["epoch"] == [3, 4, 5]  # resumed at the killed epoch, ended where a clean run ends
