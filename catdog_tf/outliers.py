@@ -59,7 +59,7 @@ def run(images: str | None = None, records_dir: str | None = None, out: str = "r
         from catdog_tf import records
 
         m = records.load_manifest(records_dir)
-        ids, labels, imgs = [], [], []
+        ids, labels = [], []
         splits = sorted(s for s in m["splits"] if s != "test")
         ds = None
         for split in splits:
@@ -121,7 +121,10 @@ def run(images: str | None = None, records_dir: str | None = None, out: str = "r
                                           f"outlier candidates {k + 1}-{k + len(chunk)} of {len(flagged)} "
                                           f"({backbone}, top {top_n})", colors=colors))
     _write_index(outp, pages, len(ids), len(flagged), backbone, top_n)
+    # How the candidate count depends on N, from the same predictions (the reference used 30).
+    by_n = {str(n): int(screen(probs, labels, n, conflict)["no_animal"].sum()) for n in (1, 3, 5, 10, 30, 100)}
     summary = {"backbone": backbone, "top_n": top_n, "screened": len(ids), "flagged": len(flagged),
+               "no_animal_by_top_n": by_n,
                "no_animal": int(s["no_animal"].sum()), "label_conflict": int(s["label_conflict"].sum()),
                "skipped": skipped, "ids": [ids[i] for i in flagged]}
     (outp / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -223,6 +223,34 @@ def train(cfg: TrainConfig) -> dict:
         val = features.cached(feature_model, cfg.records, cfg.val_split, size, **kw)[:2] if has_val else None
         return x, y, val
 
+    stage2 = cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0
+    stage2_cached = stage2 and (cfg.stage2_cache == "on" or (
+        cfg.stage2_cache == "auto" and not tf.config.list_physical_devices("GPU")))
+    split_models = {}
+
+    def bottom_top():
+        """The backbone cut below its top blocks; the bottom's activations are cached."""
+        if not split_models:
+            with strategy.scope():
+                bottom, top = backbones.split_at_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
+                bottom._name = f"{cfg.backbone}_{size}_bottom{cfg.unfreeze_blocks}"
+            split_models.update(bottom=bottom, top=top)
+        return split_models["bottom"], split_models["top"]
+
+    def pooled_arrays():
+        """Pooled features for the head. When stage 2 will cache the bottom's activations
+        anyway, derive them from those (top blocks only) instead of a second full pass."""
+        if stage2_cached:
+            bottom, top = bottom_top()
+            xb, y, valb = cached_arrays(bottom, cfg.head_augmentation == "flip", dtype="float16")
+            head_in = keras.Model(top.input, clf.pooling(top.output))
+            f = lambda a: head_in.predict(a, batch_size=256, verbose=0)  # noqa: E731
+            return f(xb), y, ((f(valb[0]), valb[1]) if valb is not None else None)
+        with strategy.scope():
+            pooled = keras.Model(clf.backbone.input, clf.pooling(clf.backbone.output),
+                                 name=f"{cfg.backbone}_{size}_{cfg.pooling}")
+        return cached_arrays(pooled, cfg.head_augmentation == "flip")
+
     # ---------------------------------------------------------------- stage 1: the head
     if chief:
         _log_images(cfg, augment.build_augmentation(cfg.augmentation, seed=cfg.seed), work, size)
@@ -234,10 +262,7 @@ def train(cfg: TrainConfig) -> dict:
     elif cfg.epochs1 > 0:
         if cfg.head_augmentation in ("none", "flip"):
             log("stage 1: head on cached pooled features (fast path)")
-            with strategy.scope():
-                pooled = keras.Model(clf.backbone.input, clf.pooling(clf.backbone.output),
-                                     name=f"{cfg.backbone}_{size}_{cfg.pooling}")
-            x, y, val = cached_arrays(pooled, cfg.head_augmentation == "flip")
+            x, y, val = pooled_arrays()
             if val is not None:
                 results["untrained_val_loss"] = log_loss(val[1], np.asarray(clf.head(val[0], training=False)).reshape(-1))
                 log(f"untrained head: validation log loss {results['untrained_val_loss']:.4f}")
@@ -252,7 +277,7 @@ def train(cfg: TrainConfig) -> dict:
         results["history1"] = _finish_stage(work, 1, clf.model, hist)
 
     # ---------------------------------------------------------------- stage 2: top blocks
-    if cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0:
+    if stage2:
         done = _stage_done(work, 2)
         if done is not None:
             clf.model.load_weights(str(work / "stage2.weights.h5"))
@@ -261,13 +286,10 @@ def train(cfg: TrainConfig) -> dict:
         else:
             backbones.set_trainable_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
             n_train = sum(int(np.prod(w.shape)) for w in clf.backbone.trainable_weights)
-            use_cache = cfg.stage2_cache == "on" or (cfg.stage2_cache == "auto" and not tf.config.list_physical_devices("GPU"))
             log(f"stage 2: top {cfg.unfreeze_blocks} block(s) of {cfg.backbone} trainable ({n_train:,} weights), lr {cfg.lr2}")
-            if use_cache:
+            if stage2_cached:
                 log("stage 2 on cached activations of the frozen bottom (CPU path; flips only)")
-                with strategy.scope():
-                    bottom, top = backbones.split_at_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
-                    bottom._name = f"{cfg.backbone}_{size}_bottom{cfg.unfreeze_blocks}"
+                bottom, top = bottom_top()
                 x, y, val = cached_arrays(bottom, cfg.head_augmentation != "none", dtype="float16")
                 with strategy.scope():
                     inp = keras.Input(top.input_shape[1:])
