@@ -161,14 +161,71 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     return report
 
 
+def fuse(backbone_names: list[str], records_dir: str, out: str, *, train_split: str = "train",
+         val_split: str = "validation", cache_dir: str | None = "runs/cache", flip: bool = True, epochs: int = 60,
+         lr: float = 1e-3, dropout: float = 0.3, batch_size: int = 64, patience: int = 6, seed: int = 0) -> dict:
+    """Feature fusion: the members' pooled ImageNet features concatenated, one logistic head
+    (with dropout) trained on them. Cached features make this a minutes job on a CPU. The
+    export is one graph: image -> per-backbone resize + backbone + pooling -> concat -> head."""
+    from catdog_tf import backbones, features
+    from catdog_tf.evaluate import log_loss
+    from catdog_tf.model import build_head
+
+    keras.utils.set_random_seed(seed)
+    pooled_models, xs, vs, y, yv = [], [], [], None, None
+    for name in backbone_names:
+        bb = backbones.build_backbone(name, weights="auto")
+        size = int(bb.input_shape[1])
+        # Same name as train.py's pooled model, so their feature caches are shared.
+        pm = keras.Model(bb.input, keras.layers.GlobalAveragePooling2D(name="pool")(bb.output), name=f"{name}_{size}_avg")
+        x, y, _ = features.cached(pm, records_dir, train_split, size, cache_dir=cache_dir)
+        if flip:
+            xf, yf, _ = features.cached(pm, records_dir, train_split, size, flip=True, cache_dir=cache_dir)
+            x, y = np.concatenate([x, xf]), np.concatenate([y, yf])
+        v, yv, _ = features.cached(pm, records_dir, val_split, size, cache_dir=cache_dir)
+        pooled_models.append(pm)
+        xs.append(x)
+        vs.append(v)
+    x, v = np.concatenate(xs, axis=1), np.concatenate(vs, axis=1)
+    head = build_head(x.shape[1], dropout, seed)
+    head.compile(keras.optimizers.Adam(lr), "binary_crossentropy", metrics=["accuracy"])
+    hist = head.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=(v, yv), shuffle=True, verbose=2,
+                    callbacks=[keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True),
+                               keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=2, min_lr=1e-6)])
+    pv = head.predict(v, batch_size=256, verbose=0).reshape(-1)
+    size = max(int(m.input_shape[1]) for m in pooled_models)
+    inputs = keras.Input((size, size, 3), name="image")
+    feats = []
+    for k, m in enumerate(pooled_models):
+        s = int(m.input_shape[1])
+        z = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{k}_{s}")(inputs)
+        feats.append(m(z))
+    model = keras.Model(inputs, head(keras.layers.Concatenate(name="fused")(feats)), name="catdog_fusion")
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    model.save(str(outp / "model.keras"))
+    report = {"backbones": backbone_names, "feature_dim": int(x.shape[1]), "train_split": train_split,
+              "val_split": val_split, "val_log_loss": log_loss(yv, pv),
+              "val_accuracy": float(np.mean((pv > 0.5) == (yv > 0.5))), "epochs": len(hist.epoch)}
+    (outp / "fusion.json").write_text(json.dumps(report, indent=1))
+    print(f"fusion of {backbone_names}: {val_split} log loss {report['val_log_loss']:.5f} -> {outp / 'model.keras'}",
+          file=sys.stderr)
+    return report
+
+
 def main(argv):
     from absl import flags
 
     F = flags.FLAGS
     if len(argv) > 1:
         raise SystemExit(f"unexpected arguments: {argv[1:]}")
+    if F.fuse:
+        report = fuse(F.fuse.split(","), F.records, F.out, train_split=F.train_split, val_split=F.split,
+                      cache_dir=F.cache_dir, flip=F.flip)
+        print(json.dumps(report))
+        return
     if not F.member:
-        raise SystemExit("error: give --member=MODEL at least once")
+        raise SystemExit("error: give --member=MODEL at least once (or --fuse=BACKBONE,BACKBONE)")
     weights = [float(v) for v in F.weights.split(",")] if F.weights else None
     if weights and len(weights) != len(F.member):
         raise SystemExit(f"error: {len(weights)} weights for {len(F.member)} members")
@@ -190,6 +247,11 @@ def _define_flags():
     flags.DEFINE_enum("tta", "none", ["none", "flip"], "Test-time augmentation while fitting.")
     flags.DEFINE_string("out", "runs/ensemble", "Output folder (model.keras, saved_model/, ensemble.json).")
     flags.DEFINE_integer("batch_size", 32, "Batch size.")
+    flags.DEFINE_string("fuse", None, "Feature fusion instead: comma-separated backbone names whose pooled "
+                        "features are concatenated under one trained logistic head.")
+    flags.DEFINE_string("train_split", "train", "With --fuse: split(s) the fused head trains on.")
+    flags.DEFINE_string("cache_dir", "runs/cache", "With --fuse: feature cache (shared with train.py).")
+    flags.DEFINE_bool("flip", True, "With --fuse: also train on horizontally flipped features.")
 
 
 if __name__ == "__main__":

@@ -49,21 +49,15 @@ def evaluate(model, *, images: str | None = None, records_dir: str | None = None
              clips=DEFAULT_CLIPS) -> dict:
     """Predicts every labeled image of a folder or a records split; returns the summary and,
     with out_dir, writes calibration.png and worst_mistakes.png there."""
-    sources: dict[str, object] = {}
     if images:
         paths, ids, labels, skipped = predict.scan_folder(images, labeled=True)
         for s in skipped:
             print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
         p = predict.predict_files(model, paths, batch_size, tta)
         y = np.asarray(labels, np.float64)
-        sources = dict(zip(ids, paths))
     else:
-        from catdog_tf import records
-
         ids, y, p = predict.predict_records(model, records_dir, split, batch_size, tta, fold)
         skipped = []
-        if out_dir:  # bytes for the contact sheet, only of the few worst
-            sources = {}
     s = summarize(ids, y, p, clips)
     s["skipped"] = skipped
     s["tta"] = tta
@@ -74,7 +68,11 @@ def evaluate(model, *, images: str | None = None, records_dir: str | None = None
         s["calibration_png"] = report.calibration_plot(y, p, str(out / "calibration.png"),
                                                        f"{model.name}: log loss {s['log_loss']:.4f}, n={len(y)}")
         worst = s["worst"]
-        if not images:
+        if images:
+            sources = dict(zip(ids, paths))
+        else:  # JPEG bytes of just the worst few, for the contact sheet
+            from catdog_tf import records
+
             want = {w["id"] for w in worst}
             sources = {e["id"]: e["encoded"] for e in records.read_examples(records_dir) if e["id"] in want}
         items = [(sources[w["id"]], f"{w['id']}  P(dog)={w['p_dog']:.3f}\nloss {w['loss']:.2f}") for w in worst

@@ -111,7 +111,7 @@ def run(images: str | None = None, records_dir: str | None = None, out: str = "r
         for i, t5 in zip(flagged, top5):
             reason = "no cat/dog in top-N" if s["no_animal"][i] else "label conflict"
             f.write(f"{ids[i]}  # {reason}; {t5[0][1]} {t5[0][2]:.2f}\n")
-    pages = []
+    pages, sheet_ids = [], []
     for k in range(0, len(flagged), per_page):
         chunk = list(zip(flagged[k:k + per_page], top5[k:k + per_page]))
         items = [(sources[ids[i]], f"{ids[i]} ({'no animal' if s['no_animal'][i] else 'conflict'})\n"
@@ -120,13 +120,15 @@ def run(images: str | None = None, records_dir: str | None = None, out: str = "r
         pages.append(report.contact_sheet(items, str(outp / f"contact_sheet-{k // per_page + 1:02d}.png"),
                                           f"outlier candidates {k + 1}-{k + len(chunk)} of {len(flagged)} "
                                           f"({backbone}, top {top_n})", colors=colors))
+        sheet_ids.append([ids[i] for i, _ in chunk])
     _write_index(outp, pages, len(ids), len(flagged), backbone, top_n)
     # How the candidate count depends on N, from the same predictions (the reference used 30).
     by_n = {str(n): int(screen(probs, labels, n, conflict)["no_animal"].sum()) for n in (1, 3, 5, 10, 30, 100)}
     summary = {"backbone": backbone, "top_n": top_n, "screened": len(ids), "flagged": len(flagged),
                "no_animal_by_top_n": by_n,
                "no_animal": int(s["no_animal"].sum()), "label_conflict": int(s["label_conflict"].sum()),
-               "skipped": skipped, "ids": [ids[i] for i in flagged]}
+               "skipped": skipped, "ids": [ids[i] for i in flagged],
+               "contact_sheets": [{"file": Path(p).name, "ids": i} for p, i in zip(pages, sheet_ids)]}
     (outp / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"outliers: {len(flagged)} of {len(ids)} flagged ({summary['no_animal']} no cat/dog in top {top_n}, "
           f"{summary['label_conflict']} label conflicts) -> {outp / 'candidates.csv'}", file=sys.stderr)

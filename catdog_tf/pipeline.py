@@ -30,6 +30,10 @@ def decode_resize(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image
     Decoding and downscaling are fused: libjpeg decodes large photos at 1/2, 1/4 or 1/8
     scale straight from the DCT coefficients when the result is still >= image_size on
     both sides, which skips most of the work for native-size photos.
+
+    The antialiased resize (2-3x the cost of a plain bilinear one, more than the decode
+    itself for 200 px photos) runs only when a side shrinks: when both sides grow or stay,
+    antialiasing changes nothing (same output to float rounding), so the plain one is used.
     """
     short = tf.minimum(height, width)
     branches = [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in _RATIOS]
@@ -37,7 +41,10 @@ def decode_resize(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image
     ok = tf.stack([short // r >= image_size for r in _RATIOS])
     index = tf.where(tf.reduce_any(ok), tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32), len(_RATIOS) - 1)
     image = tf.switch_case(index, branches)
-    image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
+    shrinks = tf.reduce_any(tf.shape(image)[:2] > image_size)
+    image = tf.cond(shrinks,
+                    lambda: tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True),
+                    lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"))
     return tf.reshape(image, [image_size, image_size, 3])
 
 

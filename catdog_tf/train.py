@@ -103,10 +103,15 @@ def _array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool 
 def _fit(model, strategy, cfg: TrainConfig, stage: int, lr: float, epochs: int, train_ds, val_ds, work: Path,
          chief: bool, jit: bool, steps_per_epoch: int | None = None):
     """model.fit with our callbacks; under MultiWorkerMirroredStrategy our own loop, because
-    Keras 3's fit fails there (see catdog_tf/loop.py)."""
+    Keras 3's fit fails there (see catdog_tf/loop.py). train_ds / val_ds are datasets, or
+    (x, y) arrays of cached features."""
     import tensorflow as tf
 
+    arrays = isinstance(train_ds, tuple)
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        if arrays:
+            train_ds = _array_dataset(*train_ds, cfg.batch_size, True, cfg.seed)
+            val_ds = _array_dataset(*val_ds, cfg.batch_size) if val_ds is not None else None
         from catdog_tf import loop
 
         log(f"stage {stage}: custom distributed loop (Keras fit does not support MultiWorkerMirroredStrategy)")
@@ -117,8 +122,12 @@ def _fit(model, strategy, cfg: TrainConfig, stage: int, lr: float, epochs: int, 
                         label_smoothing=cfg.label_smoothing, log=log)
     with strategy.scope():
         _compile(model, lr, cfg, jit)
+    cbs = _callbacks(cfg, stage, work, chief, val_ds is not None)
+    if arrays:  # Keras's own array path: deterministic shuffling, identical across strategies
+        return model.fit(*train_ds, batch_size=cfg.batch_size, epochs=epochs, validation_data=val_ds, shuffle=True,
+                         callbacks=cbs, verbose=2)
     return model.fit(train_ds, epochs=epochs, validation_data=val_ds, steps_per_epoch=steps_per_epoch,
-                     callbacks=_callbacks(cfg, stage, work, chief, val_ds is not None), verbose=2)
+                     callbacks=cbs, verbose=2)
 
 
 def _stage_done(work: Path, stage: int) -> dict | None:
@@ -266,9 +275,7 @@ def train(cfg: TrainConfig) -> dict:
             if val is not None:
                 results["untrained_val_loss"] = log_loss(val[1], np.asarray(clf.head(val[0], training=False)).reshape(-1))
                 log(f"untrained head: validation log loss {results['untrained_val_loss']:.4f}")
-            val = _array_dataset(*val, cfg.batch_size) if val is not None else None
-            hist = _fit(clf.head, strategy, cfg, 1, cfg.lr1, cfg.epochs1,
-                        _array_dataset(x, y, cfg.batch_size, True, cfg.seed), val, work, chief, xla)
+            hist = _fit(clf.head, strategy, cfg, 1, cfg.lr1, cfg.epochs1, (x, y), val, work, chief, xla)
         else:
             log(f"stage 1: head on full images with augmentation {cfg.augmentation!r}")
             train_ds, val_ds = full_image_data()
@@ -294,9 +301,7 @@ def train(cfg: TrainConfig) -> dict:
                 with strategy.scope():
                     inp = keras.Input(top.input_shape[1:])
                     stage_model = keras.Model(inp, clf.head(clf.pooling(top(inp, training=False))))
-                val = _array_dataset(*val, cfg.batch_size) if val is not None else None
-                hist = _fit(stage_model, strategy, cfg, 2, cfg.lr2, cfg.epochs2,
-                            _array_dataset(x, y, cfg.batch_size, True, cfg.seed), val, work, chief, xla)
+                hist = _fit(stage_model, strategy, cfg, 2, cfg.lr2, cfg.epochs2, (x, y), val, work, chief, xla)
             else:
                 train_ds, val_ds = full_image_data()
                 hist = _fit(clf.model, strategy, cfg, 2, cfg.lr2, cfg.epochs2, train_ds, val_ds, work, chief, xla,

@@ -76,3 +76,25 @@ def test_submission_has_every_id_once(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         predict.write_submission(str(tmp_path / "t.csv"), ["1", "1"], np.array([0.5, 0.5]))
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_feature_fusion_exports_one_graph(tmp_path):
+    """Fusion of two real offline backbones on 40 photos: one .keras model that reloads."""
+    from conftest import KAGGLE200
+    from catdog_tf import records
+
+    if not KAGGLE200.is_dir():
+        pytest.skip("needs ../shared/data/kaggle200")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3000, 3020):
+        for c in ("cat", "dog"):
+            (photos / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
+    records.build([str(photos)], records.BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.3, workers=2))
+    r = ensemble.fuse(["efficientnet_lite0", "efficientnet_lite1"], str(tmp_path / "rec"), str(tmp_path / "fused"),
+                      cache_dir=str(tmp_path / "cache"), epochs=15, batch_size=16)
+    assert r["feature_dim"] == 2560 and r["val_log_loss"] < 0.6
+    model = predict.load_model(str(tmp_path / "fused"))
+    assert model.input_shape == (None, 240, 240, 3)
+    ids, y, p = predict.predict_records(model, str(tmp_path / "rec"), "validation")
+    assert abs(evaluate.log_loss(y, p) - r["val_log_loss"]) < 0.02  # export == trained head (resize path differs slightly)

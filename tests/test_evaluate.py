@@ -1,0 +1,50 @@
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+
+from catdog_tf import evaluate, predict
+from conftest import REPO, jpeg_bytes
+
+
+def test_log_loss_is_kaggles_formula():
+    y = np.array([1, 0, 1, 0])
+    p = np.array([0.9, 0.2, 1.0, 0.0])  # the last two are clipped to 1e-15, not infinite
+    assert abs(evaluate.log_loss(y, p) - (-(np.log(0.9) + np.log(0.8)) / 4)) < 1e-9
+    assert evaluate.log_loss([1], [0.0]) == -np.log(1e-15)
+    assert evaluate.log_loss([1], [0.0], eps=0.01) == -np.log(0.01)
+
+
+def test_evaluate_folder_json_and_plots(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(x), name="tiny")
+    m.save(tmp_path / "m.keras")
+    d = tmp_path / "labeled"
+    d.mkdir()
+    for i in range(6):  # any size: resized as in training
+        (d / f"cat.{i}.jpg").write_bytes(jpeg_bytes(h=20 + 3 * i, w=50, seed=i))
+        (d / f"dog.{i}.jpg").write_bytes(jpeg_bytes(h=60, w=25 + i, seed=50 + i))
+    (d / "notes.txt").write_text("not an image")
+    out = tmp_path / "eval.json"
+    r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--model={tmp_path / 'm.keras'}",
+                        f"--images={d}", f"--json_out={out}", "--clip=0.05"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(out.read_text())
+    assert s["count"] == 12 and {"log_loss", "accuracy", "count"} <= s.keys()
+    paths = sorted(str(p) for p in d.glob("*.jpg"))
+    ids = [p.rsplit("/", 1)[1][:-4] for p in paths]
+    y = np.array([1.0 if i.startswith("dog") else 0.0 for i in ids])
+    p = predict.predict_files(predict.load_model(str(tmp_path / "m.keras")), paths)
+    assert abs(s["log_loss"] - evaluate.log_loss(y, p)) < 1e-6
+    assert abs(s["log_loss_clipped"]["0.05"] - evaluate.log_loss(y, p, 0.05)) < 1e-6
+    assert abs(s["accuracy"] - np.mean((p > 0.5) == (y > 0.5))) < 1e-9
+    assert s["skipped"][0]["file"].endswith("notes.txt")
+    assert len(s["worst"]) == 12 and s["worst"][0]["loss"] >= s["worst"][-1]["loss"]
+    plots = tmp_path / "eval_plots"
+    assert (plots / "calibration.png").stat().st_size > 10_000
+    assert (plots / "worst_mistakes.png").stat().st_size > 10_000
