@@ -8,6 +8,7 @@ DATA=${1:-../shared/data/kaggle200}
 NATIVE=${NATIVE:-../shared/data/kaggle_native/train}
 RUNS=${RUNS:-runs}
 MEMBERS=${MEMBERS:-"efficientnet_lite0 efficientnet_lite1 efficientnet_lite2"}
+TRAIN_FLAGS=${TRAIN_FLAGS:-"--epochs1=40 --epochs2=0 --lr1=1e-3 --dropout=0.3 --batch_size=64 --patience=6"}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 mkdir -p "$RUNS"
 stage() { echo; echo "=== $(date +%H:%M:%S) $*"; }
@@ -35,13 +36,29 @@ stage "3/6 members: $MEMBERS"
 for b in $MEMBERS; do
   python -m catdog_tf.train --backbone="$b" --records="$RUNS/records" --model_dir="$RUNS/$b" \
     --train_split=$TRAIN --val_split=$TUNE --cache_dir="$RUNS/cache" \
-    ${TRAIN_FLAGS:-"--epochs1=40 --epochs2=0 --lr1=1e-3 --dropout=0.3 --batch_size=64 --patience=6"}
+    $TRAIN_FLAGS
 done
 
-stage "4/6 ensemble fitted on $TUNE -> $RUNS/final/model.keras"
-if [ ! -f "$RUNS/final/model.keras" ]; then
+stage "4/6 combine the members, both ways, tuned on $TUNE; the better one on $TUNE is exported"
+if [ ! -f "$RUNS/ensemble/model.keras" ]; then  # weighted average of the members' P(dog)
   python -m catdog_tf.ensemble $(for b in $MEMBERS; do echo "--member=$RUNS/$b"; done) \
-    --records="$RUNS/records" --split=$TUNE --out="$RUNS/final"
+    --records="$RUNS/records" --split=$TUNE --out="$RUNS/ensemble"
+fi
+if [ ! -f "$RUNS/fusion/model.keras" ]; then  # one logistic head on the concatenated features
+  python -m catdog_tf.ensemble --fuse="$(echo $MEMBERS | tr ' ' ',')" --records="$RUNS/records" \
+    --train_split=$TRAIN --split=$TUNE --cache_dir="$RUNS/cache" --out="$RUNS/fusion"
+fi
+if [ ! -f "$RUNS/final/model.keras" ]; then
+  best=$(python - "$RUNS" <<'PY'
+import json, sys
+runs = sys.argv[1]
+e = json.load(open(f"{runs}/ensemble/ensemble.json"))["log_loss"]
+f = json.load(open(f"{runs}/fusion/fusion.json"))["val_log_loss"]
+print("fusion" if f < e else "ensemble")
+PY
+)
+  echo "exporting $best as the final model"
+  mkdir -p "$RUNS/final" && cp "$RUNS/$best/model.keras" "$RUNS/final/model.keras" && echo "$best" > "$RUNS/final/SOURCE"
 fi
 
 stage "5/6 evaluate the exported model: held-out $HELDOUT and native sizes"
