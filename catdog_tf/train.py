@@ -194,7 +194,13 @@ def train(cfg: TrainConfig) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     cache_dir = cfg.cache_dir or str(model_dir.parent / "cache")
     if chief:
-        (work / "flags.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        done_metrics = work / "metrics.json"
+        flags_file = work / "flags.json"
+        if done_metrics.exists() and (work / "model.keras").exists() and flags_file.exists() \
+                and json.loads(flags_file.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg))):
+            log(f"{work} holds a finished run with these flags: nothing to do")
+            return {"config": dataclasses.asdict(cfg), **json.loads(done_metrics.read_text())}
+        flags_file.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
 
     spec = backbones.get(cfg.backbone)
     with strategy.scope():
