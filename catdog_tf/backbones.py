@@ -410,11 +410,8 @@ def _download_keras_weights(spec: Backbone, include_top: bool) -> str:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _save_layer_weights(model: keras.Model, path: Path, source_sha256: str) -> None:

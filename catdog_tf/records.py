@@ -338,11 +338,8 @@ def _shard_fingerprint(items: list[Checked], cfg: BuildConfig, fold: int) -> str
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _write_shard(path: Path, items: list[Checked], cfg: BuildConfig, fold: int, fingerprint: str) -> dict:
