@@ -412,7 +412,13 @@ def main(argv):
     cfg = TrainConfig(**{f.name: getattr(F, f.name) for f in dataclasses.fields(TrainConfig)})
     if cfg.weights == "none":
         cfg.weights = None
-    results = train(cfg)
+    from catdog_tf.backbones import WeightsUnavailableError
+    from catdog_tf.records import RecordsError
+
+    try:
+        results = train(cfg)
+    except (WeightsUnavailableError, RecordsError) as e:
+        raise SystemExit(f"error: {e}")
     print(json.dumps({k: results[k] for k in ("val_log_loss", "val_accuracy", "val_count") if k in results}))
 
 
