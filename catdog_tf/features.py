@@ -42,10 +42,15 @@ class Progress:
                 print(f"{self.desc}: {self.n} {rate:.1f} img/s", file=sys.stderr, flush=True)
 
 
-def split_count(records_dir: str, split: str, fold: int | None = None) -> int:
+def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[dict]:
+    """The manifest entries (file, count, bytes, sha256) of a split's shards."""
     m = records.load_manifest(records_dir)
-    files = {Path(f).name for f in records.shard_files(records_dir, split, fold)}
-    return sum(sh["count"] for s in m["splits"].values() for sh in s["shards"] if sh["file"] in files)
+    names = {Path(f).name for f in records.shard_files(records_dir, split, fold)}
+    return [sh for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names]
+
+
+def split_count(records_dir: str, split: str, fold: int | None = None) -> int:
+    return sum(sh["count"] for sh in split_shards(records_dir, split, fold))
 
 
 def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None = None, desc: str = "features",
@@ -88,10 +93,8 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
            dtype: str = "float32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """extract() over a records split, cached under cache_dir keyed by the model's weights,
     its output, the split's shard checksums, image size and flip."""
-    m = records.load_manifest(records_dir)
-    files = records.shard_files(records_dir, split, fold)
-    names = {Path(f).name for f in files}
-    shas = sorted(sh["sha256"] for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names)
+    shards = split_shards(records_dir, split, fold)
+    shas = sorted(sh["sha256"] for sh in shards)
     key = hashlib.sha256(json.dumps([feature_model.name, _weights_fingerprint(feature_model),
                                      list(feature_model.output_shape), image_size, flip, shas]).encode()).hexdigest()[:20]
     path = Path(cache_dir) / f"{feature_model.name}-{split}{'' if fold is None else fold}-{'flip-' if flip else ''}{key}.npz" \
@@ -100,7 +103,7 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
         z = np.load(path, allow_pickle=False)
         return z["features"], z["labels"], z["ids"].astype(object)
     ds = pipeline.make_dataset(records_dir, split, image_size, batch_size, fold=fold, with_ids=True)
-    total = sum(sh["count"] for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names)
+    total = sum(sh["count"] for sh in shards)
     feats, labels, ids = extract(feature_model, ds, total, desc=f"{feature_model.name} {split}{' flipped' if flip else ''}",
                                  flip=flip)
     feats = feats.astype(dtype)

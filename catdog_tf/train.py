@@ -202,7 +202,6 @@ def train(cfg: TrainConfig) -> dict:
             return {"config": dataclasses.asdict(cfg), **json.loads(done_metrics.read_text())}
         flags_file.write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
 
-    spec = backbones.get(cfg.backbone)
     with strategy.scope():
         clf = build_classifier(ModelConfig(cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.dropout,
                                            "none" if xla else cfg.augmentation, cfg.seed))
