@@ -161,6 +161,67 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     return report
 
 
+def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool):
+    """(space, weights, temperature) minimizing log loss on (P, y); space 'auto' tries both."""
+    from catdog_tf.evaluate import log_loss
+
+    fitted = {}
+    for sp in (("prob", "logit") if space == "auto" else (space,)):
+        w = fit_weights(P, y, sp)
+        fitted[sp] = (w, log_loss(y, combine(P, w, sp)))
+    sp = min(fitted, key=lambda s: fitted[s][1])
+    w = fitted[sp][0]
+    return sp, w, (fit_temperature(combine(P, w, sp), y) if temperature else 1.0)
+
+
+def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperature: bool = True) -> dict:
+    """The combination fitted on k-fold members' out-of-fold predictions (catdog_tf.kfold).
+
+    The reported figure is cross-fitted: each fold's photos are combined with weights and
+    temperature fitted on the other folds only, so no photo steers its own prediction. The
+    exported model uses the combination fitted on every fold."""
+    from catdog_tf import kfold, predict
+    from catdog_tf.evaluate import log_loss
+
+    cols, y, ids0, folds = [], None, None, None
+    for d in member_dirs:
+        ids, labels, fl, p = kfold.read_oof(d)
+        order = np.argsort(ids)
+        ids, labels, fl, p = [ids[i] for i in order], labels[order], [fl[i] for i in order], p[order]
+        if ids0 is not None and ids != ids0:
+            raise ValueError(f"{d}: its out-of-fold predictions cover other photos than {member_dirs[0]}")
+        if folds is not None and fl != folds:
+            raise ValueError(f"{d}: the photos are in other folds than in {member_dirs[0]}")
+        ids0, y, folds = ids, labels, fl
+        cols.append(p)
+        print(f"member {d}: out-of-fold log loss {log_loss(y, p):.5f}", file=sys.stderr)
+    P, folds = np.stack(cols, axis=1), np.asarray(folds)
+    cross = np.zeros(len(y))
+    for f in sorted(set(folds)):
+        te = folds == f
+        sp, w, t = _fit_combination(P[~te], y[~te], space, temperature)
+        cross[te] = combine(P[te], w, sp, t)
+    sp, w, t = _fit_combination(P, y, space, temperature)
+    fitted = combine(P, w, sp, t)
+    report = {"members": [{"path": d, "oof_log_loss": log_loss(y, P[:, k])} for k, d in enumerate(member_dirs)],
+              "count": int(len(y)), "folds": sorted(set(folds.tolist())), "space": sp,
+              "weights": [float(v) for v in w], "temperature": t,
+              "oof_log_loss": log_loss(y, cross), "oof_accuracy": float(np.mean((cross > 0.5) == (y > 0.5))),
+              "fitted_log_loss": log_loss(y, fitted)}
+    members = [predict.load_model(d) for d in member_dirs]
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    build_ensemble(members, w, sp, t).save(str(outp / "model.keras"))
+    (outp / "ensemble.json").write_text(json.dumps(report, indent=1))
+    with open(outp / "oof_predictions.csv", "w") as f:
+        f.write("id,label,fold,p_dog\n")
+        f.writelines(f"{i},{int(a)},{k},{q:.8f}\n" for i, a, k, q in zip(ids0, y, folds, cross))
+    print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, T={t:.3f}): out-of-fold log loss "
+          f"{report['oof_log_loss']:.5f} cross-fitted ({report['fitted_log_loss']:.5f} fitted on all) "
+          f"-> {outp / 'model.keras'}", file=sys.stderr)
+    return report
+
+
 def fuse(backbone_names: list[str], records_dir: str, out: str, *, train_split: str = "train",
          val_split: str = "validation", cache_dir: str | None = "runs/cache", flip: bool = True, epochs: int = 60,
          lr: float = 1e-3, dropout: float = 0.3, batch_size: int = 64, patience: int = 6, seed: int = 0) -> dict:
@@ -226,6 +287,13 @@ def main(argv):
         return
     if not F.member:
         raise SystemExit("error: give --member=MODEL at least once (or --fuse=BACKBONE,BACKBONE)")
+    if F.oof:
+        try:
+            report = run_oof(F.member, F.out, space=F.space, temperature=F.temperature)
+        except (ValueError, FileNotFoundError) as e:
+            raise SystemExit(f"error: {e}") from None
+        print(json.dumps({k: report[k] for k in ("space", "weights", "temperature", "oof_log_loss", "oof_accuracy")}))
+        return
     weights = [float(v) for v in F.weights.split(",")] if F.weights else None
     if weights and len(weights) != len(F.member):
         raise SystemExit(f"error: {len(weights)} weights for {len(F.member)} members")
@@ -252,6 +320,8 @@ def _define_flags():
     flags.DEFINE_string("train_split", "train", "With --fuse: split(s) the fused head trains on.")
     flags.DEFINE_string("cache_dir", "runs/cache", "With --fuse: feature cache (shared with train.py).")
     flags.DEFINE_bool("flip", True, "With --fuse: also train on horizontally flipped features.")
+    flags.DEFINE_bool("oof", False, "Members are k-fold runs (catdog_tf.kfold): fit on their out-of-fold "
+                      "predictions instead of predicting --split.")
 
 
 if __name__ == "__main__":

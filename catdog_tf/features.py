@@ -107,6 +107,8 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     feats, labels, ids = extract(feature_model, ds, total, desc=f"{feature_model.name} {split}{' flipped' if flip else ''}",
                                  flip=flip)
     feats = feats.astype(dtype)
+    # str ids either way (fresh from tf.data they are bytes; from the .npz, str).
+    ids = np.asarray([i.decode() if isinstance(i, bytes) else str(i) for i in ids], dtype=object)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")

@@ -1,0 +1,130 @@
+"""K-fold heads on cached features of real photos (offline EfficientNet-Lite0 weights)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from catdog_tf import ensemble, evaluate, kfold, predict, records
+from conftest import KAGGLE200, REPO
+
+pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/data/kaggle200")
+
+
+@pytest.fixture(scope="module")
+def rec(tmp_path_factory):
+    """96 real photos (48 per class) in 4 folds."""
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(3000, 3048):
+        for c in ("cat", "dog"):
+            (root / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
+    out = root.parent / "rec"
+    records.build([str(root)], records.BuildConfig(out=str(out), folds=4, min_shards=1, workers=2))
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def lite0_run(rec, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kf") / "lite0"
+    cfg = kfold.KFoldConfig(backbone="efficientnet_lite0", records=rec, out=str(out), folds=["fold1", "fold2", "fold3"],
+                            epochs=6, batch_size=16, cache_groups=["fold1+fold2", "fold3"])
+    return cfg, kfold.run(cfg)
+
+
+def test_oof_covers_each_photo_of_the_chosen_folds_once(rec, lite0_run):
+    cfg, report = lite0_run
+    ids, y, folds, p = kfold.read_oof(cfg.out)
+    expected = {ex["id"]: f"fold{ex['fold']}" for ex in records.read_examples(rec) if ex["fold"] in (1, 2, 3)}
+    assert sorted(ids) == sorted(expected) and len(ids) == report["count"]  # fold0 untouched, no repeats
+    assert all(expected[i] == f for i, f in zip(ids, folds))  # the fold written is the photo's own
+    assert np.array_equal(y, [float(i.startswith("dog.")) for i in ids])
+    assert report["oof_log_loss"] == pytest.approx(evaluate.log_loss(y, p), abs=1e-6)
+    assert report["oof_log_loss"] < 0.4  # real ImageNet features separate cats from dogs out of fold
+    assert [f["fold"] for f in report["per_fold"]] == ["fold1", "fold2", "fold3"]
+    assert all(len(f["val_loss_by_epoch"]) == cfg.epochs for f in report["per_fold"])
+
+
+def test_exported_model_is_the_mean_of_the_fold_heads(rec, lite0_run):
+    cfg, report = lite0_run
+    model = predict.load_model(cfg.out)
+    ids, _, p_model = predict.predict_records(model, rec, "fold0", 32)
+    # The same features through the averaged head by hand: mean of the fold heads' logits.
+    pm = kfold.pooled_model("efficientnet_lite0", "auto", None)
+    from catdog_tf import features
+
+    x, _, ids2 = features.cached(pm, rec, "fold0", 224)
+    assert list(ids2) == list(ids)
+    z = np.load(f"{cfg.out}/fold_heads.npz")
+    logits = [x @ z[f"{f}/0"][:, 0] + z[f"{f}/1"][0] for f in report["folds"]]
+    assert np.std(logits, axis=0).mean() > 1e-3  # the fold heads differ: averaging them matters
+    np.testing.assert_allclose(p_model, tf.sigmoid(np.mean(logits, axis=0)).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_averaged_head_equals_logit_mean_of_heads():
+    import keras
+
+    rng = np.random.default_rng(0)
+    heads = [kfold.train_head(rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 2, 64).astype("float32"),
+                              kfold.KFoldConfig(epochs=1, batch_size=16), seed=k)[0] for k in range(3)]
+    avg = kfold.average_heads(heads)
+    x = rng.normal(size=(10, 8)).astype("float32")
+    logit = lambda q: np.log(q / (1 - q))  # noqa: E731
+    mean_logit = np.mean([logit(h.predict(x, verbose=0)[:, 0].astype(np.float64)) for h in heads], axis=0)
+    np.testing.assert_allclose(avg.predict(x, verbose=0)[:, 0], 1 / (1 + np.exp(-mean_logit)), rtol=1e-4)
+    assert isinstance(avg, keras.Model)
+
+
+def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
+    cfg, _ = lite0_run
+    # A second member: the same backbone with other seeds and fewer epochs (cached features: fast).
+    cfg2 = kfold.KFoldConfig(**{**cfg.__dict__, "out": str(tmp_path / "lite0b"), "epochs": 2, "seed": 7})
+    kfold.run(cfg2)
+    r = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / "ens"))
+    assert r["count"] == 72 and r["folds"] == ["fold1", "fold2", "fold3"]
+    # Cross-fitting can't beat the combination fitted on the very photos it is scored on.
+    assert r["oof_log_loss"] >= r["fitted_log_loss"] - 1e-9
+    ids, y, _, p = kfold.read_oof(tmp_path / "ens")
+    assert r["oof_log_loss"] == pytest.approx(evaluate.log_loss(y, p), abs=1e-6)
+    ens = predict.load_model(str(tmp_path / "ens"))
+    assert len([layer for layer in ens.layers if layer.name.startswith("member")]) == 2
+
+
+def test_mismatched_members_are_refused(lite0_run, tmp_path):
+    cfg, _ = lite0_run
+    lines = (tmp_path / "x.csv")
+    src = open(f"{cfg.out}/oof_predictions.csv").read().splitlines()
+    lines.write_text("\n".join(src[:-1]) + "\n")  # one photo fewer
+    (tmp_path / "short").mkdir()
+    (tmp_path / "short" / "oof_predictions.csv").write_text(lines.read_text())
+    with pytest.raises(ValueError, match="other photos"):
+        ensemble.run_oof([cfg.out, str(tmp_path / "short")], str(tmp_path / "ens"))
+
+
+def test_bad_inputs_get_clear_errors(rec, tmp_path):
+    with pytest.raises(ValueError, match="exactly once"):
+        kfold._groups(["fold1", "fold2"], ["fold1", "fold1+fold2"])
+    flat = tmp_path / "flat"
+    (tmp_path / "p").mkdir()
+    for i in range(4):
+        (tmp_path / "p" / f"cat.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"cat.{i + 3000}.jpg")
+    records.build([str(tmp_path / "p")], records.BuildConfig(out=str(flat), val_fraction=0.25, workers=1))
+    r = subprocess.run([sys.executable, "-m", "catdog_tf.kfold", f"--records={flat}", f"--out={tmp_path / 'o'}"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode != 0 and "built without --folds" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "catdog_tf.kfold", f"--records={tmp_path / 'none'}"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode != 0 and "no manifest" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_writes_report(rec, tmp_path):
+    out = tmp_path / "cli"
+    r = subprocess.run([sys.executable, "-m", "catdog_tf.kfold", "--backbone=efficientnet_lite0", f"--records={rec}",
+                        f"--out={out}", "--epochs=2", "--batch_size=32", "--folds=fold0,fold1",
+                        f"--cache_dir={tmp_path / 'cache'}"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["count"] == len(kfold.read_oof(out)[0])
+    assert "out-of-fold log loss" in r.stderr and "ETA" in r.stderr
