@@ -143,6 +143,11 @@ def average_heads(heads):
     return avg
 
 
+def _result_settings(config: dict) -> dict:
+    """The settings that change a run's result (where features are cached does not)."""
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k not in ("cache_dir", "cache_groups")}
+
+
 def run(cfg: KFoldConfig) -> dict:
     import keras
 
@@ -152,6 +157,12 @@ def run(cfg: KFoldConfig) -> dict:
     if len(folds) < 2:
         raise ValueError(f"k-fold needs at least 2 folds, got {folds}")
     out = Path(cfg.out)
+    done = out / "kfold.json"
+    if done.exists() and (out / "model.keras").exists():
+        report = json.loads(done.read_text())
+        if _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and report["folds"] == folds:
+            log(f"{out} holds a finished run with these settings: nothing to do")
+            return report
     out.mkdir(parents=True, exist_ok=True)
     models, x, xf, y, ids, fold_idx = load_features(cfg, folds)
     log(f"{cfg.backbone}: {len(y)} photos in {len(folds)} folds, {x.shape[1]} features"
@@ -163,7 +174,8 @@ def run(cfg: KFoldConfig) -> dict:
         tr, va = fold_idx != k, fold_idx == k
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([y[tr], y[tr]])) if cfg.flip else (x[tr], y[tr])
         head, hist = train_head(xt, yt, cfg, val=(x[va], y[va]), seed=cfg.seed + k)
-        oof[va] = head.predict(x[va], batch_size=1024, verbose=0).reshape(-1)
+        # Called directly: predict() would retrace for every new head (and warn each time).
+        oof[va] = np.asarray(head(x[va], training=False)).reshape(-1)
         heads.append(head)
         per_fold.append({"fold": name, "count": int(va.sum()), "log_loss": log_loss(y[va], oof[va]),
                          "val_loss_by_epoch": [round(v, 5) for v in hist["val_loss"]]})

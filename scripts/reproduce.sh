@@ -1,24 +1,28 @@
 #!/usr/bin/env bash
-# The real run: Kaggle folder -> outlier screen -> records -> members -> ONE ensemble model
-# -> held-out and native-size evaluation -> submission. Every stage skips what is done, so
-# re-running resumes after an interruption. Usage: bash scripts/reproduce.sh [KAGGLE_DIR]
+# The real run: Kaggle folder -> outlier screen -> records -> k-fold members -> ONE ensemble
+# model -> held-out and native-size evaluation -> submission. Every stage skips what is done,
+# so re-running resumes after an interruption. Usage: bash scripts/reproduce.sh [KAGGLE_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/kaggle200}
 NATIVE=${NATIVE:-../shared/data/kaggle_native/train}
 RUNS=${RUNS:-runs}
-MEMBERS=${MEMBERS:-"efficientnet_lite0 efficientnet_lite1 efficientnet_lite2"}
-TRAIN_FLAGS=${TRAIN_FLAGS:-"--epochs1=40 --epochs2=0 --lr1=1e-3 --dropout=0.3 --batch_size=64 --patience=6"}
+# Members as NAME or NAME@INPUT_SIZE (RESULTS.md: upscaling the 200 px photos pays).
+MEMBERS=${MEMBERS:-"efficientnet_lite0@300 efficientnet_lite1@300 efficientnet_lite2@300"}
+KFOLD_FLAGS=${KFOLD_FLAGS:-"--epochs=20 --lr=1e-3 --dropout=0.3 --batch_size=64"}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 mkdir -p "$RUNS"
 stage() { echo; echo "=== $(date +%H:%M:%S) $*"; }
 t0=$(date +%s)
 
-# 10 folds: fold0+fold1 are held out (reported, never trained or tuned on), fold2 tunes
-# (early stopping, ensemble weights, temperature), fold3..fold9 train.
+# 10 folds: fold0+fold1 are held out (reported once, through the exported model; never
+# trained or tuned on); fold2..fold9 are the k-fold set: 8 heads per member, each trained on
+# 7 folds and predicting the 8th, so every photo there gets an out-of-fold prediction.
 HELDOUT=fold0+fold1
-TUNE=fold2
-TRAIN=fold3+fold4+fold5+fold6+fold7+fold8+fold9
+KFOLDS=fold2,fold3,fold4,fold5,fold6,fold7,fold8,fold9
+# Feature caches in two files per backbone, flips included (caching only; any grouping gives
+# the same features).
+CACHE_GROUPS=fold2,fold3+fold4+fold5+fold6+fold7+fold8+fold9
 
 stage "1/6 outlier screen (ImageNet top-30 without cat/dog) -> $RUNS/outliers"
 [ -f "$RUNS/outliers/summary.json" ] || python -m catdog_tf.outliers --images="$DATA/train" --out="$RUNS/outliers"
@@ -32,33 +36,22 @@ stage "2/6 records: reviewed exclusions (data/exclude_reviewed.txt) + the native
 python -m catdog_tf.records --input="$DATA/train" --input="$DATA/test" --out="$RUNS/records" \
   --folds=10 --seed=0 --exclude="$RUNS/exclude.txt"
 
-stage "3/6 members: $MEMBERS"
-for b in $MEMBERS; do
-  python -m catdog_tf.train --backbone="$b" --records="$RUNS/records" --model_dir="$RUNS/$b" \
-    --train_split=$TRAIN --val_split=$TUNE --cache_dir="$RUNS/cache" \
-    $TRAIN_FLAGS
+stage "3/6 k-fold members over $KFOLDS: $MEMBERS"
+dirs=()
+for m in $MEMBERS; do
+  name=${m%@*}; size=""; dir="$RUNS/kfold/$name"
+  if [[ $m == *@* ]]; then size="--image_size=${m#*@}"; dir="$RUNS/kfold/${name}_${m#*@}"; fi
+  python -m catdog_tf.kfold --backbone="$name" $size --records="$RUNS/records" --folds=$KFOLDS \
+    --cache_groups=$CACHE_GROUPS --cache_dir="$RUNS/cache" --out="$dir" $KFOLD_FLAGS
+  dirs+=("--member=$dir")
 done
 
-stage "4/6 combine the members, both ways, tuned on $TUNE; the better one on $TUNE is exported"
-if [ ! -f "$RUNS/ensemble/model.keras" ]; then  # weighted average of the members' P(dog)
-  python -m catdog_tf.ensemble $(for b in $MEMBERS; do echo "--member=$RUNS/$b"; done) \
-    --records="$RUNS/records" --split=$TUNE --out="$RUNS/ensemble"
-fi
-if [ ! -f "$RUNS/fusion/model.keras" ]; then  # one logistic head on the concatenated features
-  python -m catdog_tf.ensemble --fuse="$(echo $MEMBERS | tr ' ' ',')" --records="$RUNS/records" \
-    --train_split=$TRAIN --split=$TUNE --cache_dir="$RUNS/cache" --out="$RUNS/fusion"
-fi
-if [ ! -f "$RUNS/final/model.keras" ]; then
-  best=$(python - "$RUNS" <<'PY'
-import json, sys
-runs = sys.argv[1]
-e = json.load(open(f"{runs}/ensemble/ensemble.json"))["log_loss"]
-f = json.load(open(f"{runs}/fusion/fusion.json"))["val_log_loss"]
-print("fusion" if f < e else "ensemble")
-PY
-)
-  echo "exporting $best as the final model"
-  mkdir -p "$RUNS/final" && cp "$RUNS/$best/model.keras" "$RUNS/final/model.keras" && echo "$best" > "$RUNS/final/SOURCE"
+stage "4/6 ensemble: weights, averaging space and temperature fitted on the out-of-fold predictions"
+# Redone (with everything after it) when the member list changed since the last run.
+if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/null)" != "${dirs[*]}" ]; then
+  rm -rf "$RUNS/final"
+  python -m catdog_tf.ensemble --oof "${dirs[@]}" --out="$RUNS/final"
+  echo "${dirs[*]}" > "$RUNS/final/MEMBERS"
 fi
 
 stage "5/6 evaluate the exported model: held-out $HELDOUT and native sizes"

@@ -1,8 +1,10 @@
 """K-fold heads on cached features of real photos (offline EfficientNet-Lite0 weights)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,6 +63,17 @@ def test_exported_model_is_the_mean_of_the_fold_heads(rec, lite0_run):
     logits = [x @ z[f"{f}/0"][:, 0] + z[f"{f}/1"][0] for f in report["folds"]]
     assert np.std(logits, axis=0).mean() > 1e-3  # the fold heads differ: averaging them matters
     np.testing.assert_allclose(p_model, tf.sigmoid(np.mean(logits, axis=0)).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_finished_run_with_same_settings_is_not_redone(lite0_run, capsys):
+    cfg, report = lite0_run
+    mtime = (Path(cfg.out) / "model.keras").stat().st_mtime_ns
+    assert kfold.run(cfg) == json.loads((Path(cfg.out) / "kfold.json").read_text())
+    assert "nothing to do" in capsys.readouterr().err
+    # Caching elsewhere or in other groups gives the same features: still nothing to do.
+    kfold.run(dataclasses.replace(cfg, cache_groups=None, cache_dir=str(Path(cfg.out) / "other_cache")))
+    assert "nothing to do" in capsys.readouterr().err
+    assert (Path(cfg.out) / "model.keras").stat().st_mtime_ns == mtime
 
 
 def test_averaged_head_equals_logit_mean_of_heads():
