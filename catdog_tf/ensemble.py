@@ -115,6 +115,21 @@ def build_ensemble(members: list[keras.Model], weights, space: str = "logit", te
     return keras.Model(inputs, out, name=name)
 
 
+def pooled_head_model(pooled_models: list[keras.Model], head: keras.Model, name: str) -> keras.Model:
+    """One graph: image batch at the largest backbone's size -> per-backbone resize
+    (antialiased bilinear, as the pipeline) -> pooled features, concatenated when several
+    -> head. The export of feature fusion and of k-fold heads."""
+    size = max(int(m.input_shape[1]) for m in pooled_models)
+    inputs = keras.Input((size, size, 3), name="image")
+    feats = []
+    for k, m in enumerate(pooled_models):
+        s = int(m.input_shape[1])
+        z = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{k}_{s}")(inputs)
+        feats.append(m(z, training=False))
+    z = feats[0] if len(feats) == 1 else keras.layers.Concatenate(name="fused")(feats)
+    return keras.Model(inputs, head(z), name=name)
+
+
 def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "validation", fold: int | None = None,
         weights: list[float] | None = None, space: str = "auto", temperature: bool = True, tta: str = "none",
         batch_size: int = 32) -> dict:
@@ -228,17 +243,15 @@ def fuse(backbone_names: list[str], records_dir: str, out: str, *, train_split: 
     """Feature fusion: the members' pooled ImageNet features concatenated, one logistic head
     (with dropout) trained on them. Cached features make this a minutes job on a CPU. The
     export is one graph: image -> per-backbone resize + backbone + pooling -> concat -> head."""
-    from catdog_tf import backbones, features
+    from catdog_tf import features, kfold
     from catdog_tf.evaluate import log_loss
     from catdog_tf.model import build_head
 
     keras.utils.set_random_seed(seed)
     pooled_models, xs, vs, y, yv = [], [], [], None, None
     for name in backbone_names:
-        bb = backbones.build_backbone(name, weights="auto")
-        size = int(bb.input_shape[1])
-        # Same name as train.py's pooled model, so their feature caches are shared.
-        pm = keras.Model(bb.input, keras.layers.GlobalAveragePooling2D(name="pool")(bb.output), name=f"{name}_{size}_avg")
+        pm = kfold.pooled_model(name, "auto", None)  # named as train.py's: feature caches are shared
+        size = int(pm.input_shape[1])
         x, y, _ = features.cached(pm, records_dir, train_split, size, cache_dir=cache_dir)
         if flip:
             xf, yf, _ = features.cached(pm, records_dir, train_split, size, flip=True, cache_dir=cache_dir)
@@ -254,14 +267,7 @@ def fuse(backbone_names: list[str], records_dir: str, out: str, *, train_split: 
                     callbacks=[keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True),
                                keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=2, min_lr=1e-6)])
     pv = head.predict(v, batch_size=256, verbose=0).reshape(-1)
-    size = max(int(m.input_shape[1]) for m in pooled_models)
-    inputs = keras.Input((size, size, 3), name="image")
-    feats = []
-    for k, m in enumerate(pooled_models):
-        s = int(m.input_shape[1])
-        z = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{k}_{s}")(inputs)
-        feats.append(m(z))
-    model = keras.Model(inputs, head(keras.layers.Concatenate(name="fused")(feats)), name="catdog_fusion")
+    model = pooled_head_model(pooled_models, head, "catdog_fusion")
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
     model.save(str(outp / "model.keras"))

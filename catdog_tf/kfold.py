@@ -149,8 +149,7 @@ def _result_settings(config: dict) -> dict:
 
 
 def run(cfg: KFoldConfig) -> dict:
-    import keras
-
+    from catdog_tf.ensemble import pooled_head_model
     from catdog_tf.evaluate import log_loss
 
     folds = cfg.folds or fold_names(cfg.records)
@@ -191,20 +190,11 @@ def run(cfg: KFoldConfig) -> dict:
         f.write("id,label,fold,p_dog\n")
         f.writelines(f"{i},{int(t)},{folds[j]},{p:.8f}\n" for i, t, j, p in zip(ids, y, fold_idx, oof))
 
-    # The export: frozen backbone(s) -> pooled features -> the k heads averaged (one head).
     # Every fold head's weights, for inspection and tests (a few KB).
     np.savez(out / "fold_heads.npz", **{f"{folds[k]}/{j}": w for k, h in enumerate(heads)
                                         for j, w in enumerate(h.get_weights())})
-    avg = average_heads(heads)
-    size = max(int(m.input_shape[1]) for m in models)
-    inputs = keras.Input((size, size, 3), name="image")
-    feats = []
-    for j, m in enumerate(models):
-        s = int(m.input_shape[1])
-        z = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{j}_{s}")(inputs)
-        feats.append(m(z, training=False))
-    z = feats[0] if len(feats) == 1 else keras.layers.Concatenate(name="fused")(feats)
-    model = keras.Model(inputs, avg(z), name=f"catdog_kfold_{cfg.backbone.replace('+', '_')}")
+    # The export: frozen backbone(s) -> pooled features -> the k heads averaged (one head).
+    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.backbone.replace('+', '_')}")
     model.save(str(out / "model.keras"))
     (out / "kfold.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out / 'model.keras'} (mean of {len(heads)} fold heads), {out / 'oof_predictions.csv'}")

@@ -27,6 +27,19 @@ def jpeg_bytes(h=24, w=32, seed=0, mode="RGB", fmt="JPEG", **save_kw) -> bytes:
     return buf.getvalue()
 
 
+def real_records(tmp_path_factory, ids: range, **build_kw) -> str:
+    """Records of real kaggle200 photos cat.N/dog.N for N in ids (linked, not copied)."""
+    from catdog_tf import records
+
+    root = tmp_path_factory.mktemp("photos")
+    for i in ids:
+        for c in ("cat", "dog"):
+            (root / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
+    out = root.parent / f"{root.name}-rec"
+    records.build([str(root)], records.BuildConfig(out=str(out), workers=2, **build_kw))
+    return str(out)
+
+
 @pytest.fixture
 def kaggle_dir(tmp_path):
     """A small valid Kaggle layout: train/ with 20 cats + 20 dogs, test/ with 6 images."""

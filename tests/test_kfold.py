@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from catdog_tf import ensemble, evaluate, kfold, predict, records
-from conftest import KAGGLE200, REPO
+from conftest import KAGGLE200, REPO, real_records
 
 pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/data/kaggle200")
 
@@ -19,13 +19,7 @@ pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
     """96 real photos (48 per class) in 4 folds."""
-    root = tmp_path_factory.mktemp("photos")
-    for i in range(3000, 3048):
-        for c in ("cat", "dog"):
-            (root / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
-    out = root.parent / "rec"
-    records.build([str(root)], records.BuildConfig(out=str(out), folds=4, min_shards=1, workers=2))
-    return str(out)
+    return real_records(tmp_path_factory, range(3000, 3048), folds=4, min_shards=1)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from catdog_tf import records
-from conftest import KAGGLE200, REPO
+from conftest import KAGGLE200, REPO, real_records
 
 pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/data/kaggle200")
 
@@ -20,13 +19,7 @@ pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
     """120 real photos (60 per class), 30 % validation."""
-    root = tmp_path_factory.mktemp("photos")
-    for i in range(2000, 2060):
-        for c in ("cat", "dog"):
-            (root / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
-    out = root.parent / "rec"
-    records.build([str(root)], records.BuildConfig(out=str(out), val_fraction=0.3, min_shards=2, workers=2))
-    return str(out)
+    return real_records(tmp_path_factory, range(2000, 2060), val_fraction=0.3, min_shards=2)
 
 
 def run_train(*args, env=None, **kw):
