@@ -130,6 +130,20 @@ def pooled_head_model(pooled_models: list[keras.Model], head: keras.Model, name:
     return keras.Model(inputs, head(z), name=name)
 
 
+def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool, weights=None):
+    """(space, weights, temperature, {space: (weights, log loss)}) minimizing log loss on
+    (P, y); space 'auto' tries both; fixed `weights` are only normalized."""
+    from catdog_tf.evaluate import log_loss
+
+    fitted = {}
+    for sp in (("prob", "logit") if space == "auto" else (space,)):
+        w = np.asarray(weights, np.float64) / np.sum(weights) if weights else fit_weights(P, y, sp)
+        fitted[sp] = (w, log_loss(y, combine(P, w, sp)))
+    sp = min(fitted, key=lambda s: fitted[s][1])
+    w = fitted[sp][0]
+    return sp, w, (fit_temperature(combine(P, w, sp), y) if temperature else 1.0), fitted
+
+
 def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "validation", fold: int | None = None,
         weights: list[float] | None = None, space: str = "auto", temperature: bool = True, tta: str = "none",
         batch_size: int = 32) -> dict:
@@ -150,15 +164,9 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     P = np.stack(cols, axis=1)
     report = {"members": [{"path": p, "log_loss": log_loss(y, P[:, k])} for k, p in enumerate(member_paths)],
               "count": int(len(y)), "split": split}
-    spaces = ("prob", "logit") if space == "auto" else (space,)
-    fitted = {}
-    for sp in spaces:
-        w = np.asarray(weights, np.float64) / np.sum(weights) if weights else fit_weights(P, y, sp)
-        fitted[sp] = (w, log_loss(y, combine(P, w, sp)))
-        report[f"{sp}_average"] = {"weights": [float(v) for v in w], "log_loss": fitted[sp][1]}
-    space = min(fitted, key=lambda s: fitted[s][1])
-    w = fitted[space][0]
-    t = fit_temperature(combine(P, w, space), y) if temperature else 1.0
+    space, w, t, fitted = _fit_combination(P, y, space, temperature, weights)
+    for sp, (wsp, loss) in fitted.items():
+        report[f"{sp}_average"] = {"weights": [float(v) for v in wsp], "log_loss": loss}
     final = combine(P, w, space, t)
     report.update(space=space, weights=[float(v) for v in w], temperature=t, log_loss=log_loss(y, final),
                   accuracy=float(np.mean((final > 0.5) == (y > 0.5))))
@@ -176,17 +184,6 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     return report
 
 
-def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool):
-    """(space, weights, temperature) minimizing log loss on (P, y); space 'auto' tries both."""
-    from catdog_tf.evaluate import log_loss
-
-    fitted = {}
-    for sp in (("prob", "logit") if space == "auto" else (space,)):
-        w = fit_weights(P, y, sp)
-        fitted[sp] = (w, log_loss(y, combine(P, w, sp)))
-    sp = min(fitted, key=lambda s: fitted[s][1])
-    w = fitted[sp][0]
-    return sp, w, (fit_temperature(combine(P, w, sp), y) if temperature else 1.0)
 
 
 def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperature: bool = True) -> dict:
@@ -214,9 +211,9 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     cross = np.zeros(len(y))
     for f in sorted(set(folds)):
         te = folds == f
-        sp, w, t = _fit_combination(P[~te], y[~te], space, temperature)
+        sp, w, t, _ = _fit_combination(P[~te], y[~te], space, temperature)
         cross[te] = combine(P[te], w, sp, t)
-    sp, w, t = _fit_combination(P, y, space, temperature)
+    sp, w, t, _ = _fit_combination(P, y, space, temperature)
     fitted = combine(P, w, sp, t)
     report = {"members": [{"path": d, "oof_log_loss": log_loss(y, P[:, k])} for k, d in enumerate(member_dirs)],
               "count": int(len(y)), "folds": sorted(set(folds.tolist())), "space": sp,
@@ -228,9 +225,7 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     outp.mkdir(parents=True, exist_ok=True)
     build_ensemble(members, w, sp, t).save(str(outp / "model.keras"))
     (outp / "ensemble.json").write_text(json.dumps(report, indent=1))
-    with open(outp / "oof_predictions.csv", "w") as f:
-        f.write("id,label,fold,p_dog\n")
-        f.writelines(f"{i},{int(a)},{k},{q:.8f}\n" for i, a, k, q in zip(ids0, y, folds, cross))
+    kfold.write_oof(outp / "oof_predictions.csv", ids0, y, folds, cross)
     print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, T={t:.3f}): out-of-fold log loss "
           f"{report['oof_log_loss']:.5f} cross-fitted ({report['fitted_log_loss']:.5f} fitted on all) "
           f"-> {outp / 'model.keras'}", file=sys.stderr)

@@ -56,7 +56,7 @@ def split_count(records_dir: str, split: str, fold: int | None = None) -> int:
 def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None = None, desc: str = "features",
             flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs feature_model over ds (batches of ({"image", "id"}, label)); returns
-    (features, labels, ids). flip=True mirrors every image first (test-time/cached flip)."""
+    (features, labels, str ids). flip=True mirrors every image first (test-time/cached flip)."""
 
     # One trace for every batch size (the last batch is smaller).
     @tf.function(input_signature=[tf.TensorSpec([None, *feature_model.input_shape[1:]], tf.float32)])
@@ -70,11 +70,11 @@ def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None =
     for x, y in ds:
         feats.append(np.asarray(step(x["image"])))
         labels.append(y.numpy())
-        ids.append(x["id"].numpy())
+        ids += [i.decode() for i in x["id"].numpy()]
         bar.update(len(y))
     if not feats:
         return np.zeros((0,) + tuple(feature_model.output_shape[1:]), np.float32), np.zeros(0), np.zeros(0, object)
-    return np.concatenate(feats), np.concatenate(labels), np.concatenate(ids)
+    return np.concatenate(feats), np.concatenate(labels), np.asarray(ids, dtype=object)
 
 
 def _weights_fingerprint(model: keras.Model) -> str:
@@ -107,8 +107,6 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     feats, labels, ids = extract(feature_model, ds, total, desc=f"{feature_model.name} {split}{' flipped' if flip else ''}",
                                  flip=flip)
     feats = feats.astype(dtype)
-    # str ids either way (fresh from tf.data they are bytes; from the .npz, str).
-    ids = np.asarray([i.decode() if isinstance(i, bytes) else str(i) for i in ids], dtype=object)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")

@@ -97,7 +97,9 @@ def load_features(cfg: KFoldConfig, folds: list[str]):
         for g in _groups(folds, cfg.cache_groups):
             split = "+".join(g)
             x, yy, ii = features.cached(pm, cfg.records, split, size, cache_dir=cache_dir)
-            parts.append(x), ys.append(yy), id_parts.append(ii)
+            parts.append(x)
+            ys.append(yy)
+            id_parts.append(ii)
             if cfg.flip:
                 xf, _, iif = features.cached(pm, cfg.records, split, size, flip=True, cache_dir=cache_dir)
                 if list(iif) != list(ii):
@@ -186,9 +188,7 @@ def run(cfg: KFoldConfig) -> dict:
               "per_fold": per_fold}
     log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f}, accuracy {report['oof_accuracy']:.4f} "
         f"on {len(y)} photos")
-    with open(out / "oof_predictions.csv", "w") as f:
-        f.write("id,label,fold,p_dog\n")
-        f.writelines(f"{i},{int(t)},{folds[j]},{p:.8f}\n" for i, t, j, p in zip(ids, y, fold_idx, oof))
+    write_oof(out / "oof_predictions.csv", ids, y, [folds[j] for j in fold_idx], oof)
 
     # Every fold head's weights, for inspection and tests (a few KB).
     np.savez(out / "fold_heads.npz", **{f"{folds[k]}/{j}": w for k, h in enumerate(heads)
@@ -201,6 +201,15 @@ def run(cfg: KFoldConfig) -> dict:
     return report
 
 
+OOF_HEADER = "id,label,fold,p_dog"
+
+
+def write_oof(path, ids, labels, folds, p_dog) -> None:
+    with open(path, "w") as f:
+        f.write(OOF_HEADER + "\n")
+        f.writelines(f"{i},{int(t)},{k},{q:.8f}\n" for i, t, k, q in zip(ids, labels, folds, p_dog))
+
+
 def read_oof(path: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
     """(ids, labels, folds, p_dog) from a k-fold run's folder or its oof_predictions.csv."""
     p = Path(path)
@@ -209,11 +218,14 @@ def read_oof(path: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
     ids, ys, folds, ps = [], [], [], []
     with open(p) as f:
         header = f.readline().strip()
-        if header != "id,label,fold,p_dog":
+        if header != OOF_HEADER:
             raise ValueError(f"{p}: not an out-of-fold predictions file (header {header!r})")
         for line in f:
             i, t, k, q = line.strip().split(",")
-            ids.append(i), ys.append(float(t)), folds.append(k), ps.append(float(q))
+            ids.append(i)
+            ys.append(float(t))
+            folds.append(k)
+            ps.append(float(q))
     return ids, np.asarray(ys), folds, np.asarray(ps)
 
 
