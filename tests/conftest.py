@@ -15,6 +15,13 @@ KAGGLE200 = SHARED_DATA / "kaggle200"
 KAGGLE_NATIVE = SHARED_DATA / "kaggle_native"
 
 
+def require(path: Path) -> Path:
+    """A shared-data path a test needs: a missing one fails the test loudly (never a silent skip)."""
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests read real photos from ../shared/data (see its README)")
+    return path
+
+
 def jpeg_bytes(h=24, w=32, seed=0, mode="RGB", fmt="JPEG", **save_kw) -> bytes:
     """A tiny synthetic image with random content."""
     from PIL import Image
@@ -31,6 +38,7 @@ def real_records(tmp_path_factory, ids: range, **build_kw) -> str:
     """Records of real kaggle200 photos cat.N/dog.N for N in ids (linked, not copied)."""
     from catdog_tf import records
 
+    require(KAGGLE200 / "train")
     root = tmp_path_factory.mktemp("photos")
     for i in ids:
         for c in ("cat", "dog"):

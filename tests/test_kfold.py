@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from catdog_tf import ensemble, evaluate, kfold, predict, records
-from conftest import KAGGLE200, REPO, real_records
-
-pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/data/kaggle200")
-
+from catdog_tf import metrics
+from catdog_tf.config import KFoldConfig
+from catdog_tf.data import records
+from catdog_tf.inference import ensemble, predict
+from catdog_tf.models import head
+from catdog_tf.training import features, kfold
+from catdog_tf.training.fit import FitConfig, fit_head
+from conftest import KAGGLE200, REPO, real_records, require
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
@@ -25,7 +28,7 @@ def rec(tmp_path_factory):
 @pytest.fixture(scope="module")
 def lite0_run(rec, tmp_path_factory):
     out = tmp_path_factory.mktemp("kf") / "lite0"
-    cfg = kfold.KFoldConfig(backbone="efficientnet_lite0", records=rec, out=str(out), folds=["fold1", "fold2", "fold3"],
+    cfg = KFoldConfig(backbone="efficientnet_lite0", records=rec, out=str(out), folds=["fold1", "fold2", "fold3"],
                             epochs=6, batch_size=16, cache_groups=["fold1+fold2", "fold3"])
     return cfg, kfold.run(cfg)
 
@@ -37,7 +40,7 @@ def test_oof_covers_each_photo_of_the_chosen_folds_once(rec, lite0_run):
     assert sorted(ids) == sorted(expected) and len(ids) == report["count"]  # fold0 untouched, no repeats
     assert all(expected[i] == f for i, f in zip(ids, folds))  # the fold written is the photo's own
     assert np.array_equal(y, [float(i.startswith("dog.")) for i in ids])
-    assert report["oof_log_loss"] == pytest.approx(evaluate.log_loss(y, p), abs=1e-6)
+    assert report["oof_log_loss"] == pytest.approx(metrics.log_loss(y, p), abs=1e-6)
     assert report["oof_log_loss"] < 0.4  # real ImageNet features separate cats from dogs out of fold
     assert [f["fold"] for f in report["per_fold"]] == ["fold1", "fold2", "fold3"]
     assert all(len(f["val_loss_by_epoch"]) == cfg.epochs for f in report["per_fold"])
@@ -48,9 +51,7 @@ def test_exported_model_is_the_mean_of_the_fold_heads(rec, lite0_run):
     model = predict.load_model(cfg.out)
     ids, _, p_model = predict.predict_records(model, rec, "fold0", 32)
     # The same features through the averaged head by hand: mean of the fold heads' logits.
-    pm = kfold.pooled_model("efficientnet_lite0", "auto", None)
-    from catdog_tf import features
-
+    pm = head.pooled_model("efficientnet_lite0", "auto", None)
     x, _, ids2 = features.cached(pm, rec, "fold0", 224)
     assert list(ids2) == list(ids)
     z = np.load(f"{cfg.out}/fold_heads.npz")
@@ -74,9 +75,10 @@ def test_averaged_head_equals_logit_mean_of_heads():
     import keras
 
     rng = np.random.default_rng(0)
-    heads = [kfold.train_head(rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 2, 64).astype("float32"),
-                              kfold.KFoldConfig(epochs=1, batch_size=16), seed=k)[0] for k in range(3)]
-    avg = kfold.average_heads(heads)
+    fit_cfg = FitConfig(epochs=1, lr=1e-3, batch_size=16, schedule="cosine")
+    heads = [fit_head(rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 2, 64).astype("float32"), None,
+                      fit_cfg, dropout=0.3, seed=k, verbose=0)[0] for k in range(3)]
+    avg = head.average_heads(heads)
     x = rng.normal(size=(10, 8)).astype("float32")
     logit = lambda q: np.log(q / (1 - q))  # noqa: E731
     mean_logit = np.mean([logit(h.predict(x, verbose=0)[:, 0].astype(np.float64)) for h in heads], axis=0)
@@ -87,14 +89,14 @@ def test_averaged_head_equals_logit_mean_of_heads():
 def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
     cfg, _ = lite0_run
     # A second member: the same backbone with other seeds and fewer epochs (cached features: fast).
-    cfg2 = kfold.KFoldConfig(**{**cfg.__dict__, "out": str(tmp_path / "lite0b"), "epochs": 2, "seed": 7})
+    cfg2 = KFoldConfig(**{**cfg.__dict__, "out": str(tmp_path / "lite0b"), "epochs": 2, "seed": 7})
     kfold.run(cfg2)
     r = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / "ens"))
     assert r["count"] == 72 and r["folds"] == ["fold1", "fold2", "fold3"]
     # Cross-fitting can't beat the combination fitted on the very photos it is scored on.
     assert r["oof_log_loss"] >= r["fitted_log_loss"] - 1e-9
     ids, y, _, p = kfold.read_oof(tmp_path / "ens")
-    assert r["oof_log_loss"] == pytest.approx(evaluate.log_loss(y, p), abs=1e-6)
+    assert r["oof_log_loss"] == pytest.approx(metrics.log_loss(y, p), abs=1e-6)
     ens = predict.load_model(str(tmp_path / "ens"))
     assert len([layer for layer in ens.layers if layer.name.startswith("member")]) == 2
 
@@ -110,13 +112,27 @@ def test_mismatched_members_are_refused(lite0_run, tmp_path):
         ensemble.run_oof([cfg.out, str(tmp_path / "short")], str(tmp_path / "ens"))
 
 
+def test_feature_fusion_exports_one_graph(rec, tmp_path):
+    """Fusion of two real offline backbones (--backbone=a+b): one head on the concatenated
+    pooled features, exported as one graph that resizes per backbone."""
+    cfg = KFoldConfig(backbone="efficientnet_lite0+efficientnet_lite1", records=rec, out=str(tmp_path / "fused"),
+                      folds=["fold1", "fold2", "fold3"], epochs=6, batch_size=16, cache_dir=str(tmp_path / "cache"))
+    r = kfold.run(cfg)
+    assert r["oof_log_loss"] < 0.4
+    assert np.load(tmp_path / "fused" / "fold_heads.npz")["fold1/0"].shape == (2560, 1)
+    model = predict.load_model(str(tmp_path / "fused"))
+    assert model.input_shape == (None, 240, 240, 3)
+    ids, y, p = predict.predict_records(model, rec, "fold0")
+    assert len(ids) == 24 and metrics.log_loss(y, p) < 0.5
+
+
 def test_bad_inputs_get_clear_errors(rec, tmp_path):
     with pytest.raises(ValueError, match="exactly once"):
         kfold._groups(["fold1", "fold2"], ["fold1", "fold1+fold2"])
     flat = tmp_path / "flat"
     (tmp_path / "p").mkdir()
     for i in range(4):
-        (tmp_path / "p" / f"cat.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"cat.{i + 3000}.jpg")
+        (tmp_path / "p" / f"cat.{i}.jpg").symlink_to(require(KAGGLE200) / "train" / f"cat.{i + 3000}.jpg")
     records.build([str(tmp_path / "p")], records.BuildConfig(out=str(flat), val_fraction=0.25, workers=1))
     r = subprocess.run([sys.executable, "-m", "catdog_tf.kfold", f"--records={flat}", f"--out={tmp_path / 'o'}"],
                        cwd=REPO, capture_output=True, text=True)

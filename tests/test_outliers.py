@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from catdog_tf import outliers, records
-from conftest import KAGGLE200, REPO
+from catdog_tf.config import OutliersConfig
+from catdog_tf.data import records
+from catdog_tf.tools import outliers
+from conftest import KAGGLE200, REPO, require
 
-pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/data/kaggle200")
 
 ANIMALS = ["cat.2", "cat.7", "cat.14", "dog.1", "dog.6", "dog.11"]
 
@@ -25,7 +26,7 @@ def _jpeg(im):
 def folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("screen")
     for i in ANIMALS:
-        (d / f"{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{i}.jpg")
+        (d / f"{i}.jpg").symlink_to(require(KAGGLE200 / "train" / f"{i}.jpg"))
     # non-animals with cat/dog names: flat colors and rendered text
     (d / "cat.90001.jpg").write_bytes(_jpeg(Image.new("RGB", (200, 200), (40, 90, 200))))
     (d / "dog.90002.jpg").write_bytes(_jpeg(Image.new("RGB", (200, 200), (250, 250, 250))))
@@ -39,7 +40,7 @@ def folder(tmp_path_factory):
 
 def test_screen_flags_non_animals_only(folder, tmp_path):
     out = tmp_path / "out"
-    s = outliers.run(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0")
+    s = outliers.run(OutliersConfig(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0"))
     assert s["screened"] == 9
     assert set(s["ids"]) == {"cat.90001", "dog.90002", "cat.90003"}
     rows = list(csv.DictReader(open(out / "candidates.csv")))
@@ -57,7 +58,7 @@ def test_screen_flags_non_animals_only(folder, tmp_path):
 
 def test_exclusion_file_round_trips_into_records(folder, tmp_path):
     out = tmp_path / "out"
-    s = outliers.run(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0")
+    s = outliers.run(OutliersConfig(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0"))
     m = records.build([str(folder)], records.BuildConfig(out=str(tmp_path / "rec"), exclude=str(out / "exclude.txt"),
                                                          workers=2))
     assert sorted(m["excluded"]) == sorted(s["ids"])

@@ -3,8 +3,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from catdog_tf import pipeline, records
-from conftest import KAGGLE_NATIVE, jpeg_bytes
+from catdog_tf.data import pipeline, records
+from conftest import KAGGLE_NATIVE, jpeg_bytes, require
 
 
 @pytest.fixture
@@ -51,9 +51,7 @@ def test_training_covers_every_example_each_epoch(rec):
 
 def test_decode_matches_reference_resize(tmp_path):
     """Fused DCT-scaled decode + resize stays close to a full decode + antialiased resize."""
-    path = KAGGLE_NATIVE / "train" / "cat.1.jpg"
-    if not path.exists():
-        pytest.skip("shared data missing")
+    path = require(KAGGLE_NATIVE / "train" / "cat.1.jpg")
     data = path.read_bytes()
     h, w = tf.io.extract_jpeg_shape(data).numpy()[:2]
     fused = pipeline.decode_resize(tf.constant(data), tf.constant(h, tf.int64), tf.constant(w, tf.int64), 64).numpy()

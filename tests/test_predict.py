@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from catdog_tf import predict
+from catdog_tf.errors import UserError
+from catdog_tf.inference import predict
 from conftest import REPO, jpeg_bytes
 
 
@@ -68,5 +69,5 @@ def test_paths_on_command_line_print_p_dog(tiny_model, test_dir):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="model.keras"):
+    with pytest.raises(UserError, match="model.keras"):
         predict.load_model(str(tmp_path))

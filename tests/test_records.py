@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from catdog_tf import records
+from catdog_tf.data import records, sources
+from catdog_tf.files import sha256_file
 from conftest import REPO, jpeg_bytes
 
 
@@ -54,7 +55,7 @@ def test_round_trip_keeps_bytes_ids_labels(kaggle_dir, tmp_path):
         for sh in split["shards"]:
             path = tmp_path / "rec" / sh["file"]
             assert path.stat().st_size == sh["bytes"]
-            assert records._sha256_file(path) == sh["sha256"]
+            assert sha256_file(path) == sh["sha256"]
 
 
 def test_split_is_reproducible_and_seeded(kaggle_dir, tmp_path):
@@ -225,7 +226,7 @@ def test_max_side_downscales(tmp_path):
 
 def test_tfds_source_offline_fails_clearly(tmp_path):
     with pytest.raises(records.RecordsError, match="--input=FOLDER"):
-        records.tfds_candidates(str(tmp_path / "tfds"))
+        sources.tfds_candidates(str(tmp_path / "tfds"))
 
 
 def test_missing_input_is_a_clear_error(tmp_path):

@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from catdog_tf import torch_checkpoint as tc
+from catdog_tf.models import torch_checkpoint as tc
 
 # ---------------------------------------------------------------------------
 # Writing torch-format files without torch: stand-in `torch` modules make pickle

@@ -11,10 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import KAGGLE200, REPO, real_records
-
-pytestmark = pytest.mark.skipif(not KAGGLE200.is_dir(), reason="needs ../shared/data/kaggle200")
-
+from conftest import REPO, real_records
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
@@ -28,10 +25,11 @@ def run_train(*args, env=None, **kw):
 
 
 def test_short_real_run_improves_and_exports(rec, tmp_path):
-    from catdog_tf import predict
-    from catdog_tf.train import TrainConfig, train
+    from catdog_tf.inference import predict
+    from catdog_tf.config import TrainConfig
+    from catdog_tf.training.train import train
 
-    cfg = TrainConfig(backbone="efficientnet_lite0", records=rec, model_dir=str(tmp_path / "m"), epochs1=4, epochs2=1,
+    cfg = TrainConfig(backbone="efficientnet_lite0", records=rec, out=str(tmp_path / "m"), epochs1=4, epochs2=1,
                       unfreeze_blocks=1, batch_size=16, seed=1)
     r = train(cfg)
     assert r["untrained_val_loss"] > 0.5  # an untrained head knows nothing
@@ -46,7 +44,7 @@ def test_short_real_run_improves_and_exports(rec, tmp_path):
     # the exported model, reloaded with safe_mode, reproduces the reported figure
     model = predict.load_model(str(m))
     ids, y, p = predict.predict_records(model, rec, "validation")
-    from catdog_tf.evaluate import log_loss
+    from catdog_tf.metrics import log_loss
     assert abs(log_loss(y, p) - r["val_log_loss"]) < 1e-5
     # a second run finds both stages done and only re-exports
     r2 = train(cfg)
@@ -57,9 +55,9 @@ def test_mirrored_two_devices_matches_one(rec, tmp_path):
     common = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=96", "--epochs1=3", "--epochs2=1",
               "--unfreeze_blocks=1", "--dropout=0", "--batch_size=16", "--cpu_devices=2", "--head_augmentation=none",
               f"--cache_dir={tmp_path / 'cache'}"]
-    one = run_train(*common, "--strategy=default", f"--model_dir={tmp_path / 'one'}")
+    one = run_train(*common, "--strategy=default", f"--out={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr[-3000:]
-    two = run_train(*common, "--strategy=mirrored", f"--model_dir={tmp_path / 'two'}")
+    two = run_train(*common, "--strategy=mirrored", f"--out={tmp_path / 'two'}")
     assert two.returncode == 0, two.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in two.stderr
     a = json.loads((tmp_path / "one" / "metrics.json").read_text())
@@ -82,7 +80,7 @@ def test_multiworker_two_processes_write_one_model(rec, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     args = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=96", "--epochs1=2", "--epochs2=0",
-            "--batch_size=16", f"--model_dir={tmp_path / 'mw'}", f"--cache_dir={tmp_path / 'cache'}"]
+            "--batch_size=16", f"--out={tmp_path / 'mw'}", f"--cache_dir={tmp_path / 'cache'}"]
     procs = []
     for i in range(2):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
@@ -100,7 +98,7 @@ def test_multiworker_two_processes_write_one_model(rec, tmp_path):
 def test_sigkill_mid_epoch_resumes_to_same_epoch_count(rec, tmp_path):
     args = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=64", "--epochs1=5", "--epochs2=0",
             "--head_augmentation=reference", "--steps_per_epoch=4", "--batch_size=8", "--patience=100",
-            f"--model_dir={tmp_path / 'k'}", f"--cache_dir={tmp_path / 'cache'}"]
+            f"--out={tmp_path / 'k'}", f"--cache_dir={tmp_path / 'cache'}"]
     p = subprocess.Popen([sys.executable, "-u", "-m", "catdog_tf.train", *args], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []

@@ -1,11 +1,11 @@
-"""A small distributed training loop for MultiWorkerMirroredStrategy.
+"""The training loop for MultiWorkerMirroredStrategy.
 
 Keras 3.15's model.fit/evaluate fail under MultiWorkerMirroredStrategy (keras-team/keras
 #20585: the symbolic build and the metric reductions mishandle PerReplica values), so
 multi-host runs train with this loop: strategy.run per step, SUM all-reduce of losses,
-and the callbacks training needs re-done plainly: best weights on validation log loss,
-ReduceLROnPlateau, EarlyStopping (restore best) and backup/restore per epoch.
-The backup lives in the (shared) model dir, like Keras's BackupAndRestore.
+and what fit.py's callbacks do re-done plainly: best weights on validation log loss,
+ReduceLROnPlateau, EarlyStopping (restore best), backup/restore per epoch (in the model
+dir, like Keras's BackupAndRestore), loss scaling under mixed_float16, TensorBoard scalars.
 """
 
 from __future__ import annotations
@@ -13,27 +13,46 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from catdog_tf.training.tblog import ScalarLog, current_lr
+
 
 class History:
-    """What keras.callbacks.History offers that train.py reads."""
+    """What keras.callbacks.History offers that training reads."""
 
     def __init__(self):
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
 
 
-def fit(model: keras.Model, strategy: tf.distribute.Strategy, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
-        *, epochs: int, lr: float, global_batch: int, backup_dir: str, patience: int = 6, label_smoothing: float = 0.0,
+def _distribute(strategy, data):
+    """A dataset function (input_context -> per-replica batches) or a dataset of global batches."""
+    if callable(data) and not isinstance(data, tf.data.Dataset):
+        return strategy.distribute_datasets_from_function(data)
+    return strategy.experimental_distribute_dataset(data)
+
+
+def fit(model: keras.Model, strategy: tf.distribute.Strategy, train: tf.data.Dataset | Callable,
+        val: tf.data.Dataset | None, *, epochs: int, lr: float, global_batch: int, backup_dir: str,
+        schedule: str = "plateau", decay_steps: int | None = None, patience: int = 6,
+        label_smoothing: float = 0.0, steps_per_epoch: int | None = None, tb: ScalarLog | None = None,
         log=print) -> History:
-    """train_ds / val_ds: global batches of (x, y); they are distributed here. Every worker
-    keeps its own backup_dir (non-chief workers: a scratch folder), as Keras does."""
+    """train: a dataset function or a dataset of global batches of (x, y) (with steps_per_epoch
+    it must repeat: one iterator runs across epochs); val: a dataset of global batches.
+    Every worker keeps its own backup_dir (non-chief workers: a scratch folder), as Keras does."""
+    mixed = keras.mixed_precision.global_policy().name == "mixed_float16"
     with strategy.scope():
-        opt = keras.optimizers.Adam(lr)
+        if schedule == "cosine":  # decay_steps: the whole run's optimizer steps
+            opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, decay_steps))
+        else:
+            opt = keras.optimizers.Adam(lr)
+        if mixed:  # float16 gradients underflow without it (as Keras's compile does)
+            opt = keras.optimizers.LossScaleOptimizer(opt)
         opt.build(model.trainable_variables)
     bce = keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing, reduction="none")
 
@@ -50,8 +69,9 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train_ds: tf.data.
             with tf.GradientTape() as tape:
                 per, correct, n = sums(x, y, True)
                 loss = tf.reduce_sum(per) / global_batch  # mean over the GLOBAL batch
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply_gradients(zip(grads, model.trainable_variables))
+                scaled = opt.scale_loss(loss) if mixed else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            opt.apply(grads, model.trainable_variables)
             return tf.reduce_sum(per), correct, n
         return [strategy.reduce("SUM", v, axis=None) for v in strategy.run(step, args=(x, y))]
 
@@ -62,10 +82,23 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train_ds: tf.data.
             return tf.reduce_sum(per), correct, n
         return [strategy.reduce("SUM", v, axis=None) for v in strategy.run(step, args=(x, y))]
 
-    def run(ds, fn):
+    train_dist = _distribute(strategy, train)
+    val_dist = _distribute(strategy, val) if val is not None else None
+    endless = iter(train_dist) if steps_per_epoch else None
+
+    def run_train():
         total = np.zeros(3)
-        for x, y in strategy.experimental_distribute_dataset(ds):
-            total += [float(v) for v in fn(x, y)]
+        batches = (next(endless) for _ in range(steps_per_epoch)) if endless is not None else train_dist
+        for x, y in batches:
+            total += [float(v) for v in train_step(x, y)]
+            if tb is not None:
+                tb.step(int(opt.iterations.numpy()), lambda: (total[0] / max(total[2], 1), current_lr(opt)))
+        return total[0] / max(total[2], 1), total[1] / max(total[2], 1)
+
+    def run_eval():
+        total = np.zeros(3)
+        for x, y in val_dist:
+            total += [float(v) for v in eval_step(x, y)]
         return total[0] / max(total[2], 1), total[1] / max(total[2], 1)
 
     backup = Path(backup_dir)
@@ -77,20 +110,24 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train_ds: tf.data.
         for v, k in zip(opt.variables, sorted(opt_vars.files, key=lambda s: int(s.split("_")[1]))):
             v.assign(opt_vars[k])
         log(f"restored backup: resuming after epoch {state['epoch']}")
-    opt.learning_rate.assign(state["lr"])
+    if schedule != "cosine":
+        opt.learning_rate.assign(state["lr"])
     best_path = backup / "best.weights.h5"
     hist = History()
     for epoch in range(state["epoch"], epochs):
-        loss, acc = run(train_ds, train_step)
-        logs = {"loss": loss, "accuracy": acc, "learning_rate": float(opt.learning_rate.numpy())}
-        monitor = loss
-        if val_ds is not None:
-            logs["val_loss"], logs["val_accuracy"] = run(val_ds, eval_step)
+        logs = {}
+        logs["loss"], logs["accuracy"] = run_train()
+        logs["learning_rate"] = current_lr(opt)
+        monitor = logs["loss"]
+        if val_dist is not None:
+            logs["val_loss"], logs["val_accuracy"] = run_eval()
             monitor = logs["val_loss"]
-        log(f"epoch {epoch + 1}/{epochs}: " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        log(f"epoch {epoch + 1}/{epochs}: " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()))
         for k, v in logs.items():
             hist.history.setdefault(k, []).append(v)
         hist.epoch.append(epoch)
+        if tb is not None:
+            tb.epoch(epoch, logs)
         if monitor < state["best"]:
             state.update(best=monitor, wait=0, plateau=0)
             backup.mkdir(parents=True, exist_ok=True)
@@ -98,7 +135,7 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train_ds: tf.data.
         else:
             state["wait"] += 1
             state["plateau"] += 1
-            if state["plateau"] >= 2:  # ReduceLROnPlateau(factor=0.3, patience=2)
+            if state["plateau"] >= 2 and schedule != "cosine":  # ReduceLROnPlateau(factor=0.3, patience=2)
                 state["lr"] = max(state["lr"] * 0.3, 1e-7)
                 opt.learning_rate.assign(state["lr"])
                 state["plateau"] = 0
@@ -109,9 +146,11 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train_ds: tf.data.
         tmp = backup / "state.json.tmp"
         tmp.write_text(json.dumps(state))
         os.replace(tmp, backup / "state.json")  # the epoch counts only once all files are written
-        if state["wait"] >= patience:
+        if schedule != "cosine" and state["wait"] >= patience:
             log(f"early stopping after epoch {epoch + 1}")
             break
-    if best_path.exists():
+    if schedule != "cosine" and best_path.exists():
         model.load_weights(str(best_path))  # EarlyStopping(restore_best_weights=True)
+    if tb is not None:
+        tb.close()
     return hist

@@ -1,6 +1,6 @@
 """ImageNet-1k class names (offline), prediction decoding and the cat/dog groups.
 
-Names ship in catdog_tf/data/imagenet_classes.tsv, in the canonical order used by
+Names ship in catdog_tf/models/imagenet_classes.tsv, in the canonical order used by
 Keras/TF models (sorted WordNet ids). It was generated once from the files that
 tensorflow-datasets installs (datasets/imagenet2012/labels.txt for the ids and
 datasets/siscore/labels.py for the names), so no download and no heavy
@@ -26,7 +26,7 @@ DOG_CLASSES = range(151, 269)
 
 @functools.lru_cache(maxsize=None)
 def _table() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    text = (Path(__file__).parent / "data" / "imagenet_classes.tsv").read_text("utf-8")
+    text = (Path(__file__).parent / "imagenet_classes.tsv").read_text("utf-8")
     wnids, names = [], []
     for line in text.splitlines():
         if not line or line.startswith("#"):

@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-POLICIES = ("none", "flip", "reference", "randaugment")
-BATCH_POLICIES = ("none", "mixup", "cutmix")
+from catdog_tf.config import AUGMENTATIONS as POLICIES
+from catdog_tf.config import BATCH_POLICIES
 
 
 def build_augmentation(policy: str = "reference", seed: int | None = None) -> keras.Sequential | None:

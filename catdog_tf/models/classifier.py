@@ -2,9 +2,6 @@
 
     image (float 0..255) -> [augmentation] -> backbone (own preprocessing inside, BatchNorm
     always in inference mode) -> pooling -> head (dropout, Dense(1, sigmoid, float32))
-
-The head is its own small model so that the same layer objects can be trained on cached
-backbone features (fast path) and then used inside the full model.
 """
 
 from __future__ import annotations
@@ -13,7 +10,9 @@ import dataclasses
 
 import keras
 
-from catdog_tf import backbones
+from catdog_tf.data import augment
+from catdog_tf.models import backbones
+from catdog_tf.models.head import build_head, make_pooling, pool
 
 
 @dataclasses.dataclass
@@ -23,7 +22,7 @@ class ModelConfig:
     image_size: int | None = None  # None: the backbone's own input size
     pooling: str = "avg"  # "avg" or "flatten"
     dropout: float = 0.2
-    augmentation: str = "reference"  # catdog_tf.augment policy inside the model
+    augmentation: str = "reference"  # catdog_tf.data.augment policy inside the model
     seed: int | None = None
 
 
@@ -36,6 +35,16 @@ class Classifier:
     pooling: keras.layers.Layer
     head: keras.Model
     image_size: int
+    config: ModelConfig
+
+    def training_model(self, augmentation: str) -> keras.Model:
+        """The same layers behind another augmentation policy (a stage may use its own)."""
+        if augmentation == self.config.augmentation:
+            return self.model
+        inputs = keras.Input((self.image_size, self.image_size, 3), name="image")
+        aug = augment.build_augmentation(augmentation, seed=self.config.seed)
+        x = self.backbone(aug(inputs) if aug is not None else inputs, training=False)
+        return keras.Model(inputs, self.head(self.pooling(x)), name=self.model.name)
 
     def inference_model(self) -> keras.Model:
         """The same layers without augmentation: what gets exported."""
@@ -44,26 +53,12 @@ class Classifier:
         outputs = self.head(self.pooling(x))
         return keras.Model(inputs, outputs, name=self.model.name)
 
-
-def build_head(feature_dim: int, dropout: float, seed: int | None = None) -> keras.Model:
-    inputs = keras.Input((feature_dim,), name="features")
-    x = keras.layers.Dropout(dropout, seed=seed, name="head_dropout")(inputs)
-    # float32 output even under mixed precision: log loss needs the precision.
-    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_dog")(x)
-    return keras.Model(inputs, outputs, name="head")
-
-
-def make_pooling(kind: str) -> keras.layers.Layer:
-    if kind == "avg":
-        return keras.layers.GlobalAveragePooling2D(name="pool")
-    if kind == "flatten":
-        return keras.layers.Flatten(name="pool")
-    raise ValueError(f"pooling must be 'avg' or 'flatten', not {kind!r}")
+    def pooled(self) -> keras.Model:
+        """backbone -> pooling, sharing this classifier's layers: the stage-1 feature model."""
+        return pool(self.backbone, self.config.backbone, self.config.pooling, self.pooling)
 
 
 def build_classifier(cfg: ModelConfig) -> Classifier:
-    from catdog_tf import augment
-
     spec = backbones.get(cfg.backbone)
     size = cfg.image_size or spec.input_size
     backbone = backbones.build_backbone(cfg.backbone, weights=cfg.weights, include_top=False, image_size=size)
@@ -82,4 +77,4 @@ def build_classifier(cfg: ModelConfig) -> Classifier:
     x = backbone(x, training=False)
     outputs = head(pooling(x))
     model = keras.Model(inputs, outputs, name=f"catdog_{cfg.backbone}")
-    return Classifier(model, backbone, pooling, head, size)
+    return Classifier(model, backbone, pooling, head, size, cfg)

@@ -7,14 +7,15 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+from catdog_tf.config import STRATEGIES
+from catdog_tf.errors import UserError
 
 
 def tf_config_workers() -> int:
     try:
         cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
     except json.JSONDecodeError as e:
-        raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from None
+        raise UserError(f"TF_CONFIG is not valid JSON: {e}") from None
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
@@ -22,7 +23,7 @@ def choose_strategy(name: str = "auto") -> tuple[tf.distribute.Strategy, str]:
     """Returns (strategy, why). auto: TPU if one is reachable, MultiWorkerMirrored when
     TF_CONFIG lists several workers, Mirrored with several GPUs, else the default strategy."""
     if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, not {name!r}")
+        raise UserError(f"strategy must be one of {STRATEGIES}, not {name!r}")
     workers = tf_config_workers()
     if name == "tpu" or (name == "auto" and os.environ.get("TPU_NAME")):
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME", ""))
@@ -54,6 +55,12 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
     return "default strategy"
 
 
+def worker_index() -> int:
+    """This process's index among the workers (0 without TF_CONFIG)."""
+    task = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {})
+    return int(task.get("index", 0))
+
+
 def is_chief() -> bool:
     """True on the worker that writes the model (chief, or worker 0 when there is no chief)."""
     cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
@@ -79,7 +86,7 @@ def choose_mixed_precision(mode: str = "auto") -> tuple[bool, str]:
     if mode == "off":
         return False, "asked for (--mixed_precision=off)"
     if mode != "auto":
-        raise ValueError(f"mixed_precision must be auto/on/off, not {mode!r}")
+        raise UserError(f"mixed_precision must be auto/on/off, not {mode!r}")
     if _gpu_supports_fp16():
         return True, "GPU with tensor cores (compute capability >= 7.0)"
     return False, "no GPU with tensor cores: float16 is slower than float32 on CPU"
@@ -91,7 +98,7 @@ def choose_xla(mode: str, strategy: tf.distribute.Strategy) -> tuple[bool, str]:
     if mode == "off":
         return False, "asked for (--xla=off)"
     if mode != "auto":
-        raise ValueError(f"xla must be auto/on/off, not {mode!r}")
+        raise UserError(f"xla must be auto/on/off, not {mode!r}")
     if not tf.config.list_physical_devices("GPU"):
         return False, "CPU: XLA measured 4-6x slower on this kind of model"
     if strategy.num_replicas_in_sync > 1:

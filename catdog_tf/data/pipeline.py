@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from catdog_tf import records
+from catdog_tf.data import records, schema
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/id": tf.io.FixedLenFeature([], tf.string),
-    "image/label": tf.io.FixedLenFeature([], tf.int64),
-    "image/height": tf.io.FixedLenFeature([], tf.int64),
-    "image/width": tf.io.FixedLenFeature([], tf.int64),
-    "image/fold": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-}
 _RATIOS = (8, 4, 2, 1)  # libjpeg's DCT scaling factors
 
 
@@ -49,11 +41,11 @@ def decode_resize(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image
 
 
 def parse(serialized: tf.Tensor, image_size: int) -> dict:
-    ex = tf.io.parse_single_example(serialized, FEATURES)
+    ex = schema.parse(serialized)
     return {
-        "image": decode_resize(ex["image/encoded"], ex["image/height"], ex["image/width"], image_size),
-        "id": ex["image/id"],
-        "label": tf.cast(ex["image/label"], tf.float32),
+        "image": decode_resize(ex["encoded"], ex["height"], ex["width"], image_size),
+        "id": ex["id"],
+        "label": tf.cast(ex["label"], tf.float32),
     }
 
 

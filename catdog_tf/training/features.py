@@ -7,50 +7,18 @@ flip) and the trainable part is fit on the cached arrays: minutes instead of hou
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import pipeline, records
-
-
-class Progress:
-    """One line per step with count, rate and ETA (readable in logs, unlike a redrawn bar)."""
-
-    def __init__(self, total: int | None, desc: str, every_s: float = 10.0):
-        self.total, self.desc, self.every_s = total, desc, every_s
-        self.n, self.t0, self.last = 0, time.time(), 0.0
-
-    def update(self, n: int):
-        self.n += n
-        now = time.time()
-        if now - self.last >= self.every_s or (self.total and self.n >= self.total):
-            self.last = now
-            rate = self.n / max(now - self.t0, 1e-9)
-            if self.total:
-                eta = (self.total - self.n) / max(rate, 1e-9)
-                print(f"{self.desc}: {self.n}/{self.total} ({100 * self.n / self.total:.0f}%) "
-                      f"{rate:.1f} img/s, ETA {eta:.0f}s", file=sys.stderr, flush=True)
-            else:
-                print(f"{self.desc}: {self.n} {rate:.1f} img/s", file=sys.stderr, flush=True)
-
-
-def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[dict]:
-    """The manifest entries (file, count, bytes, sha256) of a split's shards."""
-    m = records.load_manifest(records_dir)
-    names = {Path(f).name for f in records.shard_files(records_dir, split, fold)}
-    return [sh for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names]
-
-
-def split_count(records_dir: str, split: str, fold: int | None = None) -> int:
-    return sum(sh["count"] for sh in split_shards(records_dir, split, fold))
+from catdog_tf.data import pipeline, records
+from catdog_tf.progress import Progress
 
 
 def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None = None, desc: str = "features",
@@ -91,9 +59,9 @@ def _weights_fingerprint(model: keras.Model) -> str:
 def cached(feature_model: keras.Model, records_dir: str, split: str, image_size: int, *, fold: int | None = None,
            flip: bool = False, batch_size: int = 64, cache_dir: str | None = None,
            dtype: str = "float32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """extract() over a records split, cached under cache_dir keyed by the model's weights,
-    its output, the split's shard checksums, image size and flip."""
-    shards = split_shards(records_dir, split, fold)
+    """extract() over a records split, cached under cache_dir keyed by the model's name and
+    weights, its output, the split's shard checksums, image size and flip."""
+    shards = records.split_shards(records_dir, split, fold)
     shas = sorted(sh["sha256"] for sh in shards)
     key = hashlib.sha256(json.dumps([feature_model.name, _weights_fingerprint(feature_model),
                                      list(feature_model.output_shape), image_size, flip, shas]).encode()).hexdigest()[:20]
@@ -113,3 +81,40 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
         np.savez(tmp, features=feats, labels=labels, ids=ids.astype(str))
         os.replace(tmp, path)
     return feats, labels, ids
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    """Cached activations of some photos, and of their mirror images in the same order."""
+
+    x: np.ndarray
+    y: np.ndarray
+    ids: np.ndarray
+    x_flip: np.ndarray | None = None
+
+    def with_mirrors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) with the mirror images appended: the training arrays of the flip policy."""
+        if self.x_flip is None:
+            return self.x, self.y
+        return np.concatenate([self.x, self.x_flip]), np.concatenate([self.y, self.y])
+
+
+def load(feature_model: keras.Model, records_dir: str, splits: list[str], image_size: int, *, flip: bool = False,
+         fold: int | None = None, cache_dir: str | None = None, dtype: str = "float32",
+         batch_size: int = 64) -> FeatureSet:
+    """The cached activations of every photo of `splits` (each cached as one file), in order;
+    with flip, those of the mirror images too."""
+    parts, fparts, ys, id_parts = [], [], [], []
+    kw = dict(fold=fold, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size)
+    for split in splits:
+        x, y, ids = cached(feature_model, records_dir, split, image_size, **kw)
+        parts.append(x)
+        ys.append(y)
+        id_parts.append(ids)
+        if flip:
+            xf, _, idsf = cached(feature_model, records_dir, split, image_size, flip=True, **kw)
+            if list(idsf) != list(ids):
+                raise ValueError(f"{split}: flipped and plain feature caches list photos in different orders")
+            fparts.append(xf)
+    return FeatureSet(np.concatenate(parts), np.concatenate(ys), np.concatenate(id_parts),
+                      np.concatenate(fparts) if flip else None)

@@ -1,0 +1,194 @@
+"""Every tool's settings, with their defaults and help, in one place.
+
+Library functions take these dataclasses (a notebook builds one directly); the command-line
+flags are generated from them (catdog_tf.cli), so a default is written once, here.
+Field metadata: `help` (the flag's help), `choices` (an enum flag), `multi` (a repeatable flag).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+AUGMENTATIONS = ("none", "flip", "reference", "randaugment")
+BATCH_POLICIES = ("none", "mixup", "cutmix")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
+AUTO_ON_OFF = ("auto", "on", "off")
+TTA = ("none", "flip")
+MAX_PIXELS = 50_000_000  # ~7000x7000; anything larger is almost surely not a pet photo
+
+
+def f(default, help: str, *, choices=None, multi: bool = False):
+    """A dataclass field with its flag help (mutable defaults become factories)."""
+    meta = {"help": help, "choices": choices, "multi": multi}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def default_cache_dir(out: str) -> str:
+    """Feature caches live beside the run folders (runs/cache for runs/X), shared by every tool."""
+    return os.path.join(os.path.dirname(os.path.normpath(out)) or ".", "cache")
+
+
+@dataclasses.dataclass
+class BuildConfig:
+    out: str = f("records", "Output folder for shards and manifest.json.")
+    val_fraction: float = f(0.1, "Fraction of each class held out for validation.")
+    folds: int = f(0, "K >= 2: assign every labeled image to one of K folds instead.")
+    seed: int = f(0, "Split seed.")
+    exclude: str | None = f(None, "File of ids kept out of train/validation (one per line, # comments).")
+    max_side: int | None = f(None, "Store a re-encoding downscaled to this longest side.")
+    strict: bool = f(False, "Exit non-zero if any file was skipped.")
+    max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.")
+    shard_mb: float = f(100.0, "Target shard size in MB.")
+    min_shards: int = f(8, "At least this many shards per split (when it has >= 256 photos a shard).")
+    workers: int = f(0, "Reader/writer threads (0: one per core).")
+    jpeg_quality: int = f(95, "JPEG quality of re-encoded photos.")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    backbone: str = f("efficientnet_lite0", "Backbone name (python -m catdog_tf.backbones lists them).")
+    weights: str | None = f("auto", "auto | imagenet | none | PATH to a weights file.")
+    records: str = f("records", "Folder of shards + manifest.json (python -m catdog_tf.records).")
+    out: str = f("runs/model", "Output folder: model.keras, saved_model/, metrics, TensorBoard logs.")
+    image_size: int | None = f(None, "Input size (default: the backbone's own).")
+    batch_size: int = f(32, "Global batch size (split across replicas).")
+    epochs1: int = f(10, "Stage 1 (head) epochs.")
+    epochs2: int = f(5, "Stage 2 (top blocks) epochs; 0 skips stage 2.")
+    lr1: float = f(1e-3, "Stage 1 learning rate.")
+    lr2: float = f(1e-5, "Stage 2 learning rate.")
+    unfreeze_blocks: int = f(2, "Top blocks of the backbone trained in stage 2.")
+    dropout: float = f(0.2, "Dropout before the sigmoid unit.")
+    pooling: str = f("avg", "Pooling of the last feature map.", choices=("avg", "flatten"))
+    augmentation: str = f("reference", "Augmentation policy of full-image stages.", choices=AUGMENTATIONS)
+    head_augmentation: str = f("flip", "Stage 1 augmentation; none/flip use the cached-feature fast path.",
+                               choices=AUGMENTATIONS)
+    stage2_cache: str = f("auto", "Train stage 2 on cached activations of the frozen bottom (auto: on without "
+                          "a GPU; flips only).", choices=AUTO_ON_OFF)
+    batch_policy: str = f("none", "MixUp/CutMix on full-image stages.", choices=BATCH_POLICIES)
+    mixed_precision: str = f("auto", "float16 compute (auto: GPUs with tensor cores only).", choices=AUTO_ON_OFF)
+    xla: str = f("auto", "jit_compile the step (auto: a single GPU only).", choices=AUTO_ON_OFF)
+    strategy: str = f("auto", "tf.distribute strategy.", choices=STRATEGIES)
+    fold: int | None = f(None, "Cross-validation fold (records built with --folds).")
+    train_split: str = f("train", "Records split(s) to train on ('+' joins splits, e.g. fold2+fold3).")
+    val_split: str = f("validation", "Records split for early stopping, the LR schedule and the reported figure.")
+    seed: int = f(0, "Random seed.")
+    patience: int = f(6, "EarlyStopping patience (epochs).")
+    cache_dir: str | None = f(None, "Feature cache folder (default: <out>/../cache).")
+    profile_batches: str | None = f(None, "TensorBoard profiler window, e.g. '10,20'.")
+    label_smoothing: float = f(0.0, "Label smoothing of the log loss.")
+    steps_per_epoch: int | None = f(None, "Limit full-image epochs to this many steps.")
+    log_every: int = f(20, "TensorBoard: loss, learning rate and steps/s every this many steps.")
+
+
+@dataclasses.dataclass
+class KFoldConfig:
+    backbone: str = f("efficientnet_lite0", "Registry name, or names joined with + to fuse their features.")
+    records: str = f("records", "Records folder built with --folds.")
+    out: str | None = f(None, "Output folder (default runs/kfold/<backbone>).")
+    folds: list[str] | None = f(None, "Folds to cross-validate over (default: all); others stay untouched.")
+    image_size: int | None = f(None, "Input size (default: the backbone's own; a single backbone only).")
+    weights: str | None = f("auto", "Backbone weights: auto, imagenet, none or a file.")
+    epochs: int = f(20, "Epochs per fold head (fixed: no early stopping, so out-of-fold stays honest).")
+    lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).")
+    dropout: float = f(0.3, "Dropout on the pooled features.")
+    batch_size: int = f(64, "Batch size.")
+    flip: bool = f(True, "Also train on the mirror images' features.")
+    seed: int = f(0, "Seed (fold k uses seed + k).")
+    cache_dir: str | None = f(None, "Feature cache (default <out>/../cache; shared with train).")
+    cache_groups: list[str] | None = f(None, "Cache these groups of folds as one file each, e.g. fold2,fold3+fold4 "
+                                       "(default: one file per fold; only changes caching).")
+
+    def resolved_out(self) -> str:
+        return self.out or f"runs/kfold/{self.backbone.replace('+', '_')}"
+
+
+@dataclasses.dataclass
+class EnsembleConfig:
+    member: list[str] = f([], "Model (file or folder) to combine; repeat for each member.", multi=True)
+    out: str = f("runs/ensemble", "Output folder (model.keras, ensemble.json).")
+    oof: bool = f(False, "Members are k-fold runs (catdog_tf.kfold): fit on their out-of-fold predictions "
+                  "instead of predicting --split.")
+    records: str = f("records", "Records folder whose split fits the combination (without --oof).")
+    split: str = f("validation", "Split used to fit weights and temperature (without --oof).")
+    fold: int | None = f(None, "Fold (records built with --folds).")
+    weights: list[float] | None = f(None, "Fixed weights, e.g. 0.2,0.3,0.5 (default: fitted).")
+    space: str = f("auto", "Averaging space (auto: the better one).", choices=("auto", "prob", "logit"))
+    temperature: bool = f(True, "Fit a temperature.")
+    tta: str = f("none", "Test-time augmentation while fitting.", choices=TTA)
+    batch_size: int = f(32, "Batch size.")
+
+
+@dataclasses.dataclass
+class EvaluateConfig:
+    model: str = f("runs/final/model.keras", "Model file or model folder.")
+    images: str | None = f(None, "Folder of labeled images cat.N.jpg / dog.N.jpg.")
+    records: str | None = f(None, "Records folder.")
+    split: str = f("validation", "Records split to evaluate.")
+    fold: int | None = f(None, "Fold (records built with --folds).")
+    json_out: str | None = f(None, "Write the JSON summary here.")
+    out: str | None = f(None, "Folder for plots (default: next to --json_out).")
+    tta: str = f("none", "Test-time augmentation.", choices=TTA)
+    clip: list[float] | None = f(None, "Also report the log loss under this clip, e.g. 1e-3 (repeatable).", multi=True)
+    batch_size: int = f(32, "Batch size.")
+
+
+@dataclasses.dataclass
+class PredictConfig:
+    model: str = f("runs/final/model.keras", "Model file or model folder.")
+    images: str | None = f(None, "Folder of test images N.jpg.")
+    records: str | None = f(None, "Records folder; its 'test' split is predicted.")
+    out: str = f("submission.csv", "Submission CSV path.")
+    clip: float = f(1e-15, "Clip P(dog) to [clip, 1-clip] in the submission.")
+    tta: str = f("flip", "Test-time augmentation.", choices=TTA)
+    batch_size: int = f(32, "Batch size.")
+
+
+@dataclasses.dataclass
+class OutliersConfig:
+    images: str | None = f(None, "Folder of labeled images cat.N.jpg / dog.N.jpg.")
+    records: str | None = f(None, "Records folder (its labeled splits are screened).")
+    out: str = f("reports/outliers", "Output folder.")
+    top_n: int = f(30, "A candidate has no cat/dog class among its top N ImageNet classes.")
+    backbone: str = f("efficientnet_lite2", "Registry backbone with an ImageNet head (Lite2: the best offline one).")
+    weights: str | None = f("auto", "Backbone weights (auto / imagenet / PATH).")
+    conflict: float = f(0.8, "Summed probability of the opposite group that flags a label conflict.")
+    batch_size: int = f(32, "Batch size.")
+    per_page: int = f(48, "Photos per contact-sheet page.")
+
+
+@dataclasses.dataclass
+class BackbonesConfig:
+    backbone: str = f("efficientnet_lite0", "Registry name.")
+    weights: str | None = f("auto", "auto | imagenet | none | PATH to a weights file.")
+    classify: bool = f(False, "Print the top ImageNet classes of the photos given as arguments.")
+    top: int = f(5, "How many classes to print per photo.")
+    image_size: int | None = f(None, "Input size (default: the backbone's own).")
+
+
+@dataclasses.dataclass
+class ExploreConfig:
+    images: list[str] = f([], "Kaggle-layout image folder (cat.N.jpg, dog.N.jpg, N.jpg) or a Kaggle root with "
+                          "train/ and test/; repeatable.", multi=True)
+    records: str | None = f(None, "Records folder (shards + manifest.json) from catdog_tf.records.")
+    out: str = f("reports/explore", "Report folder (index.html, summary.json, PNGs).")
+    near_dup_threshold: int = f(6, "Max Hamming distance (of 64 pHash bits) for two images to be near-duplicates.")
+    workers: int = f(2, "Processes reading and decoding files (1 = no pool, in this process).")
+    progress: bool = f(True, "Show a progress bar.")
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    quick: bool = f(False, "Every row on a tiny subset (< 2 min); figures not meaningful.")
+    sections: list[str] = f(["pipeline", "train", "infer", "build", "scale"], "Sections to run.")
+    out: str | None = f(None, "Folder for the tables (bench.md) and every row (bench.json); default: a new "
+                        "temporary folder.")
+    update: bool = f(False, "Also rewrite the generated tables of BENCHMARKS.md (and BENCHMARKS.json) in the "
+                     "repository; the prose around them is kept.")
+    native: str | None = f(None, "Folder of native-size Kaggle photos (default ../shared/data/kaggle_native/train).")
+    kaggle200: str | None = f(None, "Folder of 200 px Kaggle photos (default ../shared/data/kaggle200/train).")
+    work_dir: str | None = f(None, "Scratch folder for links, records and logs (default: a temp folder).")
+    keep_work: bool = f(False, "Keep the scratch folder (logs of every row).")
+    render: str | None = f(None, "Only re-write the tables from this JSON of an earlier run.")

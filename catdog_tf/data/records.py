@@ -1,0 +1,384 @@
+"""Kaggle-layout folders (or zips) -> sharded TFRecords + manifest.json.
+
+    python -m catdog_tf.records --input=../shared/data/kaggle200 --out=records
+
+Every file found is either written or reported in the manifest's `skipped` list with
+the reason, so `seen == written + len(skipped)` always holds. Original JPEG bytes are
+kept; only files a decoder could not read as-is (CMYK, PNG/GIF content, EXIF rotation)
+or files larger than `max_side` are re-encoded.
+
+The record format (one tf.train.Example per photo) is in catdog_tf/data/schema.py.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from catdog_tf.config import MAX_PIXELS as DEFAULT_MAX_PIXELS
+from catdog_tf.config import BuildConfig
+from catdog_tf.data import kaggle, schema, sources
+from catdog_tf.files import sha256_file
+from catdog_tf.data.sources import Candidate, RecordsError, discover  # noqa: F401 - part of this module's API
+
+UNLABELED = kaggle.UNLABELED
+MANIFEST = "manifest.json"
+SHARD_SUFFIX = ".tfrecord"
+
+
+@dataclasses.dataclass
+class Checked:
+    """A file that decoded; `convert` says why it must be re-encoded (None: keep bytes)."""
+
+    id: str
+    label: int
+    origin: str
+    read: Callable[[], bytes]
+    height: int
+    width: int
+    convert: str | None = None
+
+
+# ---------------------------------------------------------------------------- checking
+
+
+def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Checked | dict:
+    """Decodes one file fully; returns Checked, or a skipped-entry dict with the reason."""
+    try:
+        data = c.read()
+    except OSError as e:
+        return {"file": c.origin, "reason": f"cannot read file: {e.strerror or e}"}
+    if not data:
+        return {"file": c.origin, "reason": "empty file (0 bytes)"}
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return {"file": c.origin, "reason": "not an image (no known image format)"}
+    except Image.DecompressionBombError as e:
+        return {"file": c.origin, "reason": f"image too large: {e}"}
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for garbage headers
+        return {"file": c.origin, "reason": f"not a readable image: {e}"}
+    w, h = im.size
+    if w * h > max_pixels:
+        return {"file": c.origin, "reason": f"image too large: {w}x{h} pixels exceeds the {max_pixels} pixel limit"}
+    try:
+        im.load()
+    except Exception as e:  # noqa: BLE001 - truncated or corrupt data
+        return {"file": c.origin, "reason": f"truncated or corrupt image data: {e}"}
+    convert = None
+    if im.format != "JPEG":
+        convert = f"{im.format} content re-encoded as JPEG"
+    elif im.mode not in ("RGB", "L"):
+        convert = f"{im.mode} JPEG converted to RGB"
+    elif im.getexif().get(0x0112, 1) != 1:
+        convert = "EXIF orientation applied"
+    if max_side and max(w, h) > max_side:
+        convert = (convert + "; " if convert else "") + f"downscaled to max side {max_side}"
+        s = max_side / max(w, h)
+        w, h = max(1, round(w * s)), max(1, round(h * s))
+    if convert and "EXIF" in convert and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+        w, h = h, w
+    return Checked(c.id, c.label, c.origin, c.read, h, w, convert)
+
+
+def to_jpeg(data: bytes, max_side: int | None = None, quality: int = 95) -> bytes:
+    """Re-encodes any decodable image as a baseline RGB JPEG the way a browser shows it."""
+    im = Image.open(io.BytesIO(data))
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGB", im.size, (255, 255, 255))  # browsers show transparency on white
+        bg.paste(im, mask=im.getchannel("A"))
+        im = bg
+    else:
+        im = im.convert("RGB")
+    if max_side and max(im.size) > max_side:
+        s = max_side / max(im.size)
+        im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------- splitting
+
+
+def read_exclusions(path: str) -> set[str]:
+    """One id per line (cat.123, dog.7 or 42; a file suffix is allowed); # starts a comment."""
+    ids = set()
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise RecordsError(f"{path}: cannot read exclusion file ({e.strerror or e})") from e
+    for n, line in enumerate(text.splitlines(), 1):
+        token = line.split("#", 1)[0].strip()
+        if token:
+            id_ = kaggle.normalize_id(token)
+            if id_ is None:
+                raise RecordsError(f"{path}:{n}: {token!r} is not a photo id (cat.N, dog.N or N)")
+            ids.add(id_)
+    return ids
+
+
+def _rank_key(seed: int, id_: str) -> str:
+    # A per-id hash rather than a global shuffle: an id keeps its split when other
+    # files are added or excluded.
+    return hashlib.sha256(f"{seed}:{id_}".encode()).hexdigest()
+
+
+def assign_splits(items: list, val_fraction: float, folds: int, seed: int) -> dict[str, list]:
+    """Stratified by class. Returns split name -> items in a seeded random order.
+    folds == 0: train / validation (+ test); folds == K: fold0..fold{K-1} (+ test)."""
+    if folds == 1 or folds < 0:
+        raise RecordsError("--folds must be 0 (train/validation split) or at least 2")
+    if not folds and not 0.0 <= val_fraction < 1.0:
+        raise RecordsError("--val_fraction must be in [0, 1)")
+    splits: dict[str, list] = {}
+    for label in (0, 1):
+        ranked = sorted((it for it in items if it.label == label), key=lambda it: _rank_key(seed, it.id))
+        if folds:
+            for r, it in enumerate(ranked):
+                splits.setdefault(f"fold{r % folds}", []).append(it)
+        else:
+            n_val = round(len(ranked) * val_fraction)
+            splits.setdefault("validation", []).extend(ranked[:n_val])
+            splits.setdefault("train", []).extend(ranked[n_val:])
+    test = [it for it in items if it.label == UNLABELED]
+    if test:
+        splits["test"] = test
+    # Mix the classes within each split so any shard holds both.
+    return {name: sorted(v, key=lambda it: _rank_key(seed + 1, it.id)) for name, v in splits.items() if v}
+
+
+def fold_of(split: str) -> int:
+    return int(split[4:]) if split.startswith("fold") else -1
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def _shard_fingerprint(items: list[Checked], cfg: BuildConfig, fold: int) -> str:
+    h = hashlib.sha256(json.dumps([cfg.max_side, cfg.jpeg_quality, fold]).encode())
+    for it in items:
+        h.update(f"{it.id}|{it.origin}|{it.height}|{it.width}|{it.convert}\n".encode())
+    return h.hexdigest()
+
+
+def _write_shard(path: Path, items: list[Checked], cfg: BuildConfig, fold: int, fingerprint: str) -> dict:
+    import tensorflow as tf
+
+    marker = path.parent / ".done" / (path.name + ".json")
+    if path.exists() and marker.exists():
+        done = json.loads(marker.read_text())
+        if done.get("fingerprint") == fingerprint and done.get("bytes") == path.stat().st_size:
+            return {**done, "reused": True}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    with tf.io.TFRecordWriter(str(tmp)) as w:
+        for it in items:
+            data = it.read()
+            if it.convert:
+                data = to_jpeg(data, cfg.max_side, cfg.jpeg_quality)
+            w.write(schema.encode(encoded=data, id=it.id, label=it.label, height=it.height, width=it.width,
+                                  fold=fold))
+    os.replace(tmp, path)  # atomic: a reader never sees half a shard
+    done = {"file": path.name, "count": len(items), "bytes": path.stat().st_size,
+            "sha256": sha256_file(path), "fingerprint": fingerprint}
+    marker.parent.mkdir(exist_ok=True)
+    marker.write_text(json.dumps(done))
+    return {**done, "reused": False}
+
+
+def _num_shards(items: list[Checked], cfg: BuildConfig) -> int:
+    # TF's guidance: shards of tens to hundreds of MB, and enough of them to feed many
+    # parallel readers; for small splits the second rule wins (>= 256 images a shard).
+    est_bytes = len(items) * 40_000 if cfg.max_side else sum(it.height * it.width for it in items) * 0.3
+    by_size = math.ceil(est_bytes / (cfg.shard_mb * 1e6))
+    return max(1, by_size, min(cfg.min_shards, math.ceil(len(items) / 256)))
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, file=sys.stderr,
+                disable=total == 0, mininterval=1.0)
+
+
+def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
+    """Builds shards and OUT/manifest.json; returns the manifest."""
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    workers = cfg.workers or os.cpu_count() or 1
+    if inputs:
+        candidates, skipped = discover(inputs)
+        source = [str(Path(i).resolve()) for i in inputs]
+    else:
+        candidates, skipped = sources.tfds_candidates()
+        source = ["tfds:cats_vs_dogs"]
+    seen = len(candidates) + len(skipped)
+
+    excluded: list[str] = []
+    if cfg.exclude:
+        ex_ids = read_exclusions(cfg.exclude)
+        kept = []
+        for c in candidates:
+            if c.id.lower() in ex_ids and c.label != UNLABELED:
+                excluded.append(c.id)
+                skipped.append({"file": c.origin, "reason": f"excluded by {cfg.exclude}"})
+            else:
+                kept.append(c)
+        unmatched = sorted(ex_ids - {e.lower() for e in excluded})
+        candidates = kept
+    else:
+        unmatched = []
+
+    checked: list[Checked] = []
+    bar = _progress(len(candidates), "checking")
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for res in pool.map(lambda c: check(c, cfg.max_pixels, cfg.max_side), candidates):
+            bar.update()
+            if isinstance(res, Checked):
+                checked.append(res)
+            else:
+                skipped.append(res)
+                bar.write(f"skip {res['file']}: {res['reason']}", file=sys.stderr)
+    bar.close()
+
+    splits = assign_splits(checked, cfg.val_fraction, cfg.folds, cfg.seed)
+    jobs = []
+    for split, items in splits.items():
+        n = _num_shards(items, cfg)
+        for k in range(n):
+            part = items[k::n]
+            fold = fold_of(split)
+            jobs.append((split, out / f"{split}-{k:05d}-of-{n:05d}{SHARD_SUFFIX}", part, fold,
+                         _shard_fingerprint(part, cfg, fold)))
+    expected = {j[1].name for j in jobs}
+    for partial in out.glob(f".*{SHARD_SUFFIX}.tmp-*"):  # a killed build's unfinished shards
+        partial.unlink()
+    for stale in out.glob(f"*{SHARD_SUFFIX}"):  # shards of an earlier, different build
+        if stale.name not in expected:
+            stale.unlink()
+            (out / ".done" / (stale.name + ".json")).unlink(missing_ok=True)
+
+    results: dict[str, dict] = {}
+    bar = _progress(sum(len(j[2]) for j in jobs), "writing")
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futs = {pool.submit(_write_shard, path, part, cfg, fold, fp): (split, path, part)
+                for split, path, part, fold, fp in jobs}
+        for fut in concurrent.futures.as_completed(futs):
+            split, path, part = futs[fut]
+            results[path.name] = fut.result()
+            bar.update(len(part))
+    bar.close()
+
+    manifest = {
+        "format": "catdog_tf.records/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": source,
+        "seen": seen,
+        "written": len(checked),
+        "skipped": skipped,
+        "excluded": sorted(excluded),
+        "exclude_file": cfg.exclude,
+        "exclude_unmatched": unmatched,
+        "converted": [{"file": it.origin, "id": it.id, "reason": it.convert} for it in checked if it.convert],
+        "seed": cfg.seed,
+        "val_fraction": None if cfg.folds else cfg.val_fraction,
+        "folds": cfg.folds,
+        "max_side": cfg.max_side,
+        "splits": {},
+    }
+    for split, items in splits.items():
+        shards = sorted((j for j in jobs if j[0] == split), key=lambda j: j[1].name)
+        manifest["splits"][split] = {
+            "count": len(items),
+            "cat": sum(it.label == 0 for it in items),
+            "dog": sum(it.label == 1 for it in items),
+            "unlabeled": sum(it.label == UNLABELED for it in items),
+            "fold": fold_of(split),
+            "shards": [{k: results[j[1].name][k] for k in ("file", "count", "bytes", "sha256")} for j in shards],
+        }
+    assert manifest["seen"] == manifest["written"] + len(skipped), "count reconciliation failed"
+    tmp = out / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out / MANIFEST)
+    reused = sum(r["reused"] for r in results.values())
+    dt = time.time() - t0
+    print(f"records: seen {seen}, written {len(checked)}, skipped {len(skipped)}"
+          f" ({len(excluded)} excluded), {len(jobs)} shards ({reused} reused) in {dt:.1f}s"
+          f" ({len(checked) / max(dt, 1e-9):.0f} img/s) -> {out / MANIFEST}", file=sys.stderr)
+    for split, s in manifest["splits"].items():
+        print(f"  {split:<11} {s['count']:>6} images  cat {s['cat']:>6}  dog {s['dog']:>6}"
+              f"  {len(s['shards'])} shards", file=sys.stderr)
+    return manifest
+
+
+# ---------------------------------------------------------------------------- reading back
+
+
+def load_manifest(records_dir: str) -> dict:
+    path = Path(records_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordsError(f"{path}: no manifest; build records first: python -m catdog_tf.records "
+                           f"--input=FOLDER --out={records_dir}") from None
+
+
+def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[str]:
+    """Shard paths of a split. With folds: split 'train' = every fold but `fold`,
+    'validation' = fold `fold`. Several splits join with '+', e.g. 'fold2+fold3'."""
+    m = load_manifest(records_dir)
+    splits = m["splits"]
+    if "+" in split:
+        names = split.split("+")
+    elif m.get("folds"):
+        if split in ("train", "validation"):
+            if fold is None:
+                raise RecordsError(f"{records_dir} holds {m['folds']} folds: pass fold=0..{m['folds'] - 1}")
+            names = [f"fold{fold}"] if split == "validation" else [s for s in splits if s.startswith("fold") and s != f"fold{fold}"]
+        else:
+            names = [split]
+    else:
+        names = [split]
+    missing = [n for n in names if n not in splits]
+    if missing:
+        raise RecordsError(f"{records_dir}: no split {missing[0]!r} (have {sorted(splits)})")
+    return [str(Path(records_dir) / sh["file"]) for n in names for sh in splits[n]["shards"]]
+
+
+def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[dict]:
+    """The manifest entries (file, count, bytes, sha256) of a split's shards."""
+    m = load_manifest(records_dir)
+    names = {Path(f).name for f in shard_files(records_dir, split, fold)}
+    return [sh for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names]
+
+
+def split_count(records_dir: str, split: str, fold: int | None = None) -> int:
+    return sum(sh["count"] for sh in split_shards(records_dir, split, fold))
+
+
+def read_examples(records_dir: str, split: str | None = None) -> Iterable[dict]:
+    """Every example as a dict of Python values (schema.to_python), for tools and tests."""
+    import tensorflow as tf
+
+    m = load_manifest(records_dir)
+    names = [split] if split else sorted(m["splits"])
+    files = [str(Path(records_dir) / sh["file"]) for n in names for sh in m["splits"][n]["shards"]]
+    for raw in tf.data.TFRecordDataset(files):
+        yield schema.to_python(raw.numpy())
+
+

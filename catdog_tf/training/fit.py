@@ -1,0 +1,122 @@
+"""The one trainer: train's stages, k-fold heads and feature fusion all fit through `fit`.
+
+Two recipes (FitConfig.schedule):
+  plateau  Adam at `lr`, ReduceLROnPlateau(x0.3 after 2 flat epochs), EarlyStopping with the
+           best weights restored, monitored on validation (train's stages)
+  cosine   Adam with cosine decay to 0 over a fixed number of epochs, no early stopping: the
+           validation data only watches, so out-of-fold predictions stay honest (k-fold heads)
+
+Data: (x, y) arrays (cached features), a tf.data.Dataset of global batches, or a function
+input_context -> dataset (full images; each input pipeline reads its own shards).
+Under MultiWorkerMirroredStrategy Keras's fit fails (keras-team/keras#20585), so the same
+recipe runs in loop.py; everywhere else it is model.fit with callbacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from catdog_tf.models.head import build_head
+from catdog_tf.training import loop
+from catdog_tf.training.tblog import KerasTensorBoard, ScalarLog
+
+SCHEDULES = ("plateau", "cosine")
+
+
+@dataclasses.dataclass
+class FitConfig:
+    epochs: int
+    lr: float
+    batch_size: int  # global batch
+    schedule: str = "plateau"
+    patience: int = 6
+    label_smoothing: float = 0.0
+    seed: int = 0  # shuffling of array data
+    steps_per_epoch: int | None = None  # dataset data only; it must then repeat
+    jit: bool = False
+    profile_batches: tuple[int, int] | None = None
+
+
+def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """Cached arrays as tf.data: Keras's own numpy adapter fails under MultiWorkerMirrored,
+    and an explicit dataset lets every strategy shard it by example."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32)))
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.batch(batch_size).prefetch(2).with_options(options)
+
+
+def _optimizer(cfg: FitConfig, decay_steps: int):
+    if cfg.schedule == "cosine":
+        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps))
+    if cfg.schedule == "plateau":
+        return keras.optimizers.Adam(cfg.lr)
+    raise ValueError(f"schedule must be one of {SCHEDULES}, not {cfg.schedule!r}")
+
+
+def _callbacks(cfg: FitConfig, work_dir: Path | None, has_val: bool, tb: ScalarLog | None) -> list:
+    monitor = "val_loss" if has_val else "loss"
+    cbs = [keras.callbacks.TerminateOnNaN()]
+    if work_dir is not None:
+        cbs.append(keras.callbacks.BackupAndRestore(str(work_dir / "backup")))
+    if cfg.schedule == "plateau":
+        cbs += [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.3, patience=2, min_lr=1e-7, verbose=1),
+                keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True,
+                                              verbose=1)]
+    if tb is not None:
+        cbs.append(KerasTensorBoard(tb, cfg.profile_batches))
+    return cbs
+
+
+def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribute.Strategy | None = None,
+        work_dir: str | None = None, tb: ScalarLog | None = None, verbose: int = 2, log=print):
+    """Fits `model` in place; returns its History (.history: metric -> per-epoch values, .epoch).
+    work_dir: backups for resuming after a kill (None: no backups)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    work = Path(work_dir) if work_dir else None
+    arrays = isinstance(train, tuple)
+    decay_steps = cfg.epochs * (math.ceil(len(train[0]) / cfg.batch_size) if arrays else (cfg.steps_per_epoch or 1))
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        log("custom distributed loop (Keras fit does not support MultiWorkerMirroredStrategy)")
+        if arrays:
+            train = array_dataset(*train, cfg.batch_size, True, cfg.seed)
+            val = array_dataset(*val, cfg.batch_size) if val is not None else None
+        elif val is not None:  # every worker evaluates its share of the examples, whatever the file count
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+            val = val.with_options(options)
+        return loop.fit(model, strategy, train, val, epochs=cfg.epochs, lr=cfg.lr, global_batch=cfg.batch_size,
+                        backup_dir=str((work or Path(".")) / "backup"), schedule=cfg.schedule,
+                        decay_steps=decay_steps, patience=cfg.patience, label_smoothing=cfg.label_smoothing,
+                        steps_per_epoch=None if arrays else cfg.steps_per_epoch, tb=tb, log=log)
+    with strategy.scope():
+        model.compile(optimizer=_optimizer(cfg, decay_steps),
+                      loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
+                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=cfg.jit)
+    cbs = _callbacks(cfg, work, val is not None, tb)
+    if arrays:  # Keras's own array path: deterministic shuffling, identical across strategies
+        return model.fit(*train, batch_size=cfg.batch_size, epochs=cfg.epochs, validation_data=val, shuffle=True,
+                         callbacks=cbs, verbose=verbose)
+    if callable(train) and not isinstance(train, tf.data.Dataset):
+        train = (strategy.distribute_datasets_from_function(train) if strategy.num_replicas_in_sync > 1
+                 else train(None))
+    return model.fit(train, epochs=cfg.epochs, validation_data=val, steps_per_epoch=cfg.steps_per_epoch,
+                     callbacks=cbs, verbose=verbose)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, val, cfg: FitConfig, *, dropout: float, seed: int,
+             **kw) -> tuple[keras.Model, object]:
+    """A new head (models/head.py) fitted on pooled features: k-fold heads and fusion."""
+    keras.utils.set_random_seed(seed)
+    head = build_head(x.shape[1], dropout, seed)
+    return head, fit(head, (x, y), val, cfg, **kw)
+
+

@@ -1,0 +1,164 @@
+"""K-fold heads on cached frozen features: out-of-fold predictions and one averaged model.
+
+    python -m catdog_tf.kfold --backbone=efficientnet_lite2 --records=runs/records \
+        --folds=fold2,fold3,fold4,fold5,fold6,fold7,fold8,fold9 --out=runs/kfold/efficientnet_lite2
+
+For every fold k of --folds a new head (dropout, one sigmoid unit) is trained on the
+pooled features of the other folds (and their mirror images) for a fixed number of epochs
+with a cosine learning rate (fit.py's "cosine" recipe): no early stopping, so fold k's
+prediction is truly out of fold. The OOF predictions over every photo of --folds are the
+figure. Folds left out of --folds (e.g. a held-out fold0+fold1) are never touched.
+
+The export is the average of the k heads on top of the frozen backbone (models/head.py):
+exactly the logit average of the k fold models, in one head's cost. --backbone=a+b fuses
+backbones: their pooled features are concatenated under one head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from catdog_tf import metrics
+from catdog_tf.config import KFoldConfig, default_cache_dir
+from catdog_tf.data import records
+from catdog_tf.errors import UserError
+from catdog_tf.models.head import average_heads, pooled_head_model, pooled_model
+from catdog_tf.training import features
+from catdog_tf.training.fit import FitConfig, fit_head
+from catdog_tf.training.tblog import ScalarLog
+
+OOF_HEADER = "id,label,fold,p_dog"
+
+
+def log(msg: str):
+    print(f"[kfold {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def fold_names(records_dir: str) -> list[str]:
+    m = records.load_manifest(records_dir)
+    if not m.get("folds"):
+        raise UserError(f"{records_dir} was built without --folds: k-fold needs fold0..foldK shards")
+    return [f"fold{k}" for k in range(m["folds"])]
+
+
+def _groups(folds: list[str], cache_groups: list[str] | None) -> list[str]:
+    """The splits whose features are cached as one file each ('+' joins folds)."""
+    if not cache_groups:
+        return list(folds)
+    flat = [f for g in cache_groups for f in g.split("+")]
+    if sorted(flat) != sorted(folds) or len(set(flat)) != len(flat):
+        raise UserError(f"cache groups {cache_groups} must cover the folds {folds} exactly once")
+    return list(cache_groups)
+
+
+def load_features(cfg: KFoldConfig, folds: list[str]):
+    """Pooled features of every photo of `folds`, backbones side by side: (feature models,
+    FeatureSet, fold index of each photo)."""
+    names = cfg.backbone.split("+")
+    if len(names) > 1 and cfg.image_size:
+        raise UserError("--image_size applies to a single backbone, not a fusion")
+    cache_dir = cfg.cache_dir or default_cache_dir(cfg.resolved_out())
+    models, sets = [], []
+    for name in names:
+        pm = pooled_model(name, cfg.weights, cfg.image_size)
+        fs = features.load(pm, cfg.records, _groups(folds, cfg.cache_groups), int(pm.input_shape[1]),
+                           flip=cfg.flip, cache_dir=cache_dir)
+        if sets and list(fs.ids) != list(sets[0].ids):
+            raise ValueError(f"{name}: photos in a different order than {names[0]}")
+        models.append(pm)
+        sets.append(fs)
+    fused = features.FeatureSet(np.concatenate([s.x for s in sets], axis=1), sets[0].y.astype(np.float32),
+                                sets[0].ids,
+                                np.concatenate([s.x_flip for s in sets], axis=1) if cfg.flip else None)
+    # Which fold each photo is in: from the records themselves, not from the cache grouping.
+    fold_of = {ex["id"]: f for f in folds for ex in records.read_examples(cfg.records, f)}
+    fold_idx = np.asarray([folds.index(fold_of[i]) for i in fused.ids])
+    return models, fused, fold_idx
+
+
+def _result_settings(config: dict) -> dict:
+    """The settings that change a run's result (where features are cached does not)."""
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k not in ("cache_dir", "cache_groups")}
+
+
+def run(cfg: KFoldConfig) -> dict:
+    folds = cfg.folds or fold_names(cfg.records)
+    if len(folds) < 2:
+        raise UserError(f"k-fold needs at least 2 folds, got {folds}")
+    out = Path(cfg.resolved_out())
+    done = out / "kfold.json"
+    if done.exists() and (out / "model.keras").exists():
+        report = json.loads(done.read_text())
+        if _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and report["folds"] == folds:
+            log(f"{out} holds a finished run with these settings: nothing to do")
+            return report
+    out.mkdir(parents=True, exist_ok=True)
+    models, fs, fold_idx = load_features(cfg, folds)
+    x, xf, y = fs.x, fs.x_flip, fs.y
+    log(f"{cfg.backbone}: {len(y)} photos in {len(folds)} folds, {x.shape[1]} features"
+        f"{' (+ mirror images for training)' if cfg.flip else ''}")
+    fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule="cosine")
+    oof = np.zeros(len(y))
+    per_fold, heads = [], []
+    t0 = time.time()
+    for k, name in enumerate(folds):
+        tr, va = fold_idx != k, fold_idx == k
+        xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([y[tr], y[tr]])) if cfg.flip else (x[tr], y[tr])
+        head, hist = fit_head(xt, yt, (x[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
+                              tb=ScalarLog(str(out / "tensorboard" / name)))
+        # Called directly: predict() would retrace for every new head (and warn each time).
+        oof[va] = np.asarray(head(x[va], training=False)).reshape(-1)
+        heads.append(head)
+        per_fold.append({"fold": name, "count": int(va.sum()), "log_loss": metrics.log_loss(y[va], oof[va]),
+                         "val_loss_by_epoch": [round(float(v), 5) for v in hist.history["val_loss"]]})
+        el = time.time() - t0
+        log(f"fold {k + 1}/{len(folds)} ({name}): log loss {per_fold[-1]['log_loss']:.5f} on {int(va.sum())} photos; "
+            f"{el:.0f}s, ETA {el / (k + 1) * (len(folds) - k - 1):.0f}s")
+    report = {"config": dataclasses.asdict(cfg), "folds": folds, "count": int(len(y)),
+              "oof_log_loss": metrics.log_loss(y, oof), "oof_accuracy": metrics.accuracy(y, oof),
+              "per_fold": per_fold}
+    log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f}, accuracy {report['oof_accuracy']:.4f} "
+        f"on {len(y)} photos")
+    write_oof(out / "oof_predictions.csv", fs.ids, y, [folds[j] for j in fold_idx], oof)
+
+    # Every fold head's weights, for inspection and tests (a few KB).
+    np.savez(out / "fold_heads.npz", **{f"{folds[k]}/{j}": w for k, h in enumerate(heads)
+                                        for j, w in enumerate(h.get_weights())})
+    # The export: frozen backbone(s) -> pooled features -> the k heads averaged (one head).
+    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.backbone.replace('+', '_')}")
+    model.save(str(out / "model.keras"))
+    (out / "kfold.json").write_text(json.dumps(report, indent=1))
+    log(f"wrote {out / 'model.keras'} (mean of {len(heads)} fold heads), {out / 'oof_predictions.csv'}; "
+        f"TensorBoard: {out / 'tensorboard'}")
+    return report
+
+
+def write_oof(path, ids, labels, folds, p_dog) -> None:
+    with open(path, "w") as f:
+        f.write(OOF_HEADER + "\n")
+        f.writelines(f"{i},{int(t)},{k},{q:.8f}\n" for i, t, k, q in zip(ids, labels, folds, p_dog))
+
+
+def read_oof(path: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """(ids, labels, folds, p_dog) from a k-fold run's folder or its oof_predictions.csv."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "oof_predictions.csv"
+    ids, ys, folds, ps = [], [], [], []
+    with open(p) as f:
+        header = f.readline().strip()
+        if header != OOF_HEADER:
+            raise UserError(f"{p}: not an out-of-fold predictions file (header {header!r})")
+        for line in f:
+            i, t, k, q = line.strip().split(",")
+            ids.append(i)
+            ys.append(float(t))
+            folds.append(k)
+            ps.append(float(q))
+    return ids, np.asarray(ys), folds, np.asarray(ps)

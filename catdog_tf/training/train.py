@@ -1,0 +1,303 @@
+"""Two-stage transfer learning under a tf.distribute strategy (`python -m catdog_tf.train`).
+
+Stage 1 trains the new head on a frozen backbone; stage 2 unfreezes the backbone's top
+blocks at a small learning rate. BatchNorm stays in inference mode throughout.
+
+CPU fast path: when a stage needs no augmentation beyond horizontal flips, the frozen
+part's activations (pooled features for stage 1, the input of the top blocks for stage 2)
+are computed once per image and per flip, cached on disk, and the trainable part is fit
+on those arrays (features.py). Both stages fit through training/fit.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+from catdog_tf import metrics
+from catdog_tf.config import TrainConfig, default_cache_dir
+from catdog_tf.data import augment, pipeline, records
+from catdog_tf.models import backbones
+from catdog_tf.models.classifier import Classifier, ModelConfig, build_classifier
+from catdog_tf.models.head import feature_model_name
+from catdog_tf.training import distribute, features
+from catdog_tf.training.fit import FitConfig, fit
+from catdog_tf.training.tblog import ScalarLog
+
+CACHED_POLICIES = ("none", "flip")  # stage policies the cached-activation path can train
+
+
+def log(msg: str):
+    print(f"[train {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _stage_done(work: Path, stage: int) -> dict | None:
+    p = work / f"stage{stage}.done.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _finish_stage(work: Path, stage: int, model, history, tb: ScalarLog | None, offsets: dict) -> dict:
+    model.save_weights(str(work / f"stage{stage}.weights.h5"))
+    h = {k: [float(v) for v in vs] for k, vs in (history.history if history else {}).items()}
+    # 1-based epoch numbers this process ran (a resumed run starts after the restored epoch)
+    h["epoch"] = [e + 1 for e in (history.epoch if history else [])]
+    # Where TensorBoard's global step and epoch stand after this stage: the next one continues there.
+    h["tb_step"] = offsets["step"] + (tb.last_step if tb else 0)
+    h["tb_epoch"] = offsets["epoch"] + (tb.last_epoch if tb else 0)
+    (work / f"stage{stage}.done.json").write_text(json.dumps(h))
+    return h
+
+
+def _log_images(cfg: TrainConfig, work: Path, size: int, stage: int, policy: str, cached: bool):
+    """A few training images as the stage sees them, in TensorBoard's images tab."""
+    x, _ = next(iter(pipeline.make_dataset(cfg.records, cfg.train_split, size, 8, training=True, seed=cfg.seed,
+                                           fold=cfg.fold)))
+    with tf.summary.create_file_writer(str(work / "tensorboard" / "images")).as_default():
+        tf.summary.image(f"stage{stage}/original", x / 255.0, step=0, max_outputs=8)
+        if cached and policy == "flip":  # the cached path trains on every photo and its mirror image
+            tf.summary.image(f"stage{stage}/mirror images (cached activations)",
+                             tf.image.flip_left_right(x) / 255.0, step=0, max_outputs=8)
+        elif not cached and policy != "none":
+            aug = augment.build_augmentation(policy, seed=cfg.seed)
+            tf.summary.image(f"stage{stage}/augmented ({policy})", aug(x, training=True) / 255.0, step=0,
+                             max_outputs=8)
+
+
+def _log_hparams(cfg: TrainConfig, work: Path, results: dict):
+    hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(cfg).items()}
+    with tf.summary.create_file_writer(str(work / "tensorboard" / "hparams")).as_default():
+        hp.hparams(hparams)
+        for k in ("val_log_loss", "val_accuracy"):
+            if k in results:
+                tf.summary.scalar(k, results[k], step=0)
+
+
+def _finished(out: Path, cfg: TrainConfig) -> dict | None:
+    flags_file, done = out / "flags.json", out / "metrics.json"
+    if done.exists() and (out / "model.keras").exists() and flags_file.exists() \
+            and json.loads(flags_file.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg))):
+        return json.loads(done.read_text())
+    return None
+
+
+class _Run:
+    """One train() call: its strategy, model, data and stage helpers."""
+
+    def __init__(self, cfg: TrainConfig, strategy, xla: bool, work: Path, chief: bool):
+        self.cfg, self.strategy, self.xla, self.work, self.chief = cfg, strategy, xla, work, chief
+        self.cache_dir = cfg.cache_dir or default_cache_dir(cfg.out)
+        with strategy.scope():
+            # Under XLA the random augmentation ops (no XLA kernels) run in tf.data instead.
+            self.clf: Classifier = build_classifier(ModelConfig(
+                cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.dropout,
+                "none" if xla else cfg.augmentation, cfg.seed))
+        self.size = self.clf.image_size
+        self.has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
+        self._split = None
+
+    def fit_config(self, stage: int, on_arrays: bool) -> FitConfig:
+        c = self.cfg
+        profile = tuple(int(b) for b in c.profile_batches.split(",")) if c.profile_batches else None
+        return FitConfig(epochs=c.epochs1 if stage == 1 else c.epochs2, lr=c.lr1 if stage == 1 else c.lr2,
+                         batch_size=c.batch_size, schedule="plateau", patience=c.patience,
+                         label_smoothing=c.label_smoothing, seed=c.seed,
+                         steps_per_epoch=None if on_arrays else c.steps_per_epoch, jit=self.xla,
+                         profile_batches=profile)
+
+    def full_image_data(self, policy: str):
+        """(dataset function for fit, validation dataset): full images, augmented by `policy`."""
+        c = self.cfg
+        bt = augment.batch_transform(c.batch_policy, seed=c.seed)
+        aug = augment.build_augmentation(policy, seed=c.seed) if self.xla else None
+
+        def make_train(ctx=None):
+            # steps_per_epoch needs an endless stream; otherwise one pass is one epoch.
+            ds = pipeline.make_dataset(c.records, c.train_split, self.size, c.batch_size, training=True, fold=c.fold,
+                                       seed=c.seed, input_context=ctx, batch_transform=bt,
+                                       repeat=c.steps_per_epoch is not None)
+            if aug is not None:
+                ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+            return ds
+
+        val = pipeline.make_dataset(c.records, c.val_split, self.size, c.batch_size, fold=c.fold) \
+            if self.has_val else None
+        return make_train, val
+
+    def arrays(self, feature_model, flip: bool, dtype="float32"):
+        """Cached activations of the training split (+ mirror images) and of the validation split."""
+        c = self.cfg
+        kw = dict(fold=c.fold, cache_dir=self.cache_dir, dtype=dtype, batch_size=max(c.batch_size, 32))
+        x, y = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw).with_mirrors()
+        val = None
+        if self.has_val:
+            v = features.load(feature_model, c.records, [c.val_split], self.size, **kw)
+            val = (v.x, v.y)
+        return x, y, val
+
+    def bottom_top(self):
+        """The backbone cut below its top blocks; the bottom's activations are cached."""
+        if self._split is None:
+            k = self.cfg.unfreeze_blocks
+            with self.strategy.scope():
+                self._split = backbones.split_at_top_blocks(
+                    self.clf.backbone, self.cfg.backbone, k,
+                    bottom_name=feature_model_name(self.cfg.backbone, self.size, f"bottom{k}"))
+        return self._split
+
+    def pooled_arrays(self, stage2_cached: bool, flip: bool):
+        """Pooled features for the head. When stage 2 will cache the bottom's activations
+        anyway, derive them from those (top blocks only) instead of a second full pass."""
+        if stage2_cached:
+            bottom, top = self.bottom_top()
+            xb, y, valb = self.arrays(bottom, flip, dtype="float16")
+            head_in = keras.Model(top.input, self.clf.pooling(top.output))
+            f = lambda a: head_in.predict(a, batch_size=256, verbose=0)  # noqa: E731
+            return f(xb), y, ((f(valb[0]), valb[1]) if valb is not None else None)
+        with self.strategy.scope():
+            pooled = self.clf.pooled()
+        return self.arrays(pooled, flip)
+
+    def tb(self, stage: int, offsets: dict) -> ScalarLog | None:
+        if not self.chief:
+            return None
+        return ScalarLog(str(self.work / "tensorboard"), self.cfg.log_every, offsets["step"], offsets["epoch"])
+
+    def validate(self, model) -> dict:
+        c = self.cfg
+        ds = pipeline.make_dataset(c.records, c.val_split, self.size, 64, fold=c.fold, with_ids=True)
+        ids, ys, ps = [], [], []
+        for x, y in ds:
+            ps.append(model(x["image"], training=False).numpy().reshape(-1))
+            ys.append(y.numpy())
+            ids += [i.decode() for i in x["id"].numpy()]
+        ys, ps = np.concatenate(ys), np.concatenate(ps)
+        if self.chief:
+            with open(self.work / "val_predictions.csv", "w") as f:
+                f.write("id,label,p_dog\n")
+                f.writelines(f"{i},{int(t)},{p:.8f}\n" for i, t, p in zip(ids, ys, ps))
+        return {"val_log_loss": metrics.log_loss(ys, ps), "val_accuracy": metrics.accuracy(ys, ps),
+                "val_count": int(len(ys))}
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Runs both stages, exports the model; returns the final metrics."""
+    keras.utils.set_random_seed(cfg.seed)
+    out = Path(cfg.out)
+    if (done := _finished(out, cfg)) is not None:
+        log(f"{out} holds a finished run with these flags: nothing to do")
+        return {"config": dataclasses.asdict(cfg), **done}
+    strategy, why = distribute.choose_strategy(cfg.strategy)
+    log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
+    mp, why = distribute.choose_mixed_precision(cfg.mixed_precision)
+    log(f"mixed precision: {'on' if mp else 'off'}: {why}")
+    keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
+    xla, why = distribute.choose_xla(cfg.xla, strategy)
+    log(f"XLA: {'on' if xla else 'off'}: {why}")
+
+    chief = distribute.is_chief()
+    # Non-chief workers of a multi-worker job write to a scratch folder, never the output folder.
+    work = out if chief else out / f".worker-{distribute.worker_index()}"
+    work.mkdir(parents=True, exist_ok=True)
+    if chief:
+        (work / "flags.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    run = _Run(cfg, strategy, xla, work, chief)
+    clf = run.clf
+    results: dict = {"config": dataclasses.asdict(cfg)}
+    stage2 = cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0
+    stage2_cached = stage2 and (cfg.stage2_cache == "on" or (
+        cfg.stage2_cache == "auto" and not tf.config.list_physical_devices("GPU")))
+    offsets = {"step": 0, "epoch": 0}
+
+    # ---------------------------------------------------------------- stage 1: the head
+    cached1 = cfg.head_augmentation in CACHED_POLICIES
+    if chief:
+        _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached1)
+    done = _stage_done(work, 1)
+    if done is not None:
+        clf.model.load_weights(str(work / "stage1.weights.h5"))
+        log("stage 1 already done: loaded its weights")
+        results["history1"] = done
+    elif cfg.epochs1 > 0:
+        tb = run.tb(1, offsets)
+        if cached1:
+            log("stage 1: head on cached pooled features (fast path)")
+            x, y, val = run.pooled_arrays(stage2_cached, cfg.head_augmentation == "flip")
+            if val is not None:
+                results["untrained_val_loss"] = metrics.log_loss(
+                    val[1], np.asarray(clf.head(val[0], training=False)).reshape(-1))
+                log(f"untrained head: validation log loss {results['untrained_val_loss']:.4f}")
+            hist = fit(clf.head, (x, y), val, run.fit_config(1, True), strategy=strategy,
+                       work_dir=str(work / "stage1"), tb=tb, log=log)
+        else:
+            log(f"stage 1: head on full images with augmentation {cfg.head_augmentation!r}")
+            data, val = run.full_image_data(cfg.head_augmentation)
+            model = clf.training_model("none" if xla else cfg.head_augmentation)
+            hist = fit(model, data, val, run.fit_config(1, False), strategy=strategy,
+                       work_dir=str(work / "stage1"), tb=tb, log=log)
+        results["history1"] = _finish_stage(work, 1, clf.model, hist, tb, offsets)
+    if "history1" in results:
+        offsets = {"step": results["history1"].get("tb_step", 0), "epoch": results["history1"].get("tb_epoch", 0)}
+
+    # ---------------------------------------------------------------- stage 2: top blocks
+    if stage2:
+        policy2 = ("flip" if cfg.head_augmentation != "none" else "none") if stage2_cached else cfg.augmentation
+        if chief:
+            _log_images(cfg, work, run.size, 2, policy2, stage2_cached)
+        done = _stage_done(work, 2)
+        if done is not None:
+            clf.model.load_weights(str(work / "stage2.weights.h5"))
+            log("stage 2 already done: loaded its weights")
+            results["history2"] = done
+        else:
+            backbones.set_trainable_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
+            n_train = sum(int(np.prod(w.shape)) for w in clf.backbone.trainable_weights)
+            log(f"stage 2: top {cfg.unfreeze_blocks} block(s) of {cfg.backbone} trainable ({n_train:,} weights), "
+                f"lr {cfg.lr2}")
+            tb = run.tb(2, offsets)
+            if stage2_cached:
+                log("stage 2 on cached activations of the frozen bottom (CPU path; flips only)")
+                bottom, top = run.bottom_top()
+                x, y, val = run.arrays(bottom, policy2 == "flip", dtype="float16")
+                with strategy.scope():
+                    inp = keras.Input(top.input_shape[1:])
+                    stage_model = keras.Model(inp, clf.head(clf.pooling(top(inp, training=False))))
+                hist = fit(stage_model, (x, y), val, run.fit_config(2, True), strategy=strategy,
+                           work_dir=str(work / "stage2"), tb=tb, log=log)
+            else:
+                data, val = run.full_image_data(cfg.augmentation)
+                hist = fit(clf.model, data, val, run.fit_config(2, False), strategy=strategy,
+                           work_dir=str(work / "stage2"), tb=tb, log=log)
+            results["history2"] = _finish_stage(work, 2, clf.model, hist, tb, offsets)
+
+    # ---------------------------------------------------------------- export + measure
+    final = clf.inference_model()
+    if run.has_val:
+        results.update(run.validate(final))
+        log(f"validation: log loss {results['val_log_loss']:.5f}, accuracy {results['val_accuracy']:.4f} "
+            f"on {results['val_count']} images")
+    if chief:
+        final.save(str(work / "model.keras"))
+        try:
+            final.export(str(work / "saved_model"), verbose=False)
+        except Exception as e:  # noqa: BLE001 - serving export is a bonus; the .keras model is the product
+            log(f"SavedModel export failed: {type(e).__name__}: {e}")
+        (work / "metrics.json").write_text(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
+        _log_hparams(cfg, work, results)
+        log(f"wrote {work / 'model.keras'}")
+    return results
+
+
+def _has_split(records_dir: str, split: str, fold: int | None) -> bool:
+    try:
+        return bool(records.shard_files(records_dir, split, fold))
+    except records.RecordsError:
+        return False
+

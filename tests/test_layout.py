@@ -1,0 +1,108 @@
+"""The package's shape: modules stay small, imports go one way, no cycles (function-level
+imports count), and every tool's flags come from its config dataclass."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "catdog_tf"
+MAX_LINES = 600
+# Layers in the order data flows; a module may import its own layer or an earlier one.
+LAYERS = ["data", "models", "training", "inference", "tools", "bench"]
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = p.relative_to(PKG.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = p
+    return out
+
+
+def imports_of(path: Path, mods: dict[str, Path]) -> list[tuple[str, int, bool]]:
+    """(imported catdog_tf module, line, at module top) for every import in the file."""
+    tree = ast.parse(path.read_text())
+    top = {id(n) for n in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                     for a in node.names]
+        for n in names:
+            if n.startswith("catdog_tf"):
+                while n not in mods and "." in n:
+                    n = n.rsplit(".", 1)[0]
+                found.append((n, node.lineno, id(node) in top))
+    return found
+
+
+def test_no_module_over_600_lines():
+    long = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
+    assert {n: k for n, k in long.items() if k > MAX_LINES} == {}
+
+
+def test_no_import_cycles():
+    mods = modules()
+    graph = {m: {i for i, _, _ in imports_of(p, mods) if i != m and i != "catdog_tf"} for m, p in mods.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in sorted(graph.get(m, ())):
+            if state.get(n) == 1:
+                cycles.append(stack[stack.index(n):] + [n])
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
+
+
+def layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def test_data_flows_one_way():
+    mods = modules()
+    wrong = []
+    for m, p in mods.items():
+        lm = layer(m)
+        for i, line, _ in imports_of(p, mods):
+            li = layer(i)
+            if lm is not None and li is not None and li > lm:
+                wrong.append(f"{m}:{line} imports {i}")
+    assert wrong == []
+
+
+# Local imports kept on purpose: heavy optional dependencies a caller may never need.
+LOCAL_IMPORTS_ALLOWED = {"tensorflow_datasets", "tensorflow", "matplotlib", "h5py", "scipy", "PIL", "tqdm"}
+
+
+def test_imports_at_module_top():
+    local = []
+    for m, p in modules().items():
+        tree = ast.parse(p.read_text())
+        top = set(map(id, tree.body))
+        guarded = {id(n) for node in tree.body if isinstance(node, ast.If) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top and id(node) not in guarded:
+                name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                if (name or "").split(".")[0] not in LOCAL_IMPORTS_ALLOWED:
+                    local.append(f"{m}:{node.lineno} {name}")
+    assert local == []
+
+
+@pytest.mark.parametrize("tool", ["records", "train", "kfold", "ensemble", "evaluate", "predict", "outliers",
+                                  "backbones", "explore"])
+def test_entry_points_are_thin(tool):
+    assert len((PKG / f"{tool}.py").read_text().splitlines()) <= 80
