@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Any, Callable
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from catdog_tf.errors import UserError
 
@@ -94,6 +94,8 @@ def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
     define()
 
     def guarded(argv):
+        if not FLAGS["verbosity"].present:  # TF's INFO lines (collectives, SavedModel) drown the progress lines
+            logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
         except (UserError, OSError) as e:

@@ -36,7 +36,7 @@ def jpeg_bytes(h=24, w=32, seed=0, mode="RGB", fmt="JPEG", **save_kw) -> bytes:
 
 def real_records(tmp_path_factory, ids: range, **build_kw) -> str:
     """Records of real kaggle200 photos cat.N/dog.N for N in ids (linked, not copied)."""
-    from catdog_tf import records
+    from catdog_tf.data import records
 
     require(KAGGLE200 / "train")
     root = tmp_path_factory.mktemp("photos")

@@ -1,4 +1,5 @@
-"""Tests of catdog_tf.explore on tiny synthetic JPEGs plus a few copies of real photos."""
+"""Tests of catdog_tf.tools.explore (and `python -m catdog_tf.explore`) on tiny synthetic JPEGs plus
+a few copies of real photos."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.fft
 from PIL import Image
 
-from catdog_tf import explore
+from catdog_tf.tools import explore
+from catdog_tf.tools.explore import scan
+from conftest import KAGGLE_NATIVE, REPO, require
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-NATIVE = DATA / "kaggle_native" / "train"
+NATIVE = KAGGLE_NATIVE / "train"
 
 
 def _smooth_image(seed: int, size: tuple[int, int] = (160, 120)) -> Image.Image:
@@ -34,10 +36,7 @@ def _jpeg(img: Image.Image, quality: int = 90) -> bytes:
 
 
 def _real(name: str) -> bytes:
-    p = NATIVE / name
-    if not p.is_file():
-        pytest.skip(f"real photos not available: {p}")
-    return p.read_bytes()
+    return require(NATIVE / name).read_bytes()
 
 
 def _build_folder(folder: Path) -> dict[str, bytes]:
@@ -91,6 +90,8 @@ def _group_sets(groups) -> list[frozenset[str]]:
 @pytest.mark.parametrize("name,cls", [
     ("cat.1.jpg", "cat"), ("dog.12345.jpg", "dog"), ("CAT.7.JPG", "cat"), ("42.jpg", "unlabeled"),
     ("cat.jpg", "other"), ("notes.txt", "other"), ("bird.1.jpg", "other"), ("cat.1.2.jpg", "other"),
+    # The rules of catdog_tf.data.kaggle: only image suffixes name a photo.
+    ("dog.3.PNG", "dog"), ("7.jpeg", "unlabeled"), ("cat.1.webp", "other"), ("42.txt", "other"),
 ])
 def test_classify_name(name, cls):
     assert explore.classify_name(name) == cls
@@ -98,11 +99,10 @@ def test_classify_name(name, cls):
 
 def test_phash_is_the_standard_dct_phash():
     """Our numpy pHash equals the imagehash definition written with scipy's DCT."""
-    fft = pytest.importorskip("scipy.fft")
     for seed in range(5):
         img = _smooth_image(seed, size=(97 + seed, 61))
         px = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-        low = fft.dct(fft.dct(px, axis=0), axis=1)[:8, :8]
+        low = scipy.fft.dct(scipy.fft.dct(px, axis=0), axis=1)[:8, :8]
         bits = "".join("1" if b else "0" for b in (low > np.median(low)).ravel())
         assert explore.phash(img) == int(bits, 2)
 
@@ -208,8 +208,8 @@ def test_size_stats_and_extremes(result, folder):
 def test_pool_matches_serial(folder, result):
     pooled = explore.scan_images(folder, workers=2, progress=False)
     # Below 256 files per worker the pool is skipped, so force it through _pool_map.
-    direct = explore._pool_map(explore._analyze_file, [it.path for it in result.items], 2, None, False, "t",
-                               chunk_size=3)
+    direct = scan._pool_map(scan._analyze_file, [it.path for it in result.items], 2, None, False, "t",
+                            chunk_size=3)
     assert [it.sha256 for it in pooled] == [it.sha256 for it in result.items]
     assert [d["phash"] for d in direct] == [it.phash for it in result.items]
     assert [d["error_kind"] for d in direct] == [it.error_kind for it in result.items]
@@ -272,27 +272,31 @@ def test_cli(folder, tmp_path):
 # --------------------------------------------------------------------------- records
 
 
-def _write_records(folder: Path, examples: list[tuple], shards: int = 2) -> None:
-    """examples: (id, label, encoded bytes[, (declared width, height)])."""
-    tf = pytest.importorskip("tensorflow")
+def _write_records(folder: Path, examples: list[tuple], shards: int = 2, prefix: str = "train") -> list[str]:
+    """examples: (id, label, encoded bytes[, (declared width, height)]), or raw bytes for a record
+    that is not an Example. Returns the shard file names."""
+    # Imported here, not at the top: TensorFlow in this process would make the pool tests spawn
+    # instead of fork (see scan._pool_map), unlike a real --images run.
+    import tensorflow as tf
+
+    from catdog_tf.data import schema
+
     folder.mkdir(parents=True, exist_ok=True)
-    writers = [tf.io.TFRecordWriter(str(folder / f"train-{k:05d}-of-{shards:05d}.tfrecord"))
-               for k in range(shards)]
-    for k, (id_, label, data, *declared) in enumerate(examples):
+    names = [f"{prefix}-{k:05d}-of-{shards:05d}.tfrecord" for k in range(shards)]
+    writers = [tf.io.TFRecordWriter(str(folder / n)) for n in names]
+    for k, ex in enumerate(examples):
+        if isinstance(ex, bytes):
+            writers[k % shards].write(ex)
+            continue
+        id_, label, data, *declared = ex
         try:
             w, h = declared[0] if declared else Image.open(io.BytesIO(data)).size
         except Exception:  # noqa: BLE001 - a bad image still gets a record
             w = h = 0
-        feat = {
-            "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-            "image/id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[id_.encode()])),
-            "image/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-            "image/height": tf.train.Feature(int64_list=tf.train.Int64List(value=[h])),
-            "image/width": tf.train.Feature(int64_list=tf.train.Int64List(value=[w])),
-        }
-        writers[k % shards].write(tf.train.Example(features=tf.train.Features(feature=feat)).SerializeToString())
+        writers[k % shards].write(schema.encode(encoded=data, id=id_, label=label, height=h, width=w, fold=-1))
     for w in writers:
         w.close()
+    return names
 
 
 def test_explore_records(tmp_path):
@@ -313,3 +317,56 @@ def test_explore_records(tmp_path):
     assert r.summary()["warnings"] == [{"id": "8", "warning": "declared size 10x20 != decoded size 160x120"}]
     paths = explore.write_report(r, tmp_path / "rep")  # thumbnails re-read from the shards
     assert paths["index"].read_text().count("data:image/jpeg;base64,") >= 4
+
+
+def test_records_from_manifest_and_bad_records(tmp_path):
+    """Shards come from manifest.json (a stray shard it does not list is ignored); a record that
+    is not an Example of the format is an undecodable row, not a crash."""
+    rec = tmp_path / "rec"
+    train = _write_records(rec, [("cat.1", 0, _jpeg(_smooth_image(1))), b"not an example",
+                                 ("dog.1", 1, _jpeg(_smooth_image(2)))], shards=1)
+    val = _write_records(rec, [("7", -1, _jpeg(_smooth_image(3)))], shards=1, prefix="validation")
+    _write_records(rec, [("cat.99", 0, _jpeg(_smooth_image(4)))], shards=1, prefix="stale")
+    manifest = {"splits": {"train": {"shards": [{"file": n} for n in train]},
+                           "validation": {"shards": [{"file": n} for n in val]}}}
+    (rec / "manifest.json").write_text(json.dumps(manifest))
+    assert [p.name for p in explore.record_shards(rec)] == sorted(train + val)
+    r = explore.explore_records(rec, workers=1, progress=False)
+    assert sorted(it.id for it in r.items) == sorted(["cat.1", "dog.1", "7", f"{train[0]}#1"])
+    assert r.counts == {"cat": 1, "dog": 1, "unlabeled": 1, "other": 1, "total": 4}
+    [bad] = r.undecodable
+    assert bad["id"] == f"{train[0]}#1" and bad["kind"] == "bad_record" and bad["path"].endswith(".tfrecord#1")
+    assert "bad record" in bad["reason"]
+    manifest["splits"]["train"]["shards"].append({"file": "gone.tfrecord"})
+    (rec / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FileNotFoundError, match="gone.tfrecord"):
+        explore.record_shards(rec)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "catdog_tf.explore", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_tiny_synthetic_folder(tmp_path):
+    for k, name in enumerate(["cat.1", "dog.1", "3"]):
+        (tmp_path / "img").mkdir(exist_ok=True)
+        (tmp_path / "img" / f"{name}.jpg").write_bytes(_jpeg(_smooth_image(20 + k)))
+    proc = _cli(f"--images={tmp_path / 'img'}", f"--out={tmp_path / 'rep'}", "--noprogress")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "rep" / "index.html").is_file()
+    assert "counts: cat 1, dog 1, unlabeled 1, other 0, total 3" in proc.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--images=a", "--records=b"], "exactly one of --images"),
+    (["--images=a", "--near_dup_threshold=65"], "--near_dup_threshold=65"),
+    (["--images=a", "--workers=0"], "--workers=0"),
+])
+def test_cli_bad_flags_one_line_error(tmp_path, args, needle):
+    proc = _cli(*args, f"--out={tmp_path / 'rep'}")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], proc.stderr
+    assert not (tmp_path / "rep").exists()

@@ -76,23 +76,78 @@ def _free_ports(n):
     return ports
 
 
-def test_multiworker_two_processes_write_one_model(rec, tmp_path):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    args = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=96", "--epochs1=2", "--epochs2=0",
-            "--batch_size=16", f"--out={tmp_path / 'mw'}", f"--cache_dir={tmp_path / 'cache'}"]
+@pytest.fixture(scope="module")
+def rec40(tmp_path_factory):
+    """40 real photos (20 per class), 30 % validation: the issue's two-worker command."""
+    return real_records(tmp_path_factory, range(2100, 2120), val_fraction=0.3, min_shards=1)
+
+
+def run_workers(args, n=2, timeout=600):
+    """`python -m catdog_tf.train ARGS` as n local workers of one MultiWorkerMirroredStrategy job."""
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(n)]}
     procs = []
-    for i in range(2):
+    for i in range(n):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
         procs.append(subprocess.Popen([sys.executable, "-u", "-m", "catdog_tf.train", *args], cwd=REPO, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    outs = [p.communicate(timeout=timeout)[0] for p in procs]
     for p, o in zip(procs, outs):
         assert p.returncode == 0, o[-3000:]
-    assert "MultiWorkerMirroredStrategy with 2 replica(s)" in outs[0]
-    models = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "mw").rglob("model.keras"))
+    return outs
+
+
+@pytest.mark.parametrize("extra", [[], ["--mixed_precision=on"]], ids=["float32", "mixed_float16"])
+def test_multiworker_both_stages_write_one_model(rec40, tmp_path, extra):
+    """Stage 1 on cached features and stage 2 on full images, two workers on 127.0.0.1."""
+    out = tmp_path / "mw"
+    outs = run_workers(["--backbone=efficientnet_lite0", "--epochs1=1", "--epochs2=1", "--unfreeze_blocks=1",
+                        "--stage2_cache=off", "--steps_per_epoch=2", "--batch_size=8", f"--records={rec40}",
+                        f"--model_dir={out}", f"--cache_dir={tmp_path / 'cache'}", *extra])
+    assert all("MultiWorkerMirroredStrategy with 2 replica(s)" in o for o in outs)
+    assert "stage 2: top 1 block(s)" in outs[0] and "custom distributed loop" in outs[0]
+    if extra:
+        assert "mixed precision: on" in outs[0]
+    models = sorted(str(p.relative_to(tmp_path)) for p in out.rglob("model.keras"))
     assert models == ["mw/model.keras"]
-    assert json.loads((tmp_path / "mw" / "metrics.json").read_text())["val_count"] == 36
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["val_count"] == 12 and np.isfinite(m["val_log_loss"])
+    assert m["history2"]["epoch"] == [1] and np.isfinite(m["history2"]["loss"][0])
+
+
+def tb_scalars(folder) -> dict[str, list[tuple[int, float]]]:
+    import tensorflow as tf
+
+    tags: dict[str, list] = {}
+    for f in sorted(folder.glob("events.out.tfevents.*")):
+        for e in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in e.summary.value:
+                tags.setdefault(v.tag, []).append((e.step, float(tf.make_ndarray(v.tensor))))
+    return tags
+
+
+def test_mixed_precision_and_xla_on_cpu_and_tensorboard_across_stages(rec, tmp_path):
+    """Both forced on for a few CPU steps (slower here, but they must run); TensorBoard's
+    steps and epochs continue from stage 1 into stage 2, and the images tab shows each
+    stage's own augmentation."""
+    out = tmp_path / "mx"
+    r = run_train("--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=64", "--epochs1=2", "--epochs2=1",
+                  "--unfreeze_blocks=1", "--head_augmentation=reference", "--stage2_cache=off", "--steps_per_epoch=3",
+                  "--batch_size=8", "--mixed_precision=on", "--xla=on", "--log_every=2", f"--out={out}",
+                  f"--cache_dir={tmp_path / 'cache'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mixed precision: on" in r.stderr and "XLA: on" in r.stderr
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["val_log_loss"])
+    train = tb_scalars(out / "tensorboard" / "train")
+    val = tb_scalars(out / "tensorboard" / "validation")
+    assert [s for s, _ in train["epoch_loss"]] == [1, 2, 3] and [s for s, _ in val["epoch_loss"]] == [1, 2, 3]
+    steps = [s for s, _ in train["batch_loss"]]
+    assert steps == sorted(steps) and max(steps) > 6  # stage 2's steps come after stage 1's 6
+    assert all(v > 0 for _, v in train["steps_per_sec"]) and "learning_rate" in train
+    import tensorflow as tf
+
+    images = {v.tag for f in (out / "tensorboard" / "images").glob("events*")
+              for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value}
+    assert {"stage1/augmented (reference)", "stage2/augmented (reference)"} <= images
 
 
 def test_sigkill_mid_epoch_resumes_to_same_epoch_count(rec, tmp_path):

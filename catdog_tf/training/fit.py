@@ -109,7 +109,7 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
         train = (strategy.distribute_datasets_from_function(train) if strategy.num_replicas_in_sync > 1
                  else train(None))
     return model.fit(train, epochs=cfg.epochs, validation_data=val, steps_per_epoch=cfg.steps_per_epoch,
-                     callbacks=cbs, verbose=verbose)
+                     shuffle=False, callbacks=cbs, verbose=verbose)  # datasets shuffle themselves
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, val, cfg: FitConfig, *, dropout: float, seed: int,

@@ -91,8 +91,9 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train: tf.data.Dat
         batches = (next(endless) for _ in range(steps_per_epoch)) if endless is not None else train_dist
         for x, y in batches:
             total += [float(v) for v in train_step(x, y)]
+            state["steps"] = state.get("steps", 0) + 1  # not opt.iterations: loss scaling may skip a step
             if tb is not None:
-                tb.step(int(opt.iterations.numpy()), lambda: (total[0] / max(total[2], 1), current_lr(opt)))
+                tb.step(state["steps"], lambda: (total[0] / max(total[2], 1), current_lr(opt)))
         return total[0] / max(total[2], 1), total[1] / max(total[2], 1)
 
     def run_eval():

@@ -75,25 +75,31 @@ def current_lr(optimizer) -> float:
 
 
 class KerasTensorBoard(keras.callbacks.Callback):
-    """ScalarLog as a Keras callback (+ the profiler over a window of batches)."""
+    """ScalarLog as a Keras callback (+ the profiler over a window of batches). Steps are
+    counted from batches, not optimizer.iterations, which stands still when loss scaling
+    skips a step."""
 
     def __init__(self, log: ScalarLog, profile_batches: tuple[int, int] | None = None):
         super().__init__()
         self.log, self.profile = log, profile_batches
-        self._batch = 0
+        self._epoch, self._count = 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self._batch += 1
-        if self.profile and self._batch == self.profile[0]:
+        self._count += 1
+        if self.profile and self._count == self.profile[0]:
             tf.profiler.experimental.start(os.path.join(self.log.log_dir, "train"))
-        if self.profile and self._batch == self.profile[1]:
+        if self.profile and self._count == self.profile[1]:
             tf.profiler.experimental.stop()
+        per_epoch = self.params.get("steps")  # known: a resumed run (BackupAndRestore) keeps its place
+        step = self._epoch * per_epoch + batch + 1 if per_epoch else self._count
         opt = self.model.optimizer
-        self.log.step(int(keras.ops.convert_to_numpy(opt.iterations)),
-                      lambda: (float((logs or {}).get("loss", float("nan"))), current_lr(opt)))
+        self.log.step(step, lambda: (float((logs or {}).get("loss", float("nan"))), current_lr(opt)))
 
     def on_epoch_end(self, epoch, logs=None):
-        self.log.epoch(epoch, {k: v for k, v in (logs or {}).items()})
+        self.log.epoch(epoch, dict(logs or {}))
 
     def on_train_end(self, logs=None):
         self.log.close()

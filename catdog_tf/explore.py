@@ -1,0 +1,33 @@
+"""`python -m catdog_tf.explore --images=../shared/data/kaggle_native/train --out=reports/explore`
+
+Counts per class, size plots, exact and near duplicates and undecodable files of an image
+folder (--images, repeatable) or a records folder (--records), as OUT/index.html and
+OUT/summary.json (see catdog_tf/tools/explore/).
+"""
+
+from catdog_tf import cli
+from catdog_tf.config import ExploreConfig
+from catdog_tf.errors import UserError
+from catdog_tf.tools import explore
+
+
+def main(argv):
+    cli.no_extra_args(argv)
+    cfg = cli.from_flags(ExploreConfig)
+    if bool(cfg.images) == bool(cfg.records):
+        raise UserError("give exactly one of --images=FOLDER (repeatable) or --records=FOLDER")
+    if not 0 <= cfg.near_dup_threshold <= 64:
+        raise UserError(f"--near_dup_threshold={cfg.near_dup_threshold}: must be 0..64 (bits of the 64-bit pHash)")
+    if cfg.workers < 1:
+        raise UserError(f"--workers={cfg.workers}: must be at least 1")
+    kw = {"near_dup_threshold": cfg.near_dup_threshold, "workers": cfg.workers, "progress": cfg.progress}
+    if cfg.records:
+        result = explore.explore_records(cfg.records, **kw)
+    else:
+        result = explore.explore_folder(cfg.images, **kw)
+    paths = explore.write_report(result, cfg.out)
+    print("\n".join(explore.summary_lines(result, paths)))
+
+
+if __name__ == "__main__":
+    cli.run(main, lambda: cli.define_flags(ExploreConfig))
