@@ -41,6 +41,7 @@ class BuildConfig:
     max_side: int | None = f(None, "Store a re-encoding downscaled to this longest side.")
     strict: bool = f(False, "Exit non-zero if any file was skipped.")
     max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.")
+    max_file_mb: float = f(100.0, "Skip files larger than this (no pet photo is; a bigger one is a mistake).")
     shard_mb: float = f(100.0, "Target shard size in MB.")
     min_shards: int = f(8, "At least this many shards per split (when it has >= 256 photos a shard).")
     workers: int = f(0, "Reader/writer threads (0: one per core).")
@@ -73,7 +74,8 @@ class TrainConfig:
     strategy: str = f("auto", "tf.distribute strategy.", choices=STRATEGIES)
     fold: int | None = f(None, "Cross-validation fold (records built with --folds).")
     train_split: str = f("train", "Records split(s) to train on ('+' joins splits, e.g. fold2+fold3).")
-    val_split: str = f("validation", "Records split for early stopping, the LR schedule and the reported figure.")
+    val_split: str = f("validation", "Records split for early stopping, the LR schedule and the reported figure "
+                       "('none': train without one).")
     seed: int = f(0, "Random seed.")
     patience: int = f(6, "EarlyStopping patience (epochs).")
     cache_dir: str | None = f(None, "Feature cache folder (default: <out>/../cache).")
@@ -133,6 +135,7 @@ class EvaluateConfig:
     tta: str = f("none", "Test-time augmentation.", choices=TTA)
     clip: list[float] | None = f(None, "Also report the log loss under this clip, e.g. 1e-3 (repeatable).", multi=True)
     batch_size: int = f(32, "Batch size.")
+    max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel).")
 
 
 @dataclasses.dataclass
@@ -144,6 +147,8 @@ class PredictConfig:
     clip: float = f(1e-15, "Clip P(dog) to [clip, 1-clip] in the submission.")
     tta: str = f("flip", "Test-time augmentation.", choices=TTA)
     batch_size: int = f(32, "Batch size.")
+    max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel); every "
+                        "test id needs a row, so the limit is higher than records'.")
 
 
 @dataclasses.dataclass

@@ -23,7 +23,7 @@ def main(argv):
     out_dir = cfg.out or (str(Path(cfg.json_out).with_suffix("")) + "_plots" if cfg.json_out else None)
     s = evaluate.evaluate(model, images=cfg.images, records_dir=cfg.records, split=cfg.split, fold=cfg.fold,
                           tta=cfg.tta, batch_size=cfg.batch_size, out_dir=out_dir,
-                          clips=tuple(evaluate.DEFAULT_CLIPS) + tuple(cfg.clip or ()))
+                          clips=tuple(evaluate.DEFAULT_CLIPS) + tuple(cfg.clip or ()), max_pixels=cfg.max_pixels)
     s["model"] = cfg.model
     s["data"] = cfg.images or f"{cfg.records}:{cfg.split}"
     print(f"log loss {s['log_loss']:.5f}  accuracy {s['accuracy']:.4f}  count {s['count']}  (tta={cfg.tta})")

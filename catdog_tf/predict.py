@@ -27,14 +27,17 @@ def main(argv):
     if bool(cfg.images) == bool(cfg.records):
         raise UserError("give --images=FOLDER or --records=FOLDER (or image paths as arguments)")
     if cfg.images:
-        paths, ids, _, skipped = predict.scan_folder(cfg.images, labeled=False)
-        for s in skipped:
-            print(f"{'skip' if s.get('kind') == 'name' else 'error'}: {s['file']}: {s['reason']}", file=sys.stderr)
-        unreadable = [s for s in skipped if s.get("kind") != "name"]
-        if unreadable:
-            raise UserError(f"{len(unreadable)} test photo(s) in {cfg.images} unreadable: no submission written "
-                            "(every test id needs a prediction)")
-        p = predict.predict_files(model, paths, cfg.batch_size, cfg.tta)
+        photos = predict.scan_folder(cfg.images, labeled=False, max_pixels=cfg.max_pixels)
+        for s in photos.skipped:
+            print(f"skip: {s['file']}: {s['reason']}", file=sys.stderr)
+        missing = photos.missing_ids()
+        if missing:  # every test id needs a row: a submission without some is wrong, not partial
+            raise UserError(f"{len(missing)} test id(s) in {cfg.images} have no readable photo (ids "
+                            f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; reasons above): "
+                            "no submission written")
+        print(photos.describe(), file=sys.stderr)
+        ids = photos.ids
+        p = predict.predict_photos(model, photos, cfg.batch_size, cfg.tta)
     else:
         ids, _, p = predict.predict_records(model, cfg.records, "test", cfg.batch_size, cfg.tta)
     predict.write_submission(cfg.out, ids, p, cfg.clip)

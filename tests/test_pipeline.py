@@ -59,7 +59,7 @@ def test_decode_matches_reference_resize(tmp_path):
     assert fused.shape == (64, 64, 3)
     assert np.abs(fused - full).mean() < 4.0
     # and the file path reads the same as the records path
-    from_file = pipeline.read_image_file(tf.constant(str(path)), 64).numpy()
+    from_file = next(iter(pipeline.files_dataset([str(path)], 64, 1))).numpy()[0]
     assert np.array_equal(from_file, fused)
 
 

@@ -39,7 +39,7 @@ def test_short_real_run_improves_and_exports(rec, tmp_path):
     for f in ("model.keras", "metrics.json", "flags.json", "stage1.done.json", "stage2.done.json",
               "val_predictions.csv", "saved_model/saved_model.pb"):
         assert (m / f).exists(), f
-    assert json.loads((m / "flags.json").read_text())["backbone"] == "efficientnet_lite0"
+    assert json.loads((m / "flags.json").read_text())["config"]["backbone"] == "efficientnet_lite0"
     assert any((m / "tensorboard").rglob("events.out.tfevents.*"))
     # the exported model, reloaded with safe_mode, reproduces the reported figure
     model = predict.load_model(str(m))

@@ -7,6 +7,8 @@ Each backbone's preprocessing lives inside its model, so this module knows no ba
 
 from __future__ import annotations
 
+from typing import Callable, Iterator
+
 import tensorflow as tf
 
 from catdog_tf.data import records, schema
@@ -121,26 +123,24 @@ def make_dataset(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def read_image_file(path: tf.Tensor, image_size: int) -> tf.Tensor:
-    """Any JPEG/PNG/GIF/BMP file -> float32 [image_size, image_size, 3], same geometry as
-    the records path (JPEG content gets the fused DCT-scaled decode)."""
-    data = tf.io.read_file(path)
-    is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
-
-    def jpeg():
-        shape = tf.io.extract_jpeg_shape(data)
-        return decode_resize(data, tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64), image_size)
-
-    def other():
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
-        return tf.reshape(image, [image_size, image_size, 3])
-
-    return tf.cond(is_jpeg, jpeg, other)
-
-
-def files_dataset(paths: list[str], image_size: int, batch_size: int) -> tf.data.Dataset:
-    """Batches of float images from image files, in the order given (evaluation/prediction)."""
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
-    ds = ds.map(lambda p: read_image_file(p, image_size), num_parallel_calls=AUTOTUNE)
+def encoded_dataset(encoded: Callable[[], Iterator[tuple[bytes, int, int]]], image_size: int,
+                    batch_size: int) -> tf.data.Dataset:
+    """Batches of float images from (JPEG bytes, height, width) triples, in order, decoded
+    exactly as records are (evaluation, prediction, the outlier screen)."""
+    spec = (tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64))
+    ds = tf.data.Dataset.from_generator(encoded, output_signature=spec)
+    ds = ds.map(lambda b, h, w: decode_resize(b, h, w, image_size), num_parallel_calls=AUTOTUNE)
     return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def photos_dataset(items: list[records.Checked], image_size: int, batch_size: int) -> tf.data.Dataset:
+    """Checked photo files (records.check) as batches: the bytes records would store for each
+    (its own JPEG bytes, or its re-encoding), so a file and its record give the same pixels."""
+    return encoded_dataset(lambda: ((records.stored_bytes(it), it.height, it.width) for it in items),
+                           image_size, batch_size)
+
+
+def files_dataset(paths: list[str], image_size: int, batch_size: int,
+                  max_pixels: int = records.DEFAULT_MAX_PIXELS) -> tf.data.Dataset:
+    """Photo files in the order given; an unreadable one is a RecordsError naming it."""
+    return photos_dataset([records.check_file(p, max_pixels) for p in paths], image_size, batch_size)

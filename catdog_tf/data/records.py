@@ -13,7 +13,10 @@ The record format (one tf.train.Example per photo) is in catdog_tf/data/schema.p
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
+import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from catdog_tf.config import MAX_PIXELS as DEFAULT_MAX_PIXELS
@@ -32,6 +36,10 @@ from catdog_tf.config import BuildConfig
 from catdog_tf.data import kaggle, schema, sources
 from catdog_tf.files import sha256_file
 from catdog_tf.data.sources import Candidate, RecordsError, discover  # noqa: F401 - part of this module's API
+
+# Our own pixel limit (BuildConfig.max_pixels) is checked before any decode; Pillow's would
+# refuse some photos that limit allows, with a less clear message.
+Image.MAX_IMAGE_PIXELS = None
 
 UNLABELED = kaggle.UNLABELED
 MANIFEST = "manifest.json"
@@ -58,7 +66,7 @@ def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | No
     """Decodes one file fully; returns Checked, or a skipped-entry dict with the reason."""
     try:
         data = c.read()
-    except OSError as e:
+    except OSError as e:  # sources.py raises OSError for every unreadable, special or oversized file
         return {"file": c.origin, "reason": f"cannot read file: {e.strerror or e}"}
     if not data:
         return {"file": c.origin, "reason": "empty file (0 bytes)"}
@@ -78,32 +86,58 @@ def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | No
     except Exception as e:  # noqa: BLE001 - truncated or corrupt data
         return {"file": c.origin, "reason": f"truncated or corrupt image data: {e}"}
     convert = None
+    orientation = im.getexif().get(0x0112, 1)
     if im.format != "JPEG":
-        convert = f"{im.format} content re-encoded as JPEG"
+        convert = f"{im.format} {im.mode} content re-encoded as RGB JPEG"
     elif im.mode not in ("RGB", "L"):
         convert = f"{im.mode} JPEG converted to RGB"
-    elif im.getexif().get(0x0112, 1) != 1:
+    elif orientation != 1:
         convert = "EXIF orientation applied"
     if max_side and max(w, h) > max_side:
         convert = (convert + "; " if convert else "") + f"downscaled to max side {max_side}"
         s = max_side / max(w, h)
         w, h = max(1, round(w * s)), max(1, round(h * s))
-    if convert and "EXIF" in convert and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+    if convert and orientation in (5, 6, 7, 8):  # to_jpeg applies the orientation to any re-encoded photo
         w, h = h, w
     return Checked(c.id, c.label, c.origin, c.read, h, w, convert)
 
 
-def to_jpeg(data: bytes, max_side: int | None = None, quality: int = 95) -> bytes:
-    """Re-encodes any decodable image as a baseline RGB JPEG the way a browser shows it."""
-    im = Image.open(io.BytesIO(data))
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Checked:
+    """One photo file given by name (any name), checked; an unreadable one is a RecordsError."""
+    res = check(Candidate(Path(path).name, kaggle.UNLABELED, str(path),
+                          functools.partial(sources.read_file, path, sources.MAX_FILE_BYTES)), max_pixels)
+    if isinstance(res, dict):
+        raise RecordsError(f"{path}: {res['reason']}")
+    return res
+
+
+def stored_bytes(it: Checked, max_side: int | None = None, quality: int = 95) -> bytes:
+    """The JPEG bytes records store for a checked file: its own, or its re-encoding. predict
+    decodes the same bytes, so both see the same pixels."""
+    data = it.read()
+    return to_jpeg(data, max_side, quality) if it.convert else data
+
+
+def _rgb8(im: Image.Image) -> Image.Image:
+    """Any Pillow mode as 8-bit RGB the way a browser shows it: 16-bit and 32-bit gray scaled
+    (not clipped) to 8 bits, transparency composited on white, palettes and CMYK converted."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 255.0 if im.mode in ("I", "F") and a.max() <= 255 else 65535.0
+        im = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode in ("L", "RGB") and "transparency" in im.info):
         im = im.convert("RGBA")
         bg = Image.new("RGB", im.size, (255, 255, 255))  # browsers show transparency on white
         bg.paste(im, mask=im.getchannel("A"))
-        im = bg
-    else:
-        im = im.convert("RGB")
+        return bg
+    return im.convert("RGB")
+
+
+def to_jpeg(data: bytes, max_side: int | None = None, quality: int = 95) -> bytes:
+    """Re-encodes any decodable image as a baseline RGB JPEG the way a browser shows it."""
+    im = _rgb8(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
     if max_side and max(im.size) > max_side:
         s = max_side / max(im.size)
         im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS)
@@ -185,13 +219,14 @@ def _write_shard(path: Path, items: list[Checked], cfg: BuildConfig, fold: int, 
         if done.get("fingerprint") == fingerprint and done.get("bytes") == path.stat().st_size:
             return {**done, "reused": True}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    with tf.io.TFRecordWriter(str(tmp)) as w:
-        for it in items:
-            data = it.read()
-            if it.convert:
-                data = to_jpeg(data, cfg.max_side, cfg.jpeg_quality)
-            w.write(schema.encode(encoded=data, id=it.id, label=it.label, height=it.height, width=it.width,
-                                  fold=fold))
+    try:
+        with tf.io.TFRecordWriter(str(tmp)) as w:
+            for it in items:
+                w.write(schema.encode(encoded=stored_bytes(it, cfg.max_side, cfg.jpeg_quality), id=it.id,
+                                      label=it.label, height=it.height, width=it.width, fold=fold))
+    except (tf.errors.OpError, OSError) as e:  # disk full, file-size limit, ...
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {getattr(e, 'message', None) or e}") from None
     os.replace(tmp, path)  # atomic: a reader never sees half a shard
     done = {"file": path.name, "count": len(items), "bytes": path.stat().st_size,
             "sha256": sha256_file(path), "fingerprint": fingerprint}
@@ -216,13 +251,56 @@ def _progress(total: int, desc: str):
 
 
 def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
-    """Builds shards and OUT/manifest.json; returns the manifest."""
+    """Builds shards and OUT/manifest.json; returns the manifest.
+
+    Safe to re-run and to interrupt: shards are named by their content, the new manifest
+    replaces the old one atomically once every new shard is written, and only then are the
+    previous build's shards removed, so OUT always holds one whole build. Two builds into one
+    OUT at once are refused (a lock file)."""
     t0 = time.time()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    with _lock(out):
+        return _build(inputs, cfg, out, t0)
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    f = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RecordsError(f"{out}: another build is writing this folder ({holder}); wait for it or "
+                           "choose another --out") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock
+
+
+def _previous_shards(out: Path) -> set[str]:
+    try:
+        m = json.loads((out / MANIFEST).read_text())
+        return {sh["file"] for s in m["splits"].values() for sh in s["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _first(skipped: list[dict]) -> str:
+    return f"first: {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else "nothing found"
+
+
+def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> dict:
     workers = cfg.workers or os.cpu_count() or 1
     if inputs:
-        candidates, skipped = discover(inputs)
+        candidates, skipped = discover(inputs, int(cfg.max_file_mb * 2**20))
         source = [str(Path(i).resolve()) for i in inputs]
     else:
         candidates, skipped = sources.tfds_candidates()
@@ -245,16 +323,24 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
         unmatched = []
 
     checked: list[Checked] = []
-    bar = _progress(len(candidates), "checking")
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    bad: list[dict] = []
+    with _progress(len(candidates), "checking") as bar, concurrent.futures.ThreadPoolExecutor(workers) as pool:
         for res in pool.map(lambda c: check(c, cfg.max_pixels, cfg.max_side), candidates):
             bar.update()
             if isinstance(res, Checked):
                 checked.append(res)
             else:
-                skipped.append(res)
+                bad.append(res)
                 bar.write(f"skip {res['file']}: {res['reason']}", file=sys.stderr)
-    bar.close()
+    skipped += bad
+    # A build that silently loses what the user meant to build is an error, not a warning.
+    for kind, is_kind in (("labeled", lambda x: x.label != UNLABELED), ("test", lambda x: x.label == UNLABELED)):
+        found, written = sum(map(is_kind, candidates)), sum(map(is_kind, checked))
+        if found and not written:
+            raise RecordsError(f"all {found} {kind} photos were skipped ({_first(bad)}); nothing written")
+    if not any(it.label != UNLABELED for it in checked):
+        raise RecordsError(f"no labeled photo (cat.N.jpg / dog.N.jpg) in {', '.join(source)} "
+                           f"({len(skipped)} file(s) skipped; {_first(skipped)}); nothing written")
 
     splits = assign_splits(checked, cfg.val_fraction, cfg.folds, cfg.seed)
     jobs = []
@@ -263,26 +349,23 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
         for k in range(n):
             part = items[k::n]
             fold = fold_of(split)
-            jobs.append((split, out / f"{split}-{k:05d}-of-{n:05d}{SHARD_SUFFIX}", part, fold,
-                         _shard_fingerprint(part, cfg, fold)))
-    expected = {j[1].name for j in jobs}
+            fp = _shard_fingerprint(part, cfg, fold)
+            # Named by content: a new build never overwrites a shard the current manifest lists.
+            jobs.append((split, out / f"{split}-{k:05d}-of-{n:05d}-{fp[:12]}{SHARD_SUFFIX}", part, fold, fp))
+    previous = _previous_shards(out)
     for partial in out.glob(f".*{SHARD_SUFFIX}.tmp-*"):  # a killed build's unfinished shards
         partial.unlink()
-    for stale in out.glob(f"*{SHARD_SUFFIX}"):  # shards of an earlier, different build
-        if stale.name not in expected:
-            stale.unlink()
-            (out / ".done" / (stale.name + ".json")).unlink(missing_ok=True)
 
     results: dict[str, dict] = {}
-    bar = _progress(sum(len(j[2]) for j in jobs), "writing")
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    # The bar closes (ends its line) before an error propagates, so the error is a line of its own.
+    with _progress(sum(len(j[2]) for j in jobs), "writing") as bar, \
+            concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futs = {pool.submit(_write_shard, path, part, cfg, fold, fp): (split, path, part)
                 for split, path, part, fold, fp in jobs}
         for fut in concurrent.futures.as_completed(futs):
             split, path, part = futs[fut]
             results[path.name] = fut.result()
             bar.update(len(part))
-    bar.close()
 
     manifest = {
         "format": "catdog_tf.records/1",
@@ -315,6 +398,7 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out / MANIFEST)
+    _remove_old_shards(out, {j[1].name for j in jobs}, previous)
     reused = sum(r["reused"] for r in results.values())
     dt = time.time() - t0
     print(f"records: seen {seen}, written {len(checked)}, skipped {len(skipped)}"
@@ -338,11 +422,46 @@ def load_manifest(records_dir: str) -> dict:
                            f"--input=FOLDER --out={records_dir}") from None
 
 
+def _remove_old_shards(out: Path, current: set[str], previous: set[str]) -> None:
+    """Shards the previous manifest listed, or that an interrupted build here wrote (they have
+    a .done marker), are removed; any other *.tfrecord is someone else's: left alone, said."""
+    ours = {m.name[:-len(".json")] for m in (out / ".done").glob(f"*{SHARD_SUFFIX}.json")}
+    for f in sorted(out.glob(f"*{SHARD_SUFFIX}")):
+        if f.name in current:
+            continue
+        if f.name in previous or f.name in ours:
+            f.unlink()
+            (out / ".done" / (f.name + ".json")).unlink(missing_ok=True)
+        else:
+            print(f"warning: {f}: not written by a build here; left alone", file=sys.stderr)
+
+
+def _checked_shards(records_dir: str, m: dict, names: list[str]) -> list[str]:
+    """The shard paths of splits `names`, each checked against the manifest: a missing or
+    changed shard is an error, never another data set read silently."""
+    paths = []
+    for n in names:
+        for sh in m["splits"][n]["shards"]:
+            path = Path(records_dir) / sh["file"]
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise RecordsError(f"{path}: listed in {Path(records_dir) / MANIFEST} but missing; rebuild the "
+                                   "records") from None
+            if size != sh["bytes"]:
+                raise RecordsError(f"{path}: {size} bytes where the manifest says {sh['bytes']}: the folder "
+                                   "changed after its build; rebuild the records")
+            paths.append(str(path))
+    return paths
+
+
 def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[str]:
     """Shard paths of a split. With folds: split 'train' = every fold but `fold`,
     'validation' = fold `fold`. Several splits join with '+', e.g. 'fold2+fold3'."""
     m = load_manifest(records_dir)
     splits = m["splits"]
+    if fold is not None and not m.get("folds"):
+        raise RecordsError(f"{records_dir} was built without --folds, so there is no fold {fold}")
     if "+" in split:
         names = split.split("+")
     elif m.get("folds"):
@@ -357,7 +476,7 @@ def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[s
     missing = [n for n in names if n not in splits]
     if missing:
         raise RecordsError(f"{records_dir}: no split {missing[0]!r} (have {sorted(splits)})")
-    return [str(Path(records_dir) / sh["file"]) for n in names for sh in splits[n]["shards"]]
+    return _checked_shards(records_dir, m, names)
 
 
 def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[dict]:
@@ -377,7 +496,7 @@ def read_examples(records_dir: str, split: str | None = None) -> Iterable[dict]:
 
     m = load_manifest(records_dir)
     names = [split] if split else sorted(m["splits"])
-    files = [str(Path(records_dir) / sh["file"]) for n in names for sh in m["splits"][n]["shards"]]
+    files = _checked_shards(records_dir, m, names)
     for raw in tf.data.TFRecordDataset(files):
         yield schema.to_python(raw.numpy())
 

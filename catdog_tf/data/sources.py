@@ -8,11 +8,14 @@ checking the bytes is records.py's job. Every file found is either a Candidate o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
+import stat
 import sys
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,6 +23,7 @@ from catdog_tf.data import kaggle
 from catdog_tf.errors import UserError
 
 _TFDS_HOST = "download.microsoft.com"  # where TFDS's cats_vs_dogs zip lives
+MAX_FILE_BYTES = 100 * 2**20  # no pet photo is larger; a bigger "photo" is a mistake or an attack
 
 
 class RecordsError(UserError):
@@ -36,84 +40,133 @@ class Candidate:
     read: Callable[[], bytes]
 
 
-def _file_reader(path: Path) -> Callable[[], bytes]:
-    return path.read_bytes
+def read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of a regular file (a symlink is followed), at most max_bytes of them.
+    Anything else (a FIFO, a device, a folder) or a larger file raises OSError with the reason;
+    nothing here can block or read without bound."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except IsADirectoryError:
+        raise OSError("a folder, not a file") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})")
+        if st.st_size > max_bytes:
+            raise OSError(f"file too large ({st.st_size:,} bytes; the limit is {max_bytes:,})")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise OSError(f"file too large (grew past {max_bytes:,} bytes while read)")
+        return data
+    finally:
+        os.close(fd)
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
 
 class _ZipReader:
-    """Reads members of one zip; one ZipFile handle per thread (ZipFile is not thread-safe)."""
+    """Reads members of one zip; one ZipFile handle per thread (ZipFile is not thread-safe).
+    A member is streamed and bounded: a zip bomb or a lying header can't exhaust memory."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, max_bytes: int):
+        self.path, self.max_bytes = path, max_bytes
         self._local = threading.local()
 
-    def member(self, name: str) -> Callable[[], bytes]:
+    def member(self, info: zipfile.ZipInfo) -> Callable[[], bytes]:
         def read() -> bytes:
+            if info.flag_bits & 0x1:
+                raise OSError("encrypted zip member")
+            if info.file_size > self.max_bytes:
+                raise OSError(f"zip member too large ({info.file_size:,} bytes; the limit is {self.max_bytes:,})")
             zf = getattr(self._local, "zf", None)
             if zf is None:
                 zf = self._local.zf = zipfile.ZipFile(self.path)
-            return zf.read(name)
+            try:
+                with zf.open(info) as f:
+                    data = f.read(self.max_bytes + 1)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+                raise OSError(f"damaged zip member ({type(e).__name__}: {e})") from None
+            if len(data) > self.max_bytes:
+                raise OSError(f"zip member inflates past {self.max_bytes:,} bytes")
+            return data
 
         return read
 
 
 def _classify_group(names: list[tuple[str, str, Callable[[], bytes]]], skipped: list[dict]) -> list[Candidate]:
-    """names: (basename, origin, reader) of one directory. A directory holding any
-    cat./dog. file is labeled; otherwise it is an unlabeled test folder of N.jpg."""
-    labeled = any(kaggle.is_labeled_name(n) for n, _, _ in names)
+    """names: (basename, origin, reader) of one folder. The folder is labeled when most of its
+    photo names are cat.N/dog.N, a test folder when most are N; the minority kind is skipped
+    with the reason (one stray cat.N.jpg must not turn a test folder into training data)."""
+    parsed = [(n, o, r, kaggle.parse(n)) for n, o, r in names]
+    n_labeled = sum(1 for *_, kn in parsed if kn is not None and kn.labeled)
+    n_test = sum(1 for *_, kn in parsed if kn is not None and not kn.labeled)
+    labeled = n_labeled >= n_test and n_labeled > 0
     out = []
-    for name, origin, reader in sorted(names, key=lambda t: t[0]):
-        kn = kaggle.parse(name)
+    for name, origin, reader, kn in sorted(parsed, key=lambda t: t[0]):
         if kn is None or kn.labeled != labeled:
-            skipped.append({"file": origin, "reason": kaggle.name_problem(name, labeled)})
+            reason = kaggle.name_problem(name, labeled)
+            if kn is not None:
+                reason += f" ({n_labeled if labeled else n_test} of the folder's photos are named that way)"
+            skipped.append({"file": origin, "reason": reason})
             continue
         out.append(Candidate(kn.id, kn.label, origin, reader))
     return out
 
 
-def _discover_dir(root: Path, skipped: list[dict]) -> list[Candidate]:
-    subdirs = [root / s for s in ("train", "test") if (root / s).is_dir()]
-    if subdirs:  # a Kaggle root holding train/ and test/
-        return [c for d in subdirs for c in _discover_dir(d, skipped)]
-    names = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith("."):
-            continue  # .DS_Store and friends are not data
-        if entry.is_dir(follow_symlinks=False):
-            skipped.append({"file": entry.path, "reason": "directory inside an image folder (not searched)"})
-            continue
-        names.append((entry.name, entry.path, _file_reader(Path(entry.path))))
-    return _classify_group(names, skipped)
+def _discover_dir(root: Path, skipped: list[dict], max_bytes: int) -> list[Candidate]:
+    """Every folder under root (symlinked folders are not followed), each classified on its own."""
+    found = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for d in list(dirs):
+            full = os.path.join(folder, d)
+            if d.startswith("."):
+                dirs.remove(d)  # .git, .ipynb_checkpoints and friends are not data
+            elif os.path.islink(full):
+                skipped.append({"file": full, "reason": "symlink to a folder (not followed)"})
+            elif kaggle.parse(d) is not None:
+                dirs.remove(d)
+                skipped.append({"file": full, "reason": "a folder named like a photo (not searched)"})
+        dirs.sort()
+        names = [(f, os.path.join(folder, f), functools.partial(read_file, os.path.join(folder, f), max_bytes))
+                 for f in sorted(files) if not f.startswith(".")]  # .DS_Store and friends are not data
+        found += _classify_group(names, skipped) if names else []
+    return found
 
 
-def _discover_zip(path: Path, skipped: list[dict]) -> list[Candidate]:
+def _discover_zip(path: Path, skipped: list[dict], max_bytes: int) -> list[Candidate]:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise RecordsError(f"{path}: not a readable zip archive ({e})") from e
-    reader = _ZipReader(path)
+        raise RecordsError(f"{path}: not a readable zip archive, truncated or damaged ({e})") from None
+    reader = _ZipReader(path, max_bytes)
     groups: dict[str, list] = {}
     with zf:
         for info in zf.infolist():
-            if info.is_dir():
+            name = info.filename.replace("\\", "/")  # zips made on Windows may use backslashes
+            if info.is_dir() or name.endswith("/"):
                 continue
-            parent, _, base = info.filename.rpartition("/")
+            parent, _, base = name.rpartition("/")
             if base.startswith(".") or "__MACOSX" in parent:
                 continue
-            groups.setdefault(parent, []).append((base, f"{path}:{info.filename}", reader.member(info.filename)))
+            groups.setdefault(parent, []).append((base, f"{path}:{info.filename}", reader.member(info)))
     return [c for parent in sorted(groups) for c in _classify_group(groups[parent], skipped)]
 
 
-def discover(inputs: Iterable[str]) -> tuple[list[Candidate], list[dict]]:
-    """Finds the image files of every input; returns (candidates, skipped)."""
+def discover(inputs: Iterable[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[list[Candidate], list[dict]]:
+    """Finds the photos of every input (folders are searched recursively, like zips);
+    returns (candidates, skipped)."""
     candidates: list[Candidate] = []
     skipped: list[dict] = []
     for inp in inputs:
         path = Path(inp)
         if path.is_dir():
-            found = _discover_dir(path, skipped)
-        elif path.is_file() and zipfile.is_zipfile(path):
-            found = _discover_zip(path, skipped)
+            found = _discover_dir(path, skipped, max_bytes)
+        elif path.is_file() and (zipfile.is_zipfile(path) or path.suffix.lower() == ".zip"):
+            found = _discover_zip(path, skipped, max_bytes)
         elif path.exists():
             raise RecordsError(f"{path}: --input must be a folder or a .zip archive")
         else:
@@ -121,7 +174,12 @@ def discover(inputs: Iterable[str]) -> tuple[list[Candidate], list[dict]]:
         if not found:
             print(f"warning: {path}: no cat.N.jpg / dog.N.jpg / N.jpg files found", file=sys.stderr)
         candidates.extend(found)
-    # The same id twice (e.g. two inputs overlapping): keep the first, report the rest.
+    return dedupe(candidates, skipped), skipped
+
+
+def dedupe(candidates: list[Candidate], skipped: list[dict]) -> list[Candidate]:
+    """The same id twice (two inputs overlapping, cat.3.jpg beside cat.3.png): the first is
+    kept, the others are reported."""
     first: dict[str, str] = {}
     unique = []
     for c in candidates:
@@ -130,9 +188,7 @@ def discover(inputs: Iterable[str]) -> tuple[list[Candidate], list[dict]]:
         else:
             first[c.id] = c.origin
             unique.append(c)
-    return unique, skipped
-
-
+    return unique
 
 
 def tfds_candidates(data_dir: str | None = None) -> tuple[list[Candidate], list[dict]]:

@@ -39,15 +39,17 @@ def summarize(ids: list[str], y: np.ndarray, p: np.ndarray, clips=DEFAULT_CLIPS,
 
 def evaluate(model, *, images: str | None = None, records_dir: str | None = None, split: str = "validation",
              fold: int | None = None, tta: str = "none", batch_size: int = 32, out_dir: str | None = None,
-             clips=DEFAULT_CLIPS) -> dict:
+             clips=DEFAULT_CLIPS, max_pixels: int = records.DEFAULT_MAX_PIXELS) -> dict:
     """Predicts every labeled image of a folder or a records split; returns the summary and,
     with out_dir, writes calibration.png and worst_mistakes.png there."""
     if images:
-        paths, ids, labels, skipped = predict.scan_folder(images, labeled=True)
-        for s in skipped:
+        photos = predict.scan_folder(images, labeled=True, max_pixels=max_pixels)
+        for s in photos.skipped:
             print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
-        p = predict.predict_files(model, paths, batch_size, tta)
-        y = np.asarray(labels, np.float64)
+        print(photos.describe(), file=sys.stderr)
+        ids, paths, skipped = photos.ids, photos.paths, photos.skipped
+        p = predict.predict_photos(model, photos, batch_size, tta)
+        y = np.asarray(photos.labels, np.float64)
     else:
         ids, y, p = predict.predict_records(model, records_dir, split, batch_size, tta, fold)
         skipped = []

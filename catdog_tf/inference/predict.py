@@ -10,6 +10,7 @@ at its declared input size; resizing here matches training (squash, antialiased 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import catdog_tf.models.layers  # noqa: F401 - registers the package's layers for load_model
-from catdog_tf.data import kaggle, pipeline, records
+from catdog_tf.data import kaggle, pipeline, records, sources
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import KAGGLE_EPS, LOGIT_EPS
 from catdog_tf.progress import Progress
@@ -65,31 +66,64 @@ def predict_batches(model, batches, tta: str = "none", total: int | None = None,
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def scan_folder(folder: str, labeled: bool) -> tuple[list[str], list[str], list[int], list[dict]]:
-    """Image files of a Kaggle folder -> (paths, ids, labels, skipped). Every file is checked
-    to decode (records.check), so a bad image is reported by name, not as a tf.data crash."""
-    root = Path(folder)
-    if not root.is_dir():
+@dataclasses.dataclass
+class Photos:
+    """The photos of a folder that will be scored, and every file that will not, with the reason."""
+
+    items: list[records.Checked]
+    skipped: list[dict]
+    folder: str
+
+    @property
+    def ids(self) -> list[str]:
+        return [it.id for it in self.items]
+
+    @property
+    def labels(self) -> list[int]:
+        return [it.label for it in self.items]
+
+    @property
+    def paths(self) -> list[str]:
+        return [it.origin for it in self.items]
+
+    def missing_ids(self) -> list[str]:
+        """Ids that a file in the folder claims by its name but that no scored photo has (an
+        unreadable photo, a folder or FIFO named like one): a submission without them is wrong."""
+        scored = set(self.ids)
+        claimed = {kn.id for s in self.skipped if (kn := kaggle.parse(Path(s["file"]).name)) is not None}
+        return sorted(claimed - scored, key=lambda i: (len(i), i))
+
+    def describe(self) -> str:
+        return f"{len(self.items)} photo(s) scored from {self.folder}, {len(self.skipped)} file(s) skipped"
+
+
+def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MAX_PIXELS) -> Photos:
+    """The photos of a Kaggle folder (searched like records' inputs: recursively, regular files
+    only, the same name rules), each checked to decode, so a bad file is reported by name, not
+    as a tf.data crash. Duplicate ids keep the first file. No photo at all is a UserError."""
+    if not Path(folder).is_dir():
         raise UserError(f"{folder}: not a folder")
-    paths, ids, labels, skipped = [], [], [], []
-    cands = []
-    for p in sorted(root.iterdir()):
-        if p.name.startswith(".") or not p.is_file() and not p.is_symlink():
-            continue
-        kn = kaggle.parse(p.name)
-        if kn is None or kn.labeled != labeled:
-            skipped.append({"file": str(p), "reason": kaggle.name_problem(p.name, labeled), "kind": "name"})
-            continue
-        cands.append(records.Candidate(kn.id, kn.label, str(p), p.read_bytes))
+    cands, skipped = sources.discover([folder])
+    wanted = []
+    for c in cands:
+        if (c.label != kaggle.UNLABELED) == labeled:
+            wanted.append(c)
+        else:
+            skipped.append({"file": c.origin, "reason": kaggle.name_problem(Path(c.origin).name, labeled)})
+    items = []
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for c, res in zip(cands, pool.map(records.check, cands)):
-            if isinstance(res, records.Checked):
-                paths.append(c.origin)
-                ids.append(c.id)
-                labels.append(c.label)
-            else:
-                skipped.append(res)
-    return paths, ids, labels, skipped
+        for res in pool.map(lambda c: records.check(c, max_pixels), wanted):
+            (items if isinstance(res, records.Checked) else skipped).append(res)
+    if not items:
+        first = f"; first: {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
+        raise UserError(f"{folder}: no readable photo named {'cat.N.jpg / dog.N.jpg' if labeled else 'N.jpg'} "
+                        f"({len(skipped)} file(s) skipped{first})")
+    return Photos(items, skipped, folder)
+
+
+def predict_photos(model, photos: Photos, batch_size: int = 32, tta: str = "none") -> np.ndarray:
+    ds = pipeline.photos_dataset(photos.items, input_size(model), batch_size)
+    return predict_batches(model, ds, tta, total=len(photos.items))
 
 
 def predict_files(model, paths: list[str], batch_size: int = 32, tta: str = "none") -> np.ndarray:

@@ -51,11 +51,12 @@ def run(cfg: OutliersConfig) -> dict:
     model = backbones.build_backbone(backbone, weights=cfg.weights, include_top=True)
     size = int(model.input_shape[1])
     if images:
-        paths, ids, labels, skipped = predict.scan_folder(images, labeled=True)
-        for s in skipped:
+        photos = predict.scan_folder(images, labeled=True)
+        for s in photos.skipped:
             print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
-        batches = pipeline.files_dataset(paths, size, batch_size)
-        sources: dict = dict(zip(ids, paths))
+        ids, labels, skipped = photos.ids, photos.labels, photos.skipped
+        batches = pipeline.photos_dataset(photos.items, size, batch_size)
+        sources: dict = dict(zip(ids, photos.paths))
     else:
         m = records.load_manifest(records_dir)
         ids, labels = [], []

@@ -25,6 +25,7 @@ from tensorboard.plugins.hparams import api as hp
 from catdog_tf import metrics
 from catdog_tf.config import TrainConfig, default_cache_dir
 from catdog_tf.data import augment, pipeline, records
+from catdog_tf.files import sha256_file
 from catdog_tf.models import backbones
 from catdog_tf.models.classifier import Classifier, ModelConfig, build_classifier
 from catdog_tf.models.head import feature_model_name
@@ -80,10 +81,16 @@ def _log_hparams(cfg: TrainConfig, work: Path, results: dict):
                 tf.summary.scalar(k, results[k], step=0)
 
 
-def _finished(out: Path, cfg: TrainConfig) -> dict | None:
+def _identity(cfg: TrainConfig) -> dict:
+    """What makes a run this run: its settings and the exact records (a rebuilt folder is new data)."""
+    return {"config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+            "records_manifest_sha256": sha256_file(Path(cfg.records) / records.MANIFEST)}
+
+
+def _finished(out: Path, identity: dict) -> dict | None:
     flags_file, done = out / "flags.json", out / "metrics.json"
     if done.exists() and (out / "model.keras").exists() and flags_file.exists() \
-            and json.loads(flags_file.read_text()) == json.loads(json.dumps(dataclasses.asdict(cfg))):
+            and json.loads(flags_file.read_text()) == identity:
         return json.loads(done.read_text())
     return None
 
@@ -191,9 +198,16 @@ def train(cfg: TrainConfig) -> dict:
     """Runs both stages, exports the model; returns the final metrics."""
     keras.utils.set_random_seed(cfg.seed)
     out = Path(cfg.out)
-    if (done := _finished(out, cfg)) is not None:
-        log(f"{out} holds a finished run with these flags: nothing to do")
+    # Bad records, splits or folds: one clear line before anything slow.
+    records.shard_files(cfg.records, cfg.train_split, cfg.fold)
+    _has_split(cfg.records, cfg.val_split, cfg.fold)
+    identity = _identity(cfg)
+    if (done := _finished(out, identity)) is not None:
+        log(f"{out} holds a finished run with these flags and records: nothing to do")
         return {"config": dataclasses.asdict(cfg), **done}
+    if cfg.weights in (None, "none", "random"):
+        log("WARNING: --weights=none: the backbone is random and frozen in stage 1, so only the head "
+            "learns, on random features; for real results use --weights=auto (pretrained)")
     strategy, why = distribute.choose_strategy(cfg.strategy)
     log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
     mp, why = distribute.choose_mixed_precision(cfg.mixed_precision)
@@ -207,7 +221,7 @@ def train(cfg: TrainConfig) -> dict:
     work = out if chief else out / f".worker-{distribute.worker_index()}"
     work.mkdir(parents=True, exist_ok=True)
     if chief:
-        (work / "flags.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        (work / "flags.json").write_text(json.dumps(identity, indent=1))
     run = _Run(cfg, strategy, xla, work, chief)
     clf = run.clf
     results: dict = {"config": dataclasses.asdict(cfg)}
@@ -296,8 +310,9 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _has_split(records_dir: str, split: str, fold: int | None) -> bool:
-    try:
-        return bool(records.shard_files(records_dir, split, fold))
-    except records.RecordsError:
+    """Whether there is a validation split; --val_split=none trains without one. A split that
+    does not exist (a typo, a fold out of range) is an error, never a silent run without it."""
+    if split in ("", "none"):
         return False
+    return bool(records.shard_files(records_dir, split, fold))
 
