@@ -50,5 +50,10 @@ def main(argv):
             print(f"  {p:7.2%}  {idx:4d}  {label}")
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-backbones` console script."""
     cli.run(main, lambda: cli.define_flags(BackbonesConfig))
+
+
+if __name__ == "__main__":
+    run()

@@ -197,3 +197,10 @@ class BenchConfig:
     work_dir: str | None = f(None, "Scratch folder for links, records and logs (default: a temp folder).")
     keep_work: bool = f(False, "Keep the scratch folder (logs of every row).")
     render: str | None = f(None, "Only re-write the tables from this JSON of an earlier run.")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    model: str = f("runs/final/model.keras", "Model file or model folder to export.")
+    out: str = f("runs/export", "Output folder: model.keras, saved_model/, model.tflite, README.md.")
+    quantize: list[str] = f([], "Also write LiteRT variants: float16 and/or dynamic (int8 weights).")

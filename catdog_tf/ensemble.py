@@ -30,5 +30,10 @@ def main(argv):
     print(json.dumps({k: report[k] for k in keys}))
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-ensemble` console script."""
     cli.run(main, lambda: cli.define_flags(EnsembleConfig))
+
+
+if __name__ == "__main__":
+    run()

@@ -35,5 +35,10 @@ def main(argv):
         print(f"wrote {cfg.json_out}" + (f" and plots in {out_dir}" if out_dir else ""))
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-evaluate` console script."""
     cli.run(main, lambda: cli.define_flags(EvaluateConfig, aliases={"out_dir": "out"}))
+
+
+if __name__ == "__main__":
+    run()

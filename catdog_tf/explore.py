@@ -29,5 +29,10 @@ def main(argv):
     print("\n".join(explore.summary_lines(result, paths)))
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-explore` console script."""
     cli.run(main, lambda: cli.define_flags(ExploreConfig))
+
+
+if __name__ == "__main__":
+    run()

@@ -17,5 +17,10 @@ def main(argv):
     print(json.dumps({k: report[k] for k in ("count", "oof_log_loss", "oof_accuracy")}))
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-kfold` console script."""
     cli.run(main, lambda: cli.define_flags(KFoldConfig))
+
+
+if __name__ == "__main__":
+    run()

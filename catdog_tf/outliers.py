@@ -18,5 +18,10 @@ def main(argv):
     outliers.run(cfg)
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-outliers` console script."""
     cli.run(main, lambda: cli.define_flags(OutliersConfig))
+
+
+if __name__ == "__main__":
+    run()

@@ -44,5 +44,10 @@ def main(argv):
     print(f"wrote {cfg.out}: {len(ids)} rows, mean P(dog) {np.mean(p):.3f}", file=sys.stderr)
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-predict` console script."""
     cli.run(main, lambda: cli.define_flags(PredictConfig))
+
+
+if __name__ == "__main__":
+    run()

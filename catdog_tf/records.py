@@ -26,5 +26,10 @@ def main(argv):
         raise UserError(f"--strict and {len(manifest['skipped'])} file(s) skipped (see {cfg.out}/{records.MANIFEST})")
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-records` console script."""
     cli.run(main, define)
+
+
+if __name__ == "__main__":
+    run()

@@ -29,5 +29,10 @@ def main(argv):
     print(json.dumps({k: results[k] for k in ("val_log_loss", "val_accuracy", "val_count") if k in results}))
 
 
-if __name__ == "__main__":
+def run():
+    """The `catdog-train` console script."""
     cli.run(main, define)
+
+
+if __name__ == "__main__":
+    run()

@@ -105,7 +105,20 @@ def test_imports_at_module_top():
     assert local == []
 
 
-@pytest.mark.parametrize("tool", ["records", "train", "kfold", "ensemble", "evaluate", "predict", "outliers",
-                                  "backbones", "explore"])
+TOOLS = ["records", "train", "kfold", "ensemble", "evaluate", "predict", "export", "outliers", "backbones", "explore"]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
 def test_entry_points_are_thin(tool):
     assert len((PKG / f"{tool}.py").read_text().splitlines()) <= 80
+
+
+def test_every_tool_has_a_console_script():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((PKG.parent / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {f"catdog-{t}": f"catdog_tf.{t}:run" for t in TOOLS}
+    for target in scripts.values():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))

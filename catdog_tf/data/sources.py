@@ -194,7 +194,12 @@ def dedupe(candidates: list[Candidate], skipped: list[dict]) -> list[Candidate]:
 def tfds_candidates(data_dir: str | None = None) -> tuple[list[Candidate], list[dict]]:
     """TFDS's public `cats_vs_dogs` (PetImages, 23,262 photos) for online users with no
     Kaggle folder. Ids are made Kaggle-like: cat.tfds<N> / dog.tfds<N>."""
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds  # optional: pip install -e ".[tfds]"
+    except ImportError:
+        raise RecordsError("no --input given, so TFDS's public cats_vs_dogs was requested, but "
+                           "tensorflow-datasets is not installed: pip install -e \".[tfds]\", or pass "
+                           "--input=FOLDER with Kaggle-layout files") from None
 
     def fail(why: str):
         return RecordsError(

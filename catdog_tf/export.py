@@ -1,0 +1,27 @@
+"""`python -m catdog_tf.export --model=runs/final/model.keras --out=runs/export`
+
+Serving artifacts: a SavedModel taking JPEG bytes, a LiteRT model, and a model.keras of
+standard layers that loads without catdog_tf (see catdog_tf/inference/export.py).
+"""
+
+import json
+
+from catdog_tf import cli
+from catdog_tf.config import ExportConfig
+from catdog_tf.inference import export
+
+
+def main(argv):
+    cli.no_extra_args(argv)
+    cfg = cli.from_flags(ExportConfig)
+    report = export.export(cfg.model, cfg.out, tuple(cfg.quantize))
+    print(json.dumps(report["bytes"]))
+
+
+def run():
+    """The `catdog-export` console script."""
+    cli.run(main, lambda: cli.define_flags(ExportConfig))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,227 @@
+"""Serving artifacts of any model this package writes (`python -m catdog_tf.export`).
+
+    DIR/model.keras     the same model with standard Keras layers only: keras.saving.load_model
+                        loads it in a process that never imports catdog_tf
+    DIR/saved_model     serving_default: image_bytes (tf.string [N], JPEG/PNG/GIF/BMP of any size)
+                        -> p_dog (float32 [N]); decoded and resized in the graph as predict does
+                        for JPEG (the fused DCT-scaled decode); serving_images: float32 RGB 0..255
+                        [N, S, S, 3] -> p_dog
+    DIR/model.tflite    LiteRT, float32 RGB 0..255 [N, S, S, 3] -> P(dog) [N, 1]
+    DIR/README.md       what each file takes and returns
+
+The standard-layer rewrite (`plain_keras`): ImagePreprocess -> Rescaling (or a fixed 1x1
+convolution when channels are reordered or scaled unequally); an ensemble's
+CombineProbabilities (logit space) -> each member's head returns its logit, clamped as the
+layer clamps it, then Concatenate -> Dense (weight / temperature, no bias) -> sigmoid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from catdog_tf.data import pipeline
+from catdog_tf.errors import UserError
+from catdog_tf.inference import predict
+from catdog_tf.metrics import LOGIT_EPS
+from catdog_tf.models.layers import CombineProbabilities, ImagePreprocess
+
+LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
+
+
+def _preprocess(layer: ImagePreprocess, x):
+    mean, std = np.asarray(layer.mean), np.asarray(layer.std)
+    if not layer.bgr and np.all(mean == mean[0]) and np.all(std == std[0]):
+        return keras.layers.Rescaling(1.0 / std[0], -mean[0] / std[0], name=layer.name)(x)
+    kernel = np.zeros((1, 1, 3, 3), np.float32)
+    for out_c in range(3):
+        in_c = 2 - out_c if layer.bgr else out_c
+        kernel[0, 0, in_c, out_c] = 1.0 / std[out_c]
+    conv = keras.layers.Conv2D(3, 1, name=layer.name)
+    y = conv(x)
+    conv.set_weights([kernel, (-mean / std).astype(np.float32)])
+    return y
+
+
+def _combine(layer: CombineProbabilities, logits: list):
+    if layer.space != "logit":
+        raise UserError("only logit-space ensembles can be rewritten with standard Keras layers; refit the "
+                        "ensemble with --space=logit (prob-space models keep their catdog_tf layer)")
+    w = np.asarray(layer.member_weights, np.float64)
+    w = (w / w.sum() / layer.temperature).astype(np.float32)
+    clamped = []
+    for k, z in enumerate(logits):  # clamp(z, -c, c) = relu6-style cap of (z + c), shifted back
+        z = keras.layers.Rescaling(1.0, LOGIT_CLAMP, name=f"{layer.name}_shift{k}")(z)
+        z = keras.layers.ReLU(max_value=2 * LOGIT_CLAMP, name=f"{layer.name}_clamp{k}")(z)
+        clamped.append(keras.layers.Rescaling(1.0, -LOGIT_CLAMP, name=f"{layer.name}_unshift{k}")(z))
+    z = keras.layers.Concatenate(name=f"{layer.name}_logits")(clamped) if len(clamped) > 1 else clamped[0]
+    dense = keras.layers.Dense(1, use_bias=False, dtype="float32", name=f"{layer.name}_weights")
+    out = dense(z)
+    dense.set_weights([w.reshape(-1, 1)])
+    return keras.layers.Activation("sigmoid", dtype="float32", name=layer.name)(out)
+
+
+def plain_keras(model: keras.Model) -> keras.Model:
+    """`model` rebuilt with standard Keras layers only (same weights, same outputs)."""
+    has_combine = any(isinstance(layer, CombineProbabilities) for layer in _all_layers(model))
+
+    def call(layer, *args, **kwargs):
+        if isinstance(layer, ImagePreprocess):
+            return _preprocess(layer, args[0])
+        if isinstance(layer, CombineProbabilities):
+            return _combine(layer, keras.tree.flatten(args[0]))
+        if has_combine and layer.name == "p_dog" and isinstance(layer, keras.layers.Dense):
+            linear = keras.layers.Dense(layer.units, dtype=layer.dtype_policy, name="logit")
+            y = linear(*args, **kwargs)
+            linear.set_weights(layer.get_weights())
+            return y  # the combination takes logits: sigmoid then logit would lose precision
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call, recursive=True)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def decode_image(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
+    """One encoded image -> float32 [size, size, 3]: JPEG through the pipeline's fused decode,
+    PNG/GIF/BMP decoded in full then resized (antialiased when shrinking)."""
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(image_bytes)
+        return pipeline.decode_resize(image_bytes, tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64), size)
+
+    def other():
+        image = tf.cast(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), tf.float32)
+        shrinks = tf.reduce_any(tf.shape(image)[:2] > size)
+        image = tf.cond(shrinks, lambda: tf.image.resize(image, [size, size], antialias=True),
+                        lambda: tf.image.resize(image, [size, size]))
+        return tf.reshape(image, [size, size, 3])
+
+    return tf.cond(tf.strings.substr(image_bytes, 0, 3) == b"\xff\xd8\xff", jpeg, other)
+
+
+def write_saved_model(model: keras.Model, path: str) -> int:
+    """serving_default (image_bytes) and serving_images (float images), through Keras's
+    ExportArchive, which tracks every variable the model's graph uses. Returns the input size."""
+    size = predict.input_size(model)
+
+    def p_dog(images):
+        return {"p_dog": tf.reshape(tf.cast(model(images, training=False), tf.float32), [-1])}
+
+    def from_bytes(image_bytes):
+        images = tf.map_fn(lambda b: decode_image(b, size), image_bytes,
+                           fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        return p_dog(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")])
+    archive.add_endpoint("serving_images", p_dog, [tf.TensorSpec([None, size, size, 3], tf.float32, name="images")])
+    archive.write_out(path, verbose=False)
+    return size
+
+
+def litert(saved_model_dir: str, quantize: str = "none") -> bytes:
+    """The serving_images signature as a LiteRT flatbuffer; quantize: none | float16 | dynamic."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serving_images"])
+    if quantize == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "dynamic":  # int8 weights, float activations
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantize != "none":
+        raise UserError(f"quantize must be none, float16 or dynamic, not {quantize!r}")
+    return converter.convert()
+
+
+def _resizes(model: keras.Model) -> bool:
+    return any(isinstance(layer, keras.layers.Resizing) for layer in _all_layers(model))
+
+
+README = """# {name}: exported by `python -m catdog_tf.export`
+
+| file | takes | returns |
+| --- | --- | --- |
+| `saved_model/` `serving_default` | `image_bytes`: tf.string [N], encoded JPEG, PNG, GIF or BMP of any size | `p_dog`: float32 [N] |
+| `saved_model/` `serving_images` | `images`: float32 [N, {size}, {size}, 3], RGB 0..255, already resized (squashed) | `p_dog`: float32 [N] |
+| `model.tflite` | float32 [N, {size}, {size}, 3], RGB 0..255 | P(dog), float32 [N, 1] |
+{extra}| `model.keras` | float32 [N, {size}, {size}, 3], RGB 0..255 | P(dog), float32 [N, 1]; standard Keras layers only |
+
+P(dog) is the probability that the photo shows a dog (Kaggle's `label`). JPEG bytes are decoded
+and resized in the graph exactly as `catdog_tf.predict` does (DCT-scaled decode, then an
+antialiased squash to {size}x{size}); other formats are decoded in full and resized.
+
+```python
+import tensorflow as tf
+m = tf.saved_model.load("saved_model")
+p = m.signatures["serving_default"](image_bytes=tf.constant([open("cat.jpg", "rb").read()]))["p_dog"]
+```
+
+TF Serving: `docker run -p 8501:8501 -v $PWD/saved_model:/models/catdog/1 -e MODEL_NAME=catdog tensorflow/serving`,
+then POST `{{"instances": [{{"b64": "<base64 JPEG>"}}]}}` to `http://localhost:8501/v1/models/catdog:predict`.
+
+LiteRT: `interpreter = tf.lite.Interpreter("model.tflite")` (or `ai_edge_litert.interpreter.Interpreter`),
+`resize_tensor_input(0, [N, {size}, {size}, 3])`, `allocate_tensors()`, `set_tensor`, `invoke()`, `get_tensor`.
+"""
+
+
+def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
+    model = predict.load_model(model_path)
+    plain = plain_keras(model)
+    outp = Path(out)
+    outp.mkdir(parents=True, exist_ok=True)
+    plain.save(str(outp / "model.keras"))
+    size = write_saved_model(plain, str(outp / "saved_model"))
+    files = {"model.keras": "keras", "saved_model": "savedmodel"}
+    extra = ""
+    if _resizes(plain):
+        # Members of different input sizes resize with antialiasing (ScaleAndTranslate), an op
+        # LiteRT has no kernel for, not even through the Flex delegate.
+        print("LiteRT: skipped: this model resizes inside (members of different input sizes), which LiteRT "
+              "cannot run; export members of one input size for phones", file=sys.stderr)
+        quantize = ()
+        extra = "| `model.tflite` | not written: the members resize inside (antialiased), which LiteRT cannot run | |\n"
+    else:
+        (outp / "model.tflite").write_bytes(litert(str(outp / "saved_model")))
+        files["model.tflite"] = "litert"
+    for q in quantize:
+        name = f"model_{q}.tflite"
+        (outp / name).write_bytes(litert(str(outp / "saved_model"), q))
+        files[name] = f"litert {q}"
+        extra += f"| `{name}` | as `model.tflite` ({q} weights) | as `model.tflite` |\n"
+    (outp / "README.md").write_text(README.format(name=model.name, size=size, extra=extra))
+    report = {"model": model_path, "input_size": size, "files": files,
+              "bytes": {f: _size(outp / f) for f in files}}
+    (outp / "export.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def tflite_predict(path: str, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """P(dog) of float images [N, S, S, 3] through the LiteRT interpreter."""
+    interp = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count())
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    ps = []
+    for k in range(0, len(images), batch):
+        x = np.ascontiguousarray(images[k:k + batch], np.float32)
+        interp.resize_tensor_input(inp["index"], list(x.shape))
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        ps.append(interp.get_tensor(out["index"]).reshape(-1))
+    return np.concatenate(ps).astype(np.float64)
