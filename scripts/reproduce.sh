@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The real run: Kaggle folder -> outlier screen -> records -> k-fold members -> ONE ensemble
-# model -> held-out and native-size evaluation -> submission. Every stage skips what is done,
+# model -> held-out and native-size evaluation -> submission -> serving export. Every stage skips what is done,
 # so re-running resumes after an interruption. Usage: bash scripts/reproduce.sh [KAGGLE_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +24,10 @@ KFOLDS=fold2,fold3,fold4,fold5,fold6,fold7,fold8,fold9
 # the same features).
 CACHE_GROUPS=fold2,fold3+fold4+fold5+fold6+fold7+fold8+fold9
 
-stage "1/6 outlier screen (ImageNet top-30 without cat/dog) -> $RUNS/outliers"
+stage "1/7 outlier screen (ImageNet top-30 without cat/dog) -> $RUNS/outliers"
 [ -f "$RUNS/outliers/summary.json" ] || python -m catdog_tf.outliers --images="$DATA/train" --out="$RUNS/outliers"
 
-stage "2/6 records: reviewed exclusions (data/exclude_reviewed.txt) + the native-size ids"
+stage "2/7 records: reviewed exclusions (data/exclude_reviewed.txt) + the native-size ids"
 {
   cat data/exclude_reviewed.txt
   echo "# kaggle_native ids: kept out of training to evaluate on native sizes"
@@ -36,7 +36,7 @@ stage "2/6 records: reviewed exclusions (data/exclude_reviewed.txt) + the native
 python -m catdog_tf.records --input="$DATA/train" --input="$DATA/test" --out="$RUNS/records" \
   --folds=10 --seed=0 --exclude="$RUNS/exclude.txt"
 
-stage "3/6 k-fold members over $KFOLDS: $MEMBERS"
+stage "3/7 k-fold members over $KFOLDS: $MEMBERS"
 dirs=()
 for m in $MEMBERS; do
   name=${m%@*}; size=""; dir="$RUNS/kfold/$name"
@@ -46,7 +46,7 @@ for m in $MEMBERS; do
   dirs+=("--member=$dir")
 done
 
-stage "4/6 ensemble: weights, averaging space and temperature fitted on the out-of-fold predictions"
+stage "4/7 ensemble: weights, averaging space and temperature fitted on the out-of-fold predictions"
 # Redone (with everything after it) when the member list changed since the last run.
 if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/null)" != "${dirs[*]}" ]; then
   rm -rf "$RUNS/final"
@@ -54,13 +54,15 @@ if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/n
   echo "${dirs[*]}" > "$RUNS/final/MEMBERS"
 fi
 
-stage "5/6 evaluate the exported model: held-out $HELDOUT and native sizes"
+stage "5/7 evaluate the exported model: held-out $HELDOUT and native sizes"
 [ -f "$RUNS/final/heldout.json" ] || python -m catdog_tf.evaluate --model="$RUNS/final/model.keras" \
   --records="$RUNS/records" --split=$HELDOUT --json_out="$RUNS/final/heldout.json"
 [ -f "$RUNS/final/native.json" ] || python -m catdog_tf.evaluate --model="$RUNS/final/model.keras" \
   --images="$NATIVE" --json_out="$RUNS/final/native.json"
 
-stage "6/6 submission"
+stage "6/7 submission"
 [ -f "$RUNS/final/submission.csv" ] || python -m catdog_tf.predict --model="$RUNS/final/model.keras" \
   --images="$DATA/test" --out="$RUNS/final/submission.csv"
-echo "done in $(( ($(date +%s) - t0) / 60 )) min: $RUNS/final/{model.keras,heldout.json,native.json,submission.csv}"
+stage "7/7 serving artifacts: SavedModel on JPEG bytes, LiteRT, plain-Keras model.keras -> $RUNS/export"
+[ -f "$RUNS/export/export.json" ] || python -m catdog_tf.export --model="$RUNS/final/model.keras" --out="$RUNS/export"
+echo "done in $(( ($(date +%s) - t0) / 60 )) min: $RUNS/final/{model.keras,heldout.json,native.json,submission.csv}, $RUNS/export/"
