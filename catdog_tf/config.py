@@ -102,6 +102,9 @@ class KFoldConfig:
     cache_dir: str | None = f(None, "Feature cache (default <out>/../cache; shared with train).")
     cache_groups: list[str] | None = f(None, "Cache these groups of folds as one file each, e.g. fold2,fold3+fold4 "
                                        "(default: one file per fold; only changes caching).")
+    soft_targets: str | None = f(None, "Distillation: train on these P(dog) (an out-of-fold CSV of a teacher, e.g. "
+                                 "runs/final/oof_predictions.csv) instead of the 0/1 labels; out-of-fold figures "
+                                 "still score the labels (and are optimistic: the teacher saw the other folds).")
 
     def resolved_out(self) -> str:
         return self.out or f"runs/kfold/{self.backbone.replace('+', '_')}"

@@ -83,8 +83,10 @@ def load_features(cfg: KFoldConfig, folds: list[str]):
 
 
 def _result_settings(config: dict) -> dict:
-    """The settings that change a run's result (where features are cached does not)."""
-    return {k: v for k, v in json.loads(json.dumps(config)).items() if k not in ("cache_dir", "cache_groups")}
+    """The settings that change a run's result (where features are cached does not); a setting
+    added since a run was made counts at its default."""
+    full = {**json.loads(json.dumps(dataclasses.asdict(KFoldConfig()))), **json.loads(json.dumps(config))}
+    return {k: v for k, v in full.items() if k not in ("cache_dir", "cache_groups")}
 
 
 def run(cfg: KFoldConfig) -> dict:
@@ -104,12 +106,14 @@ def run(cfg: KFoldConfig) -> dict:
     log(f"{cfg.backbone}: {len(y)} photos in {len(folds)} folds, {x.shape[1]} features"
         f"{' (+ mirror images for training)' if cfg.flip else ''}")
     fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule="cosine")
+    targets = y if cfg.soft_targets is None else _soft_targets(cfg.soft_targets, fs.ids)
     oof = np.zeros(len(y))
     per_fold, heads = [], []
     t0 = time.time()
     for k, name in enumerate(folds):
         tr, va = fold_idx != k, fold_idx == k
-        xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([y[tr], y[tr]])) if cfg.flip else (x[tr], y[tr])
+        t = targets[tr]
+        xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
         head, hist = fit_head(xt, yt, (x[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
                               tb=ScalarLog(str(out / "tensorboard" / name)))
         # Called directly: predict() would retrace for every new head (and warn each time).
@@ -137,6 +141,16 @@ def run(cfg: KFoldConfig) -> dict:
     log(f"wrote {out / 'model.keras'} (mean of {len(heads)} fold heads), {out / 'oof_predictions.csv'}; "
         f"TensorBoard: {out / 'tensorboard'}")
     return report
+
+
+def _soft_targets(path: str, ids) -> np.ndarray:
+    """A teacher's P(dog) for each photo, in `ids` order."""
+    t_ids, _, _, p = read_oof(path)
+    by_id = dict(zip(t_ids, p))
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise UserError(f"{path}: no teacher prediction for {len(missing)} photo(s), e.g. {missing[:3]}")
+    return np.asarray([by_id[i] for i in ids], np.float32)
 
 
 def write_oof(path, ids, labels, folds, p_dog) -> None:
