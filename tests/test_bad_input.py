@@ -368,3 +368,17 @@ def test_shard_write_failure_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     one_line_error(r, "cannot write")
     assert not (tmp_path / "r" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("tool, args, needle", [
+    ("kfold", ["--records={tmp}/none"], "no manifest"),
+    ("ensemble", ["--oof", "--member={tmp}/nothing", "--out={tmp}/e"], "nothing"),
+    ("ensemble", [], "give --member"),
+    ("export", ["--model={tmp}/none.keras", "--out={tmp}/x"], "no model"),
+    ("backbones", ["--classify"], "needs photo paths"),
+    ("evaluate", ["--model={tmp}/none.keras", "--images={tmp}", "--records={tmp}"], "exactly one of"),
+    ("records", ["--input={tmp}/missing"], "does not exist"),
+    ("train", ["--records={tmp}/none"], "no manifest"),
+])
+def test_every_tool_turns_a_user_error_into_one_line(tool, args, needle, tmp_path):
+    one_line_error(cli(tool, *[a.format(tmp=tmp_path) for a in args]), needle)
