@@ -1,17 +1,36 @@
-"""catdog_tf.bench: the quick mode end to end (every row, positive numbers, JSON + Markdown
-written; never a speed threshold), the measuring helpers, and the pipeline's shuffle order."""
+"""catdog_tf.bench: the quick mode end to end (every row, positive numbers, bench.md + bench.json
+written, the repository's BENCHMARKS.md untouched; never a speed threshold), the measuring
+helpers, the marked blocks of BENCHMARKS.md, and the pipeline's shuffle order."""
 
+import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from catdog_tf import bench
+from catdog_tf.bench import document, tables
+from catdog_tf.bench.rows import KINDS
+from catdog_tf.data import pipeline, records
+from catdog_tf.errors import UserError
 from conftest import REPO
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run_bench(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "catdog_tf.bench", *args], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def repo_files() -> dict[str, bytes]:
+    return {n: (REPO / n).read_bytes() for n in (document.DOC, document.DATA)}
 
 
 def test_summarize_medians_and_cpu_rate():
@@ -56,6 +75,7 @@ def test_pick_is_balanced_and_stable(tmp_path):
         (tmp_path / f"cat.{i}.jpg").write_bytes(b"x")
         (tmp_path / f"dog.{i}.jpg").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "7.jpg").write_bytes(b"x")  # a test photo: no label
     got = [p.name for p in bench.pick(tmp_path, 4)]
     assert got == ["cat.0.jpg", "cat.1.jpg", "dog.0.jpg", "dog.1.jpg"]
 
@@ -68,15 +88,110 @@ def test_quick_plan_covers_every_section():
     rows = bench.plan(prep, s)
     assert {r.section for r in rows} == set(bench.SECTIONS)
     assert len({r.id for r in rows}) == len(rows)
-    assert {r.kind for r in rows} == set(bench.KINDS)
-    assert bench.Settings.from_dict(json.loads(json.dumps(bench.dataclasses.asdict(s)))) == s
+    assert {r.kind for r in rows} == set(KINDS)
+    assert bench.Settings.from_dict(json.loads(json.dumps(dataclasses.asdict(s)))) == s
+
+
+def test_sections_are_checked():
+    assert bench.parse_sections(["scale", " pipeline"]) == ("pipeline", "scale")  # run order
+    with pytest.raises(UserError, match="unknown section.*trian"):
+        bench.parse_sections(["pipeline", "trian"])
+    proc = run_bench("--sections=pipeline,trian")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --sections: unknown section(s) trian")
+    assert "Traceback" not in proc.stderr
+
+
+def test_update_refuses_quick_and_partial_runs():
+    with pytest.raises(UserError, match="quick"):
+        document.check_updatable(True, bench.SECTIONS)
+    with pytest.raises(UserError, match="every section"):
+        document.check_updatable(False, ("pipeline",))
+    before = repo_files()
+    proc = run_bench("--quick", "--update")  # refused before measuring anything
+    assert proc.returncode == 2 and "error: --update" in proc.stderr
+    assert repo_files() == before
+
+
+def test_replace_blocks_keeps_the_prose():
+    doc = ("# Title\n\nProse before, *kept*.\n\n<!-- bench:begin a -->\n\nold table a\n\n<!-- bench:end a -->\n"
+           "Prose between.\n<!-- bench:begin b -->\nold b\n<!-- bench:end b -->\n\nProse after.\n")
+    new = document.replace_blocks(doc, {"a": "| new | a |", "b": "new b\n"}, "doc")
+    assert new == ("# Title\n\nProse before, *kept*.\n\n<!-- bench:begin a -->\n\n| new | a |\n\n<!-- bench:end a -->\n"
+                   "Prose between.\n<!-- bench:begin b -->\n\nnew b\n\n<!-- bench:end b -->\n\nProse after.\n")
+    assert document.replace_blocks(new, {"a": "| new | a |", "b": "new b"}, "doc") == new  # idempotent
+    with pytest.raises(UserError, match="no markers for block.*c"):
+        document.replace_blocks(doc, {"a": "x", "b": "y", "c": "z"}, "doc")
+    with pytest.raises(UserError, match="makes no block.*b"):
+        document.replace_blocks(doc, {"a": "x"}, "doc")
+    with pytest.raises(UserError, match="no end marker"):
+        document.replace_blocks("<!-- bench:begin a -->\nx\n", {"a": "x"}, "doc")
+    with pytest.raises(UserError, match="doc:3: block b begins inside block a"):
+        document.replace_blocks("<!-- bench:begin a -->\nx\n<!-- bench:begin b -->\n", {"a": "x"}, "doc")
+
+
+def test_repo_benchmarks_render_to_themselves():
+    """BENCHMARKS.md's blocks are exactly what its BENCHMARKS.json renders to, every table row
+    has its header's number of cells, and the prose is outside the blocks."""
+    data = document.load(str(REPO / document.DATA))
+    text = (REPO / document.DOC).read_text()
+    made = {b.name: b.text for b in tables.blocks(data)}
+    assert document.replace_blocks(text, made, document.DOC) == text
+    found = document.spans(text, document.DOC)
+    assert set(found) == set(made)
+    for name, body in made.items():
+        lines = body.splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("|---"):
+                cells = lambda s: len(s.replace("\\|", "").strip("|").split("|"))  # noqa: E731
+                width = cells(lines[i - 1])
+                for row in lines[i + 1:]:
+                    if not row.startswith("|"):
+                        break
+                    assert cells(row) == width, (name, row)
+    outside, pos = "", 0
+    for a, b in sorted(found.values()):
+        outside, pos = outside + text[pos:a], b
+    outside += text[pos:]
+    for prose in ("**What drives memory.**", "**Targets.**", "Reading the ratios:", "On this CPU-only machine",
+                  "MirroredStrategy with two logical devices", "Public figures used", "Reading it:",
+                  "## Pipeline changes made with this benchmark"):
+        assert prose in outside
+
+
+def test_update_on_a_copy_replaces_a_block_and_keeps_the_prose(tmp_path):
+    before = repo_files()
+    for name, content in before.items():
+        (tmp_path / name).write_bytes(content)
+    doc = tmp_path / document.DOC
+    text = doc.read_text()
+    a, b = document.spans(text, "copy")["build"]
+    stale = text[:a] + "\n| stale | table |\n\n" + text[b:]
+    doc.write_text(stale)
+    proc = run_bench(f"--render={tmp_path / document.DATA}", "--update", f"--benchmarks_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"updated {doc}" in proc.stdout
+    assert doc.read_bytes() == before[document.DOC]  # the block again, every byte of prose kept
+    assert (tmp_path / document.DATA).read_bytes() == before[document.DATA]  # same data: not rewritten
+    assert repo_files() == before
+
+
+def test_render_writes_to_a_new_temporary_folder():
+    before = repo_files()
+    proc = run_bench(f"--render={REPO / document.DATA}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    path = Path(proc.stdout.split("wrote ", 1)[1].split()[0])
+    try:
+        assert path.name == "bench.md" and REPO not in path.parents
+        assert "<!-- bench:begin scale -->" in path.read_text()
+    finally:
+        shutil.rmtree(path.parent)
+    assert repo_files() == before
 
 
 def test_cached_training_dataset_reshuffles_every_epoch(kaggle_dir, tmp_path):
     """The shuffle sits before decoding, or after the cache when caching: either way every
     epoch holds every example once, in a new order."""
-    from catdog_tf import pipeline, records
-
     rec = str(tmp_path / "rec")
     records.build([str(kaggle_dir)], records.BuildConfig(out=rec, val_fraction=0.25, min_shards=4, workers=2))
     n = sum(1 for _ in records.read_examples(rec, "train"))
@@ -91,15 +206,14 @@ def test_cached_training_dataset_reshuffles_every_epoch(kaggle_dir, tmp_path):
 
 @pytest.mark.slow
 def test_quick_benchmark_end_to_end(tmp_path):
-    out_json, out_md = tmp_path / "bench.json", tmp_path / "BENCH.md"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = tmp_path / "out"
+    before = repo_files()
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-m", "catdog_tf.bench", "--quick", f"--out_json={out_json}",
-                           f"--out_md={out_md}", f"--work_dir={tmp_path / 'work'}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_bench("--quick", f"--out={out}", f"--work_dir={tmp_path / 'work'}", timeout=600)
     elapsed = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(out_json.read_text())
+    assert repo_files() == before  # BENCHMARKS.md and .json: only --update writes them
+    data = json.loads((out / "bench.json").read_text())
     rows = data["rows"]
     s = bench.Settings.from_dict(data["settings"])
     expected = bench.plan(data["prep"], s)
@@ -116,12 +230,15 @@ def test_quick_benchmark_end_to_end(tmp_path):
         if r["kind"] in ("pair", "train_pair"):
             ratios = res["paired"].get("ratios") or {"real": {"x_first": res["paired"]["ratio"]}}
             assert all(v["x_first"] > 0 for v in ratios.values())
+        if r["cpu_devices"] > 1:
+            assert res["replicas"] == r["cpu_devices"]
     # progress lines while running, one per row
     assert proc.stderr.count("img/s (runs") == len(rows)
-    text = out_md.read_text()
+    text = (out / "bench.md").read_text()
     for head in ("## 1. Input pipeline", "## 2. Training step", "## 3. Inference", "## 4. Records build",
-                 "## 5. Scaling", "H100", "TF_ENABLE_ONEDNN_OPTS"):
+                 "## 5. Scaling", "H100", "TF_ENABLE_ONEDNN_OPTS", "quick mode"):
         assert head in text
     assert "## Failed rows" not in text
+    assert set(document.spans(text, "bench.md")) == {b.name for b in tables.blocks(data)}
     assert data["machine"]["tensorflow"] and data["machine"]["cores"] >= 1
     print(f"quick benchmark: {len(rows)} rows in {elapsed:.0f}s")

@@ -85,7 +85,8 @@ def test_data_flows_one_way():
 
 
 # Local imports kept on purpose: heavy optional dependencies a caller may never need.
-LOCAL_IMPORTS_ALLOWED = {"tensorflow_datasets", "tensorflow", "matplotlib", "h5py", "scipy", "PIL", "tqdm"}
+LOCAL_IMPORTS_ALLOWED = {"tensorflow_datasets", "tensorflow", "matplotlib", "h5py", "scipy", "PIL", "tqdm",
+                         "tf_keras"}  # tf_keras: an optional alternative the benchmark compares against
 # Our modules that import TensorFlow at their top: explore's folder path must not pay for it.
 LOCAL_MODULES_ALLOWED = {"catdog_tf.data.schema"}
 
