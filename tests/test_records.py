@@ -232,3 +232,17 @@ def test_tfds_source_offline_fails_clearly(tmp_path):
 def test_missing_input_is_a_clear_error(tmp_path):
     with pytest.raises(records.RecordsError, match="does not exist"):
         build([tmp_path / "nope"], tmp_path / "rec")
+
+
+def test_rebuilds_write_identical_shards(kaggle_dir, tmp_path):
+    """Same photos, same settings, two processes: byte-identical shards, so feature caches keyed on
+    shard checksums survive a rebuild (protobuf map order would otherwise vary per process)."""
+    shas = []
+    for k in range(2):
+        out = tmp_path / f"rec{k}"
+        r = subprocess.run([sys.executable, "-m", "catdog_tf.records", f"--input={kaggle_dir}", f"--out={out}",
+                            "--folds=3"], cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        m = json.loads((out / "manifest.json").read_text())
+        shas.append(sorted((sh["file"], sh["sha256"]) for s in m["splits"].values() for sh in s["shards"]))
+    assert shas[0] == shas[1]

@@ -43,7 +43,7 @@ def encode(*, encoded: bytes, id: str, label: int, height: int, width: int, fold
         "image/height": i(height),
         "image/width": i(width),
         "image/fold": i(fold),
-    })).SerializeToString()
+    })).SerializeToString(deterministic=True)  # map order fixed: equal examples, equal shard bytes
 
 
 def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
