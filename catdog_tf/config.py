@@ -207,3 +207,6 @@ class ExportConfig:
     model: str = f("runs/final/model.keras", "Model file or model folder to export.")
     out: str = f("runs/export", "Output folder: model.keras, saved_model/, model.tflite, README.md.")
     quantize: list[str] = f([], "Also write LiteRT variants: float16 and/or dynamic (int8 weights).")
+    measure_records: str | None = f(None, "Then measure log loss and img/s of every written model on this records "
+                                    "folder's --measure_split (into export.json).")
+    measure_split: str = f("fold0+fold1", "Split for --measure_records.")

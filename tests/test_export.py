@@ -4,12 +4,13 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 from PIL import Image
 
-from catdog_tf.data import pipeline
+from catdog_tf.data import pipeline, records
 from catdog_tf.inference import ensemble, export, predict
 from catdog_tf.models.head import build_head, pooled_head_model, pooled_model
 from conftest import KAGGLE200, REPO, require
@@ -74,6 +75,16 @@ def test_export_agrees_with_predict_outside_the_package(tmp_path):
         np.testing.assert_allclose(np.asarray(res[key][:len(paths)]), p_ref, atol=2e-3, err_msg=key)
     np.testing.assert_allclose(res["model_float16.tflite"], p_ref, atol=1e-2)
     assert abs(res["bytes"][-1] - p_ref[0]) < 2e-2  # PNG bytes: the same photo, decoded in the graph
+    # Every written model measured on the same labeled photos (here the 8 of this test)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in paths:
+        (photos / Path(p).name).symlink_to(p)
+    records.build([str(photos)], records.BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.0, workers=1))
+    m = export.measure(str(out), str(tmp_path / "rec"), "train")["measured"]["results"]
+    assert set(m) == {"model.keras", "model.tflite", "model_float16.tflite"}
+    assert all(r["count"] == 8 and r["images_per_s"] > 0 and r["bytes"] > 0 for r in m.values())
+    assert abs(m["model.tflite"]["log_loss"] - m["model.keras"]["log_loss"]) < 1e-3
 
 
 def test_plain_keras_uses_standard_layers_only():

@@ -20,16 +20,19 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf.data import pipeline
+from catdog_tf import metrics
+from catdog_tf.data import pipeline, records
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
 from catdog_tf.metrics import LOGIT_EPS
+from catdog_tf.progress import Progress
 from catdog_tf.models.layers import CombineProbabilities, ImagePreprocess
 
 LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
@@ -212,16 +215,40 @@ def _size(path: Path) -> int:
     return path.stat().st_size
 
 
-def tflite_predict(path: str, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """P(dog) of float images [N, S, S, 3] through the LiteRT interpreter."""
-    interp = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count())
+def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dict:
+    """Log loss, accuracy and images/s of every exported model file on a records split (the
+    Keras model through predict, each LiteRT file through the interpreter), measured one after
+    the other on the same photos; written into export.json."""
+    outp = Path(out)
+    report = json.loads((outp / "export.json").read_text())
+    model = keras.saving.load_model(str(outp / "model.keras"))
+    size = predict.input_size(model)
+    variants = {"model.keras": None, **{f: f for f in sorted(report["files"]) if f.endswith(".tflite")}}
+    results = {}
+    for name, tfl in variants.items():
+        ds = pipeline.make_dataset(records_dir, split, size, batch_size)
+        interp = tf.lite.Interpreter(model_path=str(outp / tfl), num_threads=os.cpu_count()) if tfl else None
+        ps, ys, t0 = [], [], time.perf_counter()
+        bar = Progress(records.split_count(records_dir, split), f"measure {name}")
+        for x, y in ds:
+            ps.append(_tflite_batch(interp, x.numpy()) if interp else
+                      np.asarray(model(x, training=False)).reshape(-1))
+            ys.append(y.numpy())
+            bar.update(len(ps[-1]))
+        p, y = np.concatenate(ps).astype(np.float64), np.concatenate(ys)
+        results[name] = {"log_loss": metrics.log_loss(y, p), "accuracy": metrics.accuracy(y, p), "count": int(len(y)),
+                         "images_per_s": len(y) / (time.perf_counter() - t0), "bytes": _size(outp / name)}
+        print(f"{name}: log loss {results[name]['log_loss']:.5f} on {len(y)} photos, "
+              f"{results[name]['images_per_s']:.1f} img/s, {results[name]['bytes'] / 2**20:.1f} MB", file=sys.stderr)
+    report["measured"] = {"records": records_dir, "split": split, "results": results}
+    (outp / "export.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def _tflite_batch(interp, x: np.ndarray) -> np.ndarray:
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    ps = []
-    for k in range(0, len(images), batch):
-        x = np.ascontiguousarray(images[k:k + batch], np.float32)
-        interp.resize_tensor_input(inp["index"], list(x.shape))
-        interp.allocate_tensors()
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        ps.append(interp.get_tensor(out["index"]).reshape(-1))
-    return np.concatenate(ps).astype(np.float64)
+    interp.resize_tensor_input(inp["index"], list(x.shape))
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], np.ascontiguousarray(x, np.float32))
+    interp.invoke()
+    return interp.get_tensor(out["index"]).reshape(-1)
