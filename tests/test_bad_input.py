@@ -176,6 +176,7 @@ def test_duplicate_ids_and_stray_files_when_scoring_a_folder(tmp_path):
     for i in (1, 2):
         (t / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
     (t / "1.jpg.bak").write_bytes(b"old")
+    (t / "cat.5.jpg").write_bytes(jpeg_bytes(seed=5))  # a stray training photo is no test id
     tphotos = predict.scan_folder(str(t), labeled=False)
     assert tphotos.ids == ["1", "2"] and tphotos.missing_ids() == []  # the .bak costs no row
 

@@ -90,7 +90,9 @@ class Photos:
         """Ids that a file in the folder claims by its name but that no scored photo has (an
         unreadable photo, a folder or FIFO named like one): a submission without them is wrong."""
         scored = set(self.ids)
-        claimed = {kn.id for s in self.skipped if (kn := kaggle.parse(Path(s["file"]).name)) is not None}
+        kind = {it.label != kaggle.UNLABELED for it in self.items}
+        claimed = {kn.id for s in self.skipped
+                   if (kn := kaggle.parse(Path(s["file"]).name)) is not None and {kn.labeled} == kind}
         return sorted(claimed - scored, key=lambda i: (len(i), i))
 
     def describe(self) -> str:
