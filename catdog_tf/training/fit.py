@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tempfile
 from pathlib import Path
 
 import keras
@@ -94,7 +95,8 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
             options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
             val = val.with_options(options)
         return loop.fit(model, strategy, train, val, epochs=cfg.epochs, lr=cfg.lr, global_batch=cfg.batch_size,
-                        backup_dir=str((work or Path(".")) / "backup"), schedule=cfg.schedule,
+                        backup_dir=str(work / "backup") if work else tempfile.mkdtemp(prefix="catdog-fit-"),
+                        schedule=cfg.schedule,
                         decay_steps=decay_steps, patience=cfg.patience, label_smoothing=cfg.label_smoothing,
                         steps_per_epoch=None if arrays else cfg.steps_per_epoch, tb=tb, log=log)
     with strategy.scope():
