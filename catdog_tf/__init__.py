@@ -1,7 +1,9 @@
 """catdog_tf: cats vs dogs with TensorFlow.
 
-The data flows one way: files -> records -> pipeline -> model -> predictions.
-Each stage is one module; the `python -m catdog_tf.<stage>` entry points hold the flags.
+The folders follow the data, one way: data (Kaggle files -> records -> tf.data) -> models
+(backbones, head) -> training (one trainer, k-fold) -> inference (predict, evaluate, ensemble,
+export); tools and bench apart. `python -m catdog_tf.<tool>` entry points are thin: their flags
+come from the dataclasses in config.py. BUILD.md maps every module.
 """
 
 import os as _os

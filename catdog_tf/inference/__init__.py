@@ -1,1 +1,1 @@
-"""inference"""
+"""Predict, evaluate, ensemble and export: everything that runs a trained model."""

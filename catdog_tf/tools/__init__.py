@@ -1,1 +1,1 @@
-"""tools"""
+"""Data tools for people: exploration (sizes, duplicates) and the outlier screen."""
