@@ -304,7 +304,8 @@ def _tiny_model():
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
     d = tmp_path_factory.mktemp("trainrec")
-    return build([labeled_folder(d / "p", n=10)], d / "rec")["splits"] and d / "rec"
+    build([labeled_folder(d / "p", n=10)], d / "rec")
+    return d / "rec"
 
 
 def test_train_refuses_a_missing_split_or_fold(rec, tmp_path):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from catdog_tf.data import pipeline, records
 from catdog_tf.inference import ensemble, export, predict
+from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.head import build_head, pooled_head_model, pooled_model
 from conftest import KAGGLE200, REPO, require
 
@@ -91,7 +92,7 @@ def test_plain_keras_uses_standard_layers_only():
     keras.utils.set_random_seed(0)
     model = ensemble.build_ensemble([_member(3), _member(4)], [1.0, 3.0], "logit", 1.3)
     plain = export.plain_keras(model)
-    kinds = {type(layer).__module__.split(".")[0] for layer in export._all_layers(plain)}
+    kinds = {type(layer).__module__.split(".")[0] for layer in all_layers(plain)}
     assert kinds == {"keras"}
     x = np.random.default_rng(0).uniform(0, 255, (3, 96, 96, 3)).astype("float32")
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

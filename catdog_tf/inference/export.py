@@ -33,6 +33,7 @@ from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
 from catdog_tf.metrics import LOGIT_EPS
 from catdog_tf.progress import Progress
+from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.layers import CombineProbabilities, ImagePreprocess
 
 LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
@@ -72,7 +73,7 @@ def _combine(layer: CombineProbabilities, logits: list):
 
 def plain_keras(model: keras.Model) -> keras.Model:
     """`model` rebuilt with standard Keras layers only (same weights, same outputs)."""
-    has_combine = any(isinstance(layer, CombineProbabilities) for layer in _all_layers(model))
+    has_combine = any(isinstance(layer, CombineProbabilities) for layer in all_layers(model))
 
     def call(layer, *args, **kwargs):
         if isinstance(layer, ImagePreprocess):
@@ -87,13 +88,6 @@ def plain_keras(model: keras.Model) -> keras.Model:
         return layer(*args, **kwargs)
 
     return keras.models.clone_model(model, clone_function=lambda layer: layer, call_function=call, recursive=True)
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def decode_image(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
@@ -148,7 +142,7 @@ def litert(saved_model_dir: str, quantize: str = "none") -> bytes:
 
 
 def _resizes(model: keras.Model) -> bool:
-    return any(isinstance(layer, keras.layers.Resizing) for layer in _all_layers(model))
+    return any(isinstance(layer, keras.layers.Resizing) for layer in all_layers(model))
 
 
 README = """# {name}: exported by `python -m catdog_tf.export`

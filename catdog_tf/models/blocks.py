@@ -109,10 +109,10 @@ def top_block_layers(spec, model: keras.Model, k: int) -> list[keras.layers.Laye
     return [op for op in order[order.index(cut) + 1:] if isinstance(op, keras.layers.Layer)]
 
 
-def _all_layers(layer):
+def all_layers(layer):
     yield layer
     for sub in getattr(layer, "layers", []) or []:
-        yield from _all_layers(sub)
+        yield from all_layers(sub)
 
 
 def set_trainable_top_blocks(model: keras.Model, spec, k: int) -> list[keras.layers.Layer]:
@@ -128,7 +128,7 @@ def set_trainable_top_blocks(model: keras.Model, spec, k: int) -> list[keras.lay
     unfrozen = []
     for layer in top:
         layer.trainable = True
-        for sub in _all_layers(layer):
+        for sub in all_layers(layer):
             if isinstance(sub, keras.layers.BatchNormalization):
                 sub.trainable = False
         if not isinstance(layer, keras.layers.BatchNormalization):

@@ -98,8 +98,9 @@ def _finished(out: Path, identity: dict) -> dict | None:
 class _Run:
     """One train() call: its strategy, model, data and stage helpers."""
 
-    def __init__(self, cfg: TrainConfig, strategy, xla: bool, work: Path, chief: bool):
+    def __init__(self, cfg: TrainConfig, strategy, xla: bool, work: Path, chief: bool, has_val: bool):
         self.cfg, self.strategy, self.xla, self.work, self.chief = cfg, strategy, xla, work, chief
+        self.has_val = has_val
         self.cache_dir = cfg.cache_dir or default_cache_dir(cfg.out)
         with strategy.scope():
             # Under XLA the random augmentation ops (no XLA kernels) run in tf.data instead.
@@ -107,7 +108,6 @@ class _Run:
                 cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.dropout,
                 "none" if xla else cfg.augmentation, cfg.seed))
         self.size = self.clf.image_size
-        self.has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
         self._split = None
 
     def fit_config(self, stage: int, on_arrays: bool) -> FitConfig:
@@ -172,7 +172,7 @@ class _Run:
             pooled = self.clf.pooled()
         return self.arrays(pooled, flip)
 
-    def tb(self, stage: int, offsets: dict) -> ScalarLog | None:
+    def tb(self, offsets: dict) -> ScalarLog | None:
         if not self.chief:
             return None
         return ScalarLog(str(self.work / "tensorboard"), self.cfg.log_every, offsets["step"], offsets["epoch"])
@@ -200,7 +200,7 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     # Bad records, splits or folds: one clear line before anything slow.
     records.shard_files(cfg.records, cfg.train_split, cfg.fold)
-    _has_split(cfg.records, cfg.val_split, cfg.fold)
+    has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
     identity = _identity(cfg)
     if (done := _finished(out, identity)) is not None:
         log(f"{out} holds a finished run with these flags and records: nothing to do")
@@ -222,7 +222,7 @@ def train(cfg: TrainConfig) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     if chief:
         (work / "flags.json").write_text(json.dumps(identity, indent=1))
-    run = _Run(cfg, strategy, xla, work, chief)
+    run = _Run(cfg, strategy, xla, work, chief, has_val)
     clf = run.clf
     results: dict = {"config": dataclasses.asdict(cfg)}
     stage2 = cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0
@@ -240,7 +240,7 @@ def train(cfg: TrainConfig) -> dict:
         log("stage 1 already done: loaded its weights")
         results["history1"] = done
     elif cfg.epochs1 > 0:
-        tb = run.tb(1, offsets)
+        tb = run.tb(offsets)
         if cached1:
             log("stage 1: head on cached pooled features (fast path)")
             x, y, val = run.pooled_arrays(stage2_cached, cfg.head_augmentation == "flip")
@@ -275,7 +275,7 @@ def train(cfg: TrainConfig) -> dict:
             n_train = sum(int(np.prod(w.shape)) for w in clf.backbone.trainable_weights)
             log(f"stage 2: top {cfg.unfreeze_blocks} block(s) of {cfg.backbone} trainable ({n_train:,} weights), "
                 f"lr {cfg.lr2}")
-            tb = run.tb(2, offsets)
+            tb = run.tb(offsets)
             if stage2_cached:
                 log("stage 2 on cached activations of the frozen bottom (CPU path; flips only)")
                 bottom, top = run.bottom_top()
