@@ -37,7 +37,8 @@ class BuildConfig:
     val_fraction: float = f(0.1, "Fraction of each class held out for validation.")
     folds: int = f(0, "K >= 2: assign every labeled image to one of K folds instead.")
     seed: int = f(0, "Split seed.")
-    exclude: str | None = f(None, "File of ids kept out of train/validation (one per line, # comments).")
+    exclude: str | None = f(None, "File of ids kept out of training (one per line, # comments); they stay in their "
+                            "split or fold, so evaluation still scores them.")
     max_side: int | None = f(None, "Store a re-encoding downscaled to this longest side.")
     strict: bool = f(False, "Exit non-zero if any file was skipped.")
     max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.")
@@ -98,6 +99,8 @@ class KFoldConfig:
     dropout: float = f(0.3, "Dropout on the pooled features.")
     batch_size: int = f(64, "Batch size.")
     flip: bool = f(True, "Also train on the mirror images' features.")
+    tta_flip: bool = f(True, "Score each photo and its mirror image and average the logits: in the out-of-fold "
+                       "figures and in the exported model (twice the inference cost).")
     seed: int = f(0, "Seed (fold k uses seed + k).")
     cache_dir: str | None = f(None, "Feature cache (default <out>/../cache; shared with train).")
     cache_groups: list[str] | None = f(None, "Cache these groups of folds as one file each, e.g. fold2,fold3+fold4 "
@@ -122,6 +125,9 @@ class EnsembleConfig:
     weights: list[float] | None = f(None, "Fixed weights, e.g. 0.2,0.3,0.5 (default: fitted).")
     space: str = f("auto", "Averaging space (auto: the better one).", choices=("auto", "prob", "logit"))
     temperature: bool = f(True, "Fit a temperature.")
+    hedge: str = f("auto", "With --oof: scale the logit by the ImageNet cat/dog mass (pulls photos with no "
+                   "animal or both toward 0.5); auto keeps it when the cross-fitted log loss improves.",
+                   choices=("auto", "on", "off"))
     tta: str = f("none", "Test-time augmentation while fitting.", choices=TTA)
     batch_size: int = f(32, "Batch size.")
 
@@ -131,8 +137,11 @@ class EvaluateConfig:
     model: str = f("runs/final/model.keras", "Model file or model folder.")
     images: str | None = f(None, "Folder of labeled images cat.N.jpg / dog.N.jpg.")
     records: str | None = f(None, "Records folder.")
+    predictions: str | None = f(None, "Score this out-of-fold predictions CSV (or k-fold run folder) instead of a "
+                                "model; --records adds the photos to the contact sheet.")
     split: str = f("validation", "Records split to evaluate.")
     fold: int | None = f(None, "Fold (records built with --folds).")
+    worst: int = f(24, "Photos on the worst-mistakes contact sheet.")
     json_out: str | None = f(None, "Write the JSON summary here.")
     out: str | None = f(None, "Folder for plots (default: next to --json_out).")
     tta: str = f("none", "Test-time augmentation.", choices=TTA)

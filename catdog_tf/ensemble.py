@@ -19,8 +19,10 @@ def main(argv):
     if not cfg.member:
         raise UserError("give --member=MODEL at least once")
     if cfg.oof:
-        report = ensemble.run_oof(cfg.member, cfg.out, space=cfg.space, temperature=cfg.temperature)
-        keys = ("space", "weights", "temperature", "oof_log_loss", "oof_accuracy")
+        report = ensemble.run_oof(cfg.member, cfg.out, space=cfg.space, temperature=cfg.temperature,
+                                  hedge=cfg.hedge)
+        keys = ("space", "weights", "temperature", "hedge", "oof_log_loss", "oof_log_loss_ci95", "cleaned_oof_log_loss",
+                "oof_accuracy")
     else:
         if cfg.weights and len(cfg.weights) != len(cfg.member):
             raise UserError(f"{len(cfg.weights)} weights for {len(cfg.member)} members")

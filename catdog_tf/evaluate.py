@@ -17,16 +17,29 @@ from catdog_tf.inference import evaluate, predict
 def main(argv):
     cli.no_extra_args(argv)
     cfg = cli.from_flags(EvaluateConfig)
-    if bool(cfg.images) == bool(cfg.records):
-        raise UserError("give exactly one of --images=FOLDER or --records=FOLDER")
-    model = predict.load_model(cfg.model)
     out_dir = cfg.out or (str(Path(cfg.json_out).with_suffix("")) + "_plots" if cfg.json_out else None)
-    s = evaluate.evaluate(model, images=cfg.images, records_dir=cfg.records, split=cfg.split, fold=cfg.fold,
-                          tta=cfg.tta, batch_size=cfg.batch_size, out_dir=out_dir,
-                          clips=tuple(evaluate.DEFAULT_CLIPS) + tuple(cfg.clip or ()), max_pixels=cfg.max_pixels)
-    s["model"] = cfg.model
-    s["data"] = cfg.images or f"{cfg.records}:{cfg.split}"
-    print(f"log loss {s['log_loss']:.5f}  accuracy {s['accuracy']:.4f}  count {s['count']}  (tta={cfg.tta})")
+    clips = tuple(evaluate.DEFAULT_CLIPS) + tuple(cfg.clip or ())
+    if cfg.predictions:
+        if cfg.images:
+            raise UserError("--predictions scores a CSV: give --records (for the photos), not --images")
+        s = evaluate.evaluate_predictions(cfg.predictions, records_dir=cfg.records, out_dir=out_dir, clips=clips,
+                                          worst=cfg.worst)
+        s["data"] = cfg.predictions
+    else:
+        if bool(cfg.images) == bool(cfg.records):
+            raise UserError("give exactly one of --images=FOLDER or --records=FOLDER")
+        s = evaluate.evaluate(predict.load_model(cfg.model), images=cfg.images, records_dir=cfg.records,
+                              split=cfg.split, fold=cfg.fold, tta=cfg.tta, batch_size=cfg.batch_size, out_dir=out_dir,
+                              clips=clips, max_pixels=cfg.max_pixels, worst=cfg.worst)
+        s["model"] = cfg.model
+        s["data"] = cfg.images or f"{cfg.records}:{cfg.split}"
+    lo, hi = s["log_loss_ci95"]
+    print(f"log loss {s['log_loss']:.5f} (95% CI {lo:.5f}-{hi:.5f})  accuracy {s['accuracy']:.4f}  count {s['count']}"
+          f"  (tta={s.get('tta', 'none')})")
+    if "cleaned" in s:
+        c = s["cleaned"]
+        print(f"  without the {s['excluded']} photos excluded from training: log loss {c['log_loss']:.5f} "
+              f"(95% CI {c['log_loss_ci95'][0]:.5f}-{c['log_loss_ci95'][1]:.5f}) on {c['count']}")
     for c, v in s["log_loss_clipped"].items():
         print(f"  clipped to [{c}, 1-{c}]: {v:.5f}")
     if cfg.json_out:

@@ -36,3 +36,15 @@ def logit(p, eps: float = LOGIT_EPS) -> np.ndarray:
 
 def sigmoid(z) -> np.ndarray:
     return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
+
+
+def bootstrap_ci(y, p, n_boot: int = 2000, seed: int = 0, eps: float = KAGGLE_EPS) -> list[float]:
+    """95 % percentile-bootstrap interval of the log loss: photos resampled with replacement.
+    A few confident mistakes carry much of the loss, so the interval is wide and skewed."""
+    per = per_example_log_loss(y, p, eps)
+    if len(per) == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([per[rng.integers(0, len(per), (min(200, n_boot - b), len(per)))].mean(axis=1)
+                            for b in range(0, n_boot, 200)])
+    return [float(v) for v in np.percentile(means, [2.5, 97.5])]

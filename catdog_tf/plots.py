@@ -44,7 +44,8 @@ def contact_sheet(items: list[tuple[object, str]], out_png: str, title: str = ""
         ax.set_title(caption, fontsize=8, color=(colors[k] if colors else "black"))
     if title:
         fig.suptitle(title, fontsize=12)
-    fig.tight_layout()
+    # Leave the title its own strip: tight_layout alone lets the first row's captions run into it.
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=80)
     plt.close(fig)

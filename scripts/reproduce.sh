@@ -27,7 +27,9 @@ CACHE_GROUPS=fold2,fold3+fold4+fold5+fold6+fold7+fold8+fold9
 stage "1/7 outlier screen (ImageNet top-30 without cat/dog) -> $RUNS/outliers"
 [ -f "$RUNS/outliers/summary.json" ] || python -m catdog_tf.outliers --images="$DATA/train" --out="$RUNS/outliers"
 
-stage "2/7 records: reviewed exclusions (data/exclude_reviewed.txt) + the native-size ids"
+# The exclusion list keeps photos out of TRAINING only: they stay in their folds, so the held-out
+# and out-of-fold figures cover every photo, as a Kaggle test set would (cleaned figures beside).
+stage "2/7 records: reviewed exclusions (data/exclude_reviewed.txt) + the native-size ids, kept out of training"
 {
   cat data/exclude_reviewed.txt
   echo "# kaggle_native ids: kept out of training to evaluate on native sizes"
@@ -46,7 +48,7 @@ for m in $MEMBERS; do
   dirs+=("--member=$dir")
 done
 
-stage "4/7 ensemble: weights, averaging space and temperature fitted on the out-of-fold predictions"
+stage "4/7 ensemble: weights, averaging space and temperature or ImageNet-mass hedge fitted on the out-of-fold predictions"
 # Redone (with everything after it) when the member list changed since the last run.
 if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/null)" != "${dirs[*]}" ]; then
   rm -rf "$RUNS/final"
@@ -54,11 +56,15 @@ if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/n
   echo "${dirs[*]}" > "$RUNS/final/MEMBERS"
 fi
 
-stage "5/7 evaluate the exported model: held-out $HELDOUT and native sizes"
+stage "5/7 evaluate the exported model: held-out $HELDOUT and native sizes; out-of-fold label review"
 [ -f "$RUNS/final/heldout.json" ] || python -m catdog_tf.evaluate --model="$RUNS/final/model.keras" \
   --records="$RUNS/records" --split=$HELDOUT --json_out="$RUNS/final/heldout.json"
 [ -f "$RUNS/final/native.json" ] || python -m catdog_tf.evaluate --model="$RUNS/final/model.keras" \
   --images="$NATIVE" --json_out="$RUNS/final/native.json"
+# Label-error review: the training photos whose out-of-fold prediction contradicts their label
+# most confidently, on a contact sheet (oof_review_plots/worst_mistakes.png) for a person to look at.
+[ -f "$RUNS/final/oof_review.json" ] || python -m catdog_tf.evaluate --predictions="$RUNS/final/oof_predictions.csv" \
+  --records="$RUNS/records" --worst=48 --json_out="$RUNS/final/oof_review.json"
 
 stage "6/7 submission"
 [ -f "$RUNS/final/submission.csv" ] || python -m catdog_tf.predict --model="$RUNS/final/model.keras" \

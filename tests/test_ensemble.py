@@ -77,3 +77,63 @@ def test_submission_has_every_id_once(tmp_path):
     with pytest.raises(ValueError, match="duplicate"):
         predict.write_submission(str(tmp_path / "t.csv"), ["1", "1"], np.array([0.5, 0.5]))
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_hedge_pulls_photos_without_one_clear_animal_toward_half():
+    """Photos whose ImageNet mass says 'no animal' or 'both animals' get confident, random
+    predictions: the fitted hedge shrinks their logits and keeps the clear photos sharp."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    y = rng.integers(0, 2, n).astype(float)
+    kind = rng.choice(3, n, p=[0.9, 0.05, 0.05])  # clear animal, no animal, both
+    cat = np.where(kind == 0, np.where(y == 0, 0.95, 0.02), np.where(kind == 1, 0.01, 0.45))
+    dog = np.where(kind == 0, np.where(y == 1, 0.95, 0.02), np.where(kind == 1, 0.01, 0.45))
+    masses = np.stack([cat, dog], 1)
+    z = np.where(kind == 0, (2 * y - 1) * 6 + rng.normal(0, 1, n), rng.normal(0, 6, n))
+    P = metrics.sigmoid(np.stack([z, z + rng.normal(0, 0.5, n)], 1))
+    w = ensemble.fit_weights(P, y, "logit")
+    plain = ensemble.combine(P, w, "logit", ensemble.fit_temperature(ensemble.combine(P, w, "logit"), y))
+    h = ensemble.fit_hedge(P, y, w, "logit", masses)
+    hedged = ensemble.combine(P, w, "logit", 1.0, h, masses)
+    assert metrics.log_loss(y, hedged) < 0.7 * metrics.log_loss(y, plain)
+    unclear = kind != 0
+    assert np.abs(hedged[unclear] - 0.5).mean() < 0.5 * np.abs(plain[unclear] - 0.5).mean()
+    assert np.abs(hedged[~unclear] - 0.5).mean() > 0.45  # clear photos stay confident
+
+
+def _pooled_member(seed, mirror=False):
+    from catdog_tf.models import head
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(keras.layers.Rescaling(1 / 255.0)(inp))
+    pooled = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x), name=f"tiny{seed}_32_avg")
+    member = head.pooled_head_model([pooled], head.build_head(8, 0.0, seed=seed), f"member{seed}", mirror=mirror)
+    clf = keras.layers.Dense(1000, activation="softmax", name=f"imagenet_tiny{seed}")
+    clf.build((None, 8))
+    clf.set_weights([np.random.default_rng(seed).normal(0, 3, (8, 1000)).astype("float32"), np.zeros(1000, "float32")])
+    return member, pooled, clf
+
+
+def test_hedged_ensemble_is_one_graph_equal_to_numpy_and_to_plain_keras(tmp_path):
+    from catdog_tf.inference import export
+    from catdog_tf.models import imagenet
+    parts = [_pooled_member(1), _pooled_member(2, mirror=True)]
+    members, clfs = [m for m, _, _ in parts], [c for _, _, c in parts]
+    w, h = [0.4, 0.6], [-1.0, 2.0, -5.0]
+    ens = ensemble.build_ensemble(members, w, "logit", hedge=h, classifiers=clfs)
+    x = np.random.default_rng(3).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+    P = np.stack([m(x).numpy()[:, 0] for m in members], 1)
+    feats = [parts[0][1](x).numpy(), (parts[1][1](x).numpy() + parts[1][1](x[:, :, ::-1]).numpy()) / 2]
+    masses = np.mean([np.stack(imagenet.cat_dog_probs(c(f).numpy()), 1) for (_, _, c), f in zip(parts, feats)], axis=0)
+    # The mirror member averages the logits of the image and of its mirror image.
+    z = [metrics.logit(m(x).numpy()[:, 0]) for m in (members[1], _pooled_member(2)[0])]
+    zm = metrics.logit(_pooled_member(2)[0](x[:, :, ::-1]).numpy()[:, 0])
+    np.testing.assert_allclose(z[0], (z[1] + zm) / 2, rtol=1e-4, atol=1e-4)
+    expected = ensemble.combine(P, w, "logit", 1.0, h, masses)
+    assert np.abs(expected - ensemble.combine(P, w, "logit")).max() > 1e-3  # the hedge does something here
+    np.testing.assert_allclose(ens(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)
+    ens.save(tmp_path / "model.keras")
+    again = predict.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(again(x).numpy(), ens(x).numpy(), rtol=1e-6, atol=1e-7)
+    plain = export.plain_keras(again)
+    np.testing.assert_allclose(plain(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)

@@ -49,3 +49,51 @@ def test_evaluate_folder_json_and_plots(tmp_path):
     plots = tmp_path / "eval_plots"
     assert (plots / "calibration.png").stat().st_size > 10_000
     assert (plots / "worst_mistakes.png").stat().st_size > 10_000
+
+
+def test_bootstrap_interval_covers_and_narrows_with_more_photos():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000).astype(float)
+    p = np.clip(np.where(y == 1, 0.9, 0.1) + rng.normal(0, 0.05, 4000), 1e-4, 1 - 1e-4)
+    p[:4] = 1 - y[:4]  # four confident mistakes: a skewed interval
+    lo, hi = metrics.bootstrap_ci(y, p)
+    assert lo < metrics.log_loss(y, p) < hi
+    lo2, hi2 = metrics.bootstrap_ci(y[:400], p[:400])
+    assert hi2 - lo2 > 2 * (hi - lo)
+    assert metrics.bootstrap_ci(y, p) == [lo, hi]  # seeded: the same interval every run
+
+
+def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp_path):
+    """--predictions: the label-error review path; excluded photos scored but marked."""
+    from catdog_tf.data import records
+    from catdog_tf.training import kfold
+    d = tmp_path / "train"
+    d.mkdir()
+    ids = [f"{c}.{i}" for c in ("cat", "dog") for i in range(8)]
+    for n, i in enumerate(ids):
+        (d / f"{i}.jpg").write_bytes(jpeg_bytes(seed=n))
+    (tmp_path / "ex.txt").write_text("dog.3\n")
+    rec = tmp_path / "rec"
+    records.build([str(d)], records.BuildConfig(out=str(rec), folds=2, exclude=str(tmp_path / "ex.txt"), workers=2))
+    y = np.asarray([i.startswith("dog") for i in ids], float)
+    p = np.where(y == 1, 0.95, 0.05)
+    p[ids.index("cat.2")] = 0.999  # a confident contradiction: a label-error candidate
+    p[ids.index("dog.3")] = 0.01  # excluded from training, still scored
+    excluded = np.asarray([i == "dog.3" for i in ids])
+    kfold.write_oof(tmp_path / "oof.csv", ids, y, ["fold0"] * 16, p, excluded)
+    r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--predictions={tmp_path / 'oof.csv'}",
+                        f"--records={rec}", f"--json_out={tmp_path / 'e.json'}", "--worst=4"],
+                       cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((tmp_path / "e.json").read_text())
+    assert s["count"] == 16 and s["excluded"] == 1 and s["cleaned"]["count"] == 15
+    assert s["log_loss"] == metrics.log_loss(y, p)
+    assert s["cleaned"]["log_loss"] == metrics.log_loss(y[~excluded], p[~excluded])
+    assert [w["id"] for w in s["worst"][:2]] == ["cat.2", "dog.3"] and s["worst"][1]["excluded"]
+    assert (tmp_path / "e_plots" / "worst_mistakes.png").stat().st_size > 1000
+    assert "95% CI" in r.stdout and "excluded from training" in r.stdout
+    # A CSV from other records (another exclusion list) is refused in one line.
+    kfold.write_oof(tmp_path / "other.csv", ids, y, ["fold0"] * 16, p)
+    r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--predictions={tmp_path / 'other.csv'}",
+                        f"--records={rec}"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "excluded photos differ" in r.stderr

@@ -21,8 +21,13 @@ from conftest import KAGGLE200, REPO, real_records, require
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
-    """96 real photos (48 per class) in 4 folds."""
-    return real_records(tmp_path_factory, range(3000, 3048), folds=4, min_shards=1)
+    """96 real photos (48 per class) in 4 folds; 3 of them on an exclusion list."""
+    ex = tmp_path_factory.mktemp("ex") / "exclude.txt"
+    ex.write_text("\n".join(EXCLUDED) + "\n")
+    return real_records(tmp_path_factory, range(3000, 3048), folds=4, min_shards=1, exclude=str(ex))
+
+
+EXCLUDED = ["cat.3000", "cat.3005", "dog.3001"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,8 @@ def lite0_run(rec, tmp_path_factory):
 
 def test_oof_covers_each_photo_of_the_chosen_folds_once(rec, lite0_run):
     cfg, report = lite0_run
-    ids, y, folds, p = kfold.read_oof(cfg.out)
+    o = kfold.read_oof(cfg.out)
+    ids, y, folds, p = o.ids, o.labels, o.folds, o.p_dog
     expected = {ex["id"]: f"fold{ex['fold']}" for ex in records.read_examples(rec) if ex["fold"] in (1, 2, 3)}
     assert sorted(ids) == sorted(expected) and len(ids) == report["count"]  # fold0 untouched, no repeats
     assert all(expected[i] == f for i, f in zip(ids, folds))  # the fold written is the photo's own
@@ -43,6 +49,19 @@ def test_oof_covers_each_photo_of_the_chosen_folds_once(rec, lite0_run):
     assert report["oof_log_loss"] == pytest.approx(metrics.log_loss(y, p), abs=1e-6)
     assert report["oof_log_loss"] < 0.4  # real ImageNet features separate cats from dogs out of fold
     assert [f["fold"] for f in report["per_fold"]] == ["fold1", "fold2", "fold3"]
+    # Excluded photos: predicted out of fold like the rest, never trained on.
+    in_folds = [i for i in EXCLUDED if i in expected]
+    assert in_folds and sorted(np.asarray(ids)[o.excluded]) == sorted(in_folds)
+    for f in report["per_fold"]:
+        others = [i for i, k in expected.items() if k != f["fold"]]
+        assert f["trained_on"] == len([i for i in others if i not in EXCLUDED]) < len(others) + 1
+    assert report["cleaned_oof_log_loss"] == pytest.approx(metrics.log_loss(y[~o.excluded], p[~o.excluded]), abs=1e-6)
+    lo, hi = report["oof_log_loss_ci95"]
+    assert lo < report["oof_log_loss"] < hi
+    # The backbone's own ImageNet classifier: cat mass on cats, dog mass on dogs, mostly.
+    cat, dog = o.masses[:, 0], o.masses[:, 1]
+    assert ((cat >= 0) & (dog >= 0) & (cat + dog <= 1 + 1e-5)).all()
+    assert np.mean((dog > cat) == (y == 1)) > 0.8
     assert all(len(f["val_loss_by_epoch"]) == cfg.epochs for f in report["per_fold"])
 
 
@@ -53,7 +72,9 @@ def test_exported_model_is_the_mean_of_the_fold_heads(rec, lite0_run):
     # The same features through the averaged head by hand: mean of the fold heads' logits.
     pm = head.pooled_model("efficientnet_lite0", "auto", None)
     x, _, ids2 = features.cached(pm, rec, "fold0", 224)
-    assert list(ids2) == list(ids)
+    xf, _, _ = features.cached(pm, rec, "fold0", 224, flip=True)
+    assert list(ids2) == list(ids) and cfg.tta_flip
+    x = (x + xf) / 2  # flip test-time augmentation: the mean features give the mean logit
     z = np.load(f"{cfg.out}/fold_heads.npz")
     logits = [x @ z[f"{f}/0"][:, 0] + z[f"{f}/1"][0] for f in report["folds"]]
     assert np.std(logits, axis=0).mean() > 1e-3  # the fold heads differ: averaging them matters
@@ -69,6 +90,7 @@ def test_finished_run_with_same_settings_is_not_redone(lite0_run, capsys):
     kfold.run(dataclasses.replace(cfg, cache_groups=None, cache_dir=str(Path(cfg.out) / "other_cache")))
     assert "nothing to do" in capsys.readouterr().err
     assert (Path(cfg.out) / "model.keras").stat().st_mtime_ns == mtime
+    assert report["records"] == records.content_fingerprint(cfg.records)  # a new exclusion list redoes the run
 
 
 def test_averaged_head_equals_logit_mean_of_heads():
@@ -95,10 +117,27 @@ def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
     assert r["count"] == 72 and r["folds"] == ["fold1", "fold2", "fold3"]
     # Cross-fitting can't beat the combination fitted on the very photos it is scored on.
     assert r["oof_log_loss"] >= r["fitted_log_loss"] - 1e-9
-    ids, y, _, p = kfold.read_oof(tmp_path / "ens")
+    o = kfold.read_oof(tmp_path / "ens")
+    y, p = o.labels, o.p_dog
     assert r["oof_log_loss"] == pytest.approx(metrics.log_loss(y, p), abs=1e-6)
+    # auto keeps the ImageNet-mass hedge only when its cross-fitted figure is the lower one
+    assert set(r["hedge_tried"]) == {"off", "on"}
+    assert r["oof_log_loss"] == pytest.approx(min(r["hedge_tried"].values()))
+    assert (r["hedge"] is not None) == (r["hedge_tried"]["on"] < r["hedge_tried"]["off"])
+    assert r["cleaned_count"] == 72 - int(o.excluded.sum()) and o.excluded.any()
     ens = predict.load_model(str(tmp_path / "ens"))
-    assert len([layer for layer in ens.layers if layer.name.startswith("member")]) == 2
+    assert {layer.name.split("_")[0] for layer in ens.layers if layer.name.startswith("member")} == {"member0", "member1"}
+    for h in ("on", "off"):  # either way one graph that reloads and predicts like the members combined
+        r = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / h), hedge=h)
+        assert (r["hedge"] is None) == (h == "off")
+        ens = predict.load_model(str(tmp_path / h))
+        ids, _, p_ens = predict.predict_records(ens, rec, "fold0", 32)
+        P = np.stack([predict.predict_records(predict.load_model(d), rec, "fold0", 32)[2] for d in (cfg.out, cfg2.out)], 1)
+        if h == "off":
+            np.testing.assert_allclose(p_ens, ensemble.combine(P, r["weights"], r["space"], r["temperature"]),
+                                       rtol=1e-4, atol=1e-6)
+        else:
+            assert np.abs(p_ens - ensemble.combine(P, r["weights"], r["space"])).max() > 1e-4
 
 
 def test_mismatched_members_are_refused(lite0_run, tmp_path):
@@ -149,5 +188,5 @@ def test_cli_writes_report(rec, tmp_path):
                         f"--cache_dir={tmp_path / 'cache'}"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["count"] == len(kfold.read_oof(out)[0])
+    assert summary["count"] == len(kfold.read_oof(out).ids)
     assert "out-of-fold log loss" in r.stderr and "ETA" in r.stderr

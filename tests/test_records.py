@@ -98,12 +98,21 @@ def test_folds_assign_every_image_once(kaggle_dir, tmp_path):
 def test_exclusion_file(kaggle_dir, tmp_path):
     ex = tmp_path / "exclude.txt"
     ex.write_text("# reviewed outliers\ncat.3\ndog.5.jpg  # a logo\n\ncat.999\n")
-    m = build([kaggle_dir], tmp_path / "rec", exclude=str(ex))
-    ids = {e["id"] for e in records.read_examples(str(tmp_path / "rec"))}
-    assert "cat.3" not in ids and "dog.5" not in ids and "cat.4" in ids
-    assert m["excluded"] == ["cat.3", "dog.5"]
+    m = build([kaggle_dir], tmp_path / "rec", exclude=str(ex), folds=4)
+    rec = str(tmp_path / "rec")
+    # Kept out of TRAINING only: stored in their folds, so evaluation covers every photo.
+    folds = {e["id"]: e["fold"] for e in records.read_examples(rec)}
+    assert {"cat.3", "dog.5", "cat.4"} <= set(folds)
+    assert m["excluded"] == records.excluded_ids(rec) == ["cat.3", "dog.5"]
     assert m["exclude_unmatched"] == ["cat.999"]
-    assert m["seen"] == m["written"] + len(m["skipped"]) == 46
+    assert m["seen"] == m["written"] + len(m["skipped"]) == 46 and not m["skipped"]
+    k = folds["cat.3"]
+    assert records.split_count(rec, f"fold{k}") == m["splits"][f"fold{k}"]["count"]
+    assert records.split_count(rec, f"fold{k}", training=True) == m["splits"][f"fold{k}"]["count"] - \
+        sum(folds[i] == k for i in ("cat.3", "dog.5"))
+    # The folds are cut over every photo: the same as a build without the list.
+    build([kaggle_dir], tmp_path / "rec_all", folds=4)
+    assert {e["id"]: e["fold"] for e in records.read_examples(str(tmp_path / "rec_all"))} == folds
 
 
 def test_bad_inputs_are_reported_or_converted(tmp_path):
@@ -246,3 +255,38 @@ def test_rebuilds_write_identical_shards(kaggle_dir, tmp_path):
         m = json.loads((out / "manifest.json").read_text())
         shas.append(sorted((sh["file"], sh["sha256"]) for s in m["splits"].values() for sh in s["shards"]))
     assert shas[0] == shas[1]
+
+
+def test_trainers_skip_excluded_photos_and_evaluation_keeps_them(kaggle_dir, tmp_path):
+    from catdog_tf.data import pipeline
+    from catdog_tf.training.features import FeatureSet
+    ex = tmp_path / "exclude.txt"
+    ex.write_text("cat.3\ndog.5\n")
+    build([kaggle_dir / "train"], tmp_path / "rec", exclude=str(ex), folds=2)
+    rec = str(tmp_path / "rec")
+
+    def ids(**kw):
+        ds = pipeline.make_dataset(rec, "fold0+fold1", 16, 8, with_ids=True, seed=0, **kw)
+        return sorted(i.decode() for x, _ in ds for i in x["id"].numpy())
+
+    every = ids()
+    assert len(every) == 40 and {"cat.3", "dog.5"} <= set(every)
+    assert ids(training=True) == sorted(set(every) - {"cat.3", "dog.5"})
+    assert ids(training=True, skip_excluded=False) == every
+    assert ids(skip_excluded=True) == ids(training=True)
+    fs = FeatureSet(np.arange(4.0)[:, None], np.zeros(4), np.asarray(["cat.3", "cat.4", "dog.5", "dog.6"], object),
+                    np.arange(4.0)[:, None] + 10)
+    kept = fs.without(records.excluded_ids(rec))
+    assert list(kept.ids) == ["cat.4", "dog.6"] and kept.x[:, 0].tolist() == [1, 3] and kept.x_flip[:, 0].tolist() == [11, 13]
+
+
+def test_content_fingerprint_follows_shards_and_exclusions_not_build_time(kaggle_dir, tmp_path):
+    ex = tmp_path / "exclude.txt"
+    ex.write_text("cat.3\n")
+    build([kaggle_dir / "train"], tmp_path / "a", exclude=str(ex), folds=2)
+    build([kaggle_dir / "train"], tmp_path / "b", exclude=str(ex), folds=2)  # another build time, same content
+    ex.write_text("cat.3\ndog.4\n")
+    build([kaggle_dir / "train"], tmp_path / "c", exclude=str(ex), folds=2)
+    fa, fb, fc = (records.content_fingerprint(str(tmp_path / k)) for k in "abc")
+    assert fa == fb != fc
+    assert records.split_shards(str(tmp_path / "a"), "fold0") == records.split_shards(str(tmp_path / "c"), "fold0")

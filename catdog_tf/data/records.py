@@ -307,20 +307,12 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
         source = ["tfds:cats_vs_dogs"]
     seen = len(candidates) + len(skipped)
 
-    excluded: list[str] = []
-    if cfg.exclude:
-        ex_ids = read_exclusions(cfg.exclude)
-        kept = []
-        for c in candidates:
-            if c.id.lower() in ex_ids and c.label != UNLABELED:
-                excluded.append(c.id)
-                skipped.append({"file": c.origin, "reason": f"excluded by {cfg.exclude}"})
-            else:
-                kept.append(c)
-        unmatched = sorted(ex_ids - {e.lower() for e in excluded})
-        candidates = kept
-    else:
-        unmatched = []
+    # The exclusion list keeps photos out of TRAINING only: they are stored in their folds (so
+    # held-out and out-of-fold figures cover every photo, as a Kaggle test set would) and the
+    # manifest lists them for the trainers to skip.
+    ex_ids = read_exclusions(cfg.exclude) if cfg.exclude else set()
+    excluded_candidates = {c.id.lower() for c in candidates if c.label != UNLABELED} & ex_ids
+    unmatched = sorted(ex_ids - excluded_candidates)
 
     checked: list[Checked] = []
     bad: list[dict] = []
@@ -342,6 +334,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
         raise RecordsError(f"no labeled photo (cat.N.jpg / dog.N.jpg) in {', '.join(source)} "
                            f"({len(skipped)} file(s) skipped; {_first(skipped)}); nothing written")
 
+    excluded = sorted(it.id for it in checked if it.id.lower() in excluded_candidates)
     splits = assign_splits(checked, cfg.val_fraction, cfg.folds, cfg.seed)
     jobs = []
     for split, items in splits.items():
@@ -374,7 +367,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
         "seen": seen,
         "written": len(checked),
         "skipped": skipped,
-        "excluded": sorted(excluded),
+        "excluded": excluded,
         "exclude_file": cfg.exclude,
         "exclude_unmatched": unmatched,
         "converted": [{"file": it.origin, "id": it.id, "reason": it.convert} for it in checked if it.convert],
@@ -391,6 +384,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
             "cat": sum(it.label == 0 for it in items),
             "dog": sum(it.label == 1 for it in items),
             "unlabeled": sum(it.label == UNLABELED for it in items),
+            "excluded": sum(it.id.lower() in excluded_candidates for it in items),
             "fold": fold_of(split),
             "shards": [{k: results[j[1].name][k] for k in ("file", "count", "bytes", "sha256")} for j in shards],
         }
@@ -402,7 +396,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
     reused = sum(r["reused"] for r in results.values())
     dt = time.time() - t0
     print(f"records: seen {seen}, written {len(checked)}, skipped {len(skipped)}"
-          f" ({len(excluded)} excluded), {len(jobs)} shards ({reused} reused) in {dt:.1f}s"
+          f", {len(excluded)} of them excluded from training, {len(jobs)} shards ({reused} reused) in {dt:.1f}s"
           f" ({len(checked) / max(dt, 1e-9):.0f} img/s) -> {out / MANIFEST}", file=sys.stderr)
     for split, s in manifest["splits"].items():
         print(f"  {split:<11} {s['count']:>6} images  cat {s['cat']:>6}  dog {s['dog']:>6}"
@@ -455,28 +449,30 @@ def _checked_shards(records_dir: str, m: dict, names: list[str]) -> list[str]:
     return paths
 
 
-def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[str]:
-    """Shard paths of a split. With folds: split 'train' = every fold but `fold`,
-    'validation' = fold `fold`. Several splits join with '+', e.g. 'fold2+fold3'."""
-    m = load_manifest(records_dir)
+def _split_names(records_dir: str, m: dict, split: str, fold: int | None) -> list[str]:
+    """With folds: split 'train' = every fold but `fold`, 'validation' = fold `fold`.
+    Several splits join with '+', e.g. 'fold2+fold3'."""
     splits = m["splits"]
     if fold is not None and not m.get("folds"):
         raise RecordsError(f"{records_dir} was built without --folds, so there is no fold {fold}")
     if "+" in split:
         names = split.split("+")
-    elif m.get("folds"):
-        if split in ("train", "validation"):
-            if fold is None:
-                raise RecordsError(f"{records_dir} holds {m['folds']} folds: pass fold=0..{m['folds'] - 1}")
-            names = [f"fold{fold}"] if split == "validation" else [s for s in splits if s.startswith("fold") and s != f"fold{fold}"]
-        else:
-            names = [split]
+    elif m.get("folds") and split in ("train", "validation"):
+        if fold is None:
+            raise RecordsError(f"{records_dir} holds {m['folds']} folds: pass fold=0..{m['folds'] - 1}")
+        names = [f"fold{fold}"] if split == "validation" else [s for s in splits if s.startswith("fold") and s != f"fold{fold}"]
     else:
         names = [split]
     missing = [n for n in names if n not in splits]
     if missing:
         raise RecordsError(f"{records_dir}: no split {missing[0]!r} (have {sorted(splits)})")
-    return _checked_shards(records_dir, m, names)
+    return names
+
+
+def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[str]:
+    """Shard paths of a split (see _split_names), each checked against the manifest."""
+    m = load_manifest(records_dir)
+    return _checked_shards(records_dir, m, _split_names(records_dir, m, split, fold))
 
 
 def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[dict]:
@@ -486,8 +482,25 @@ def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[
     return [sh for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names]
 
 
-def split_count(records_dir: str, split: str, fold: int | None = None) -> int:
-    return sum(sh["count"] for sh in split_shards(records_dir, split, fold))
+def split_count(records_dir: str, split: str, fold: int | None = None, *, training: bool = False) -> int:
+    """Photos in a split; training=True leaves out the excluded ones (excluded_ids)."""
+    m = load_manifest(records_dir)
+    shard_files(records_dir, split, fold)  # the same checks as a reader
+    parts = [m["splits"][n] for n in _split_names(records_dir, m, split, fold)]
+    return sum(p["count"] - (p.get("excluded", 0) if training else 0) for p in parts)
+
+
+def content_fingerprint(records_dir: str) -> str:
+    """What a trainer's result depends on: every shard's checksum and the exclusion list (not
+    the build time), so an unchanged rebuild keeps finished runs finished."""
+    m = load_manifest(records_dir)
+    shards = sorted(sh["sha256"] for s in m["splits"].values() for sh in s["shards"])
+    return hashlib.sha256(json.dumps([shards, sorted(m.get("excluded", []))]).encode()).hexdigest()[:16]
+
+
+def excluded_ids(records_dir: str) -> list[str]:
+    """Photos stored for evaluation but kept out of training (the build's --exclude list)."""
+    return list(load_manifest(records_dir).get("excluded", []))
 
 
 def read_examples(records_dir: str, split: str | None = None) -> Iterable[dict]:

@@ -17,17 +17,21 @@ from pathlib import Path
 import keras
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
+from scipy.special import expit
 
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import LOGIT_EPS as EPS
-from catdog_tf.metrics import accuracy, log_loss
+from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss
+from catdog_tf.models import imagenet
+from catdog_tf.models.head import imagenet_classifier, split_pooled_head
 from catdog_tf.models.layers import CombineProbabilities
 from catdog_tf.inference import predict
 from catdog_tf.training import kfold
 
 
-def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0) -> np.ndarray:
-    """NumPy twin of CombineProbabilities: P is [n, members]."""
+def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0, hedge=None,
+            masses: np.ndarray | None = None) -> np.ndarray:
+    """NumPy twin of CombineProbabilities: P is [n, members], masses [n, 2] (ImageNet cat, dog)."""
     w = np.asarray(weights, np.float64) / np.sum(weights)
     P = np.clip(np.asarray(P, np.float64), EPS, 1 - EPS)
     if space == "prob":
@@ -35,7 +39,27 @@ def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0) -> np.
         z = np.log(q) - np.log(1 - q)
     else:
         z = (np.log(P) - np.log(1 - P)) @ w
-    return 1 / (1 + np.exp(-z / temperature))
+    if hedge is not None:
+        z = z * _hedge_scale(hedge, masses)
+    return expit(z / temperature)
+
+
+def _hedge_scale(hedge, masses: np.ndarray) -> np.ndarray:
+    cat, dog = masses[:, 0], masses[:, 1]
+    return np.exp(hedge[0] + hedge[1] * (cat + dog) + hedge[2] * cat * dog)
+
+
+def fit_hedge(P: np.ndarray, y: np.ndarray, w, space: str, masses: np.ndarray) -> list[float]:
+    """The hedge (b0, b_animal, b_both; see CombineProbabilities) minimizing log loss, starting
+    from no hedge at the fitted temperature."""
+    t = fit_temperature(combine(P, w, space), y)
+
+    def loss(h):
+        return log_loss(y, combine(P, w, space, 1.0, h, masses))
+
+    res = minimize(loss, [-np.log(t), 0.0, 0.0], method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-8, "maxiter": 4000})
+    return [float(v) for v in res.x]
 
 
 def fit_weights(P: np.ndarray, y: np.ndarray, space: str) -> np.ndarray:
@@ -66,19 +90,43 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def build_ensemble(members: list[keras.Model], weights, space: str = "logit", temperature: float = 1.0,
-                   name: str = "catdog_ensemble") -> keras.Model:
-    """One graph: image batch at the largest member size -> per-member resize -> combine."""
+                   name: str = "catdog_ensemble", hedge=None, classifiers=None) -> keras.Model:
+    """One graph: image batch at the largest member size -> per-member resize -> combine.
+    With `hedge`, `classifiers` holds each member's ImageNet classifier (head.imagenet_classifier):
+    it runs on the member's own pooled features, and the members' mean cat and dog mass feeds
+    the hedge."""
     size = max(predict.input_size(m) for m in members)
     inputs = keras.Input((size, size, 3), name="image")
-    outs = []
+    outs, masses = [], []
     for k, m in enumerate(members):
         s = predict.input_size(m)
-        # Re-wrap each member under a unique name: two folds of one backbone share names.
-        member = keras.Model(m.inputs, m.outputs, name=f"member{k}_{m.name}")
         x = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{k}_{s}")(inputs)
-        outs.append(member(x))
-    out = CombineProbabilities(weights, space, temperature, name="combine", dtype="float32")(outs)
+        if hedge is None:
+            # Re-wrap each member under a unique name: two folds of one backbone share names.
+            outs.append(keras.Model(m.inputs, m.outputs, name=f"member{k}_{m.name}")(x))
+            continue
+        parts = split_pooled_head(m)
+        if parts is None:
+            raise UserError(f"member {m.name}: the hedge needs a k-fold member (one backbone -> pooled features -> head)")
+        pooled, head = parts
+        feats = keras.Model(pooled.input, pooled.output, name=f"member{k}_{pooled.name}")(x)
+        outs.append(keras.Model(head.input, head.output, name=f"member{k}_head")(feats))
+        masses.append(_cat_dog_mass(classifiers[k](feats), f"member{k}_imagenet_cat_dog"))
+    if hedge is not None:
+        outs.append(masses[0] if len(masses) == 1 else keras.layers.Average(name="imagenet_cat_dog")(masses))
+    out = CombineProbabilities(weights, space, temperature, hedge=hedge, name="combine", dtype="float32")(outs)
     return keras.Model(inputs, out, name=name)
+
+
+def _cat_dog_mass(probs, name: str):
+    """ImageNet probabilities [N, 1000] -> [N, 2] summed cat and dog classes (a fixed Dense)."""
+    select = np.zeros((int(probs.shape[-1]), 2), np.float32)
+    select[imagenet.CAT_CLASSES.start:imagenet.CAT_CLASSES.stop, 0] = 1
+    select[imagenet.DOG_CLASSES.start:imagenet.DOG_CLASSES.stop, 1] = 1
+    dense = keras.layers.Dense(2, use_bias=False, trainable=False, name=name)
+    out = dense(probs)
+    dense.set_weights([select])
+    return out
 
 
 def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool, weights=None):
@@ -115,7 +163,7 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
         report[f"{sp}_average"] = {"weights": [float(v) for v in wsp], "log_loss": loss}
     final = combine(P, w, space, t)
     report.update(space=space, weights=[float(v) for v in w], temperature=t, log_loss=log_loss(y, final),
-                  accuracy=accuracy(y, final))
+                  log_loss_ci95=bootstrap_ci(y, final), accuracy=accuracy(y, final))
     model = build_ensemble(members, w, space, t)
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
@@ -130,44 +178,92 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     return report
 
 
-def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperature: bool = True) -> dict:
-    """The combination fitted on k-fold members' out-of-fold predictions (catdog_tf.kfold).
-
-    The reported figure is cross-fitted: each fold's photos are combined with weights and
-    temperature fitted on the other folds only, so no photo steers its own prediction. The
-    exported model uses the combination fitted on every fold."""
-    cols, y, ids0, folds = [], None, None, None
+def _read_members(member_dirs: list[str]):
+    """The members' out-of-fold predictions side by side, rows sorted by id: (ids, labels,
+    folds, P [n, members], excluded, mean ImageNet masses [n, 2] or None)."""
+    first, cols, masses = None, [], []
     for d in member_dirs:
-        ids, labels, fl, p = kfold.read_oof(d)
-        order = np.argsort(ids)
-        ids, labels, fl, p = [ids[i] for i in order], labels[order], [fl[i] for i in order], p[order]
-        if ids0 is not None and ids != ids0:
+        o = kfold.read_oof(d)
+        order = np.argsort(o.ids)
+        ids, folds = [o.ids[i] for i in order], [o.folds[i] for i in order]
+        if first is not None and ids != first.ids:
             raise UserError(f"{d}: its out-of-fold predictions cover other photos than {member_dirs[0]}")
-        if folds is not None and fl != folds:
+        if first is not None and folds != first.folds:
             raise UserError(f"{d}: the photos are in other folds than in {member_dirs[0]}")
-        ids0, y, folds = ids, labels, fl
-        cols.append(p)
-        print(f"member {d}: out-of-fold log loss {log_loss(y, p):.5f}", file=sys.stderr)
-    P, folds = np.stack(cols, axis=1), np.asarray(folds)
-    cross = np.zeros(len(y))
+        if first is None:
+            first = kfold.OOF(ids, o.labels[order], folds, None, o.excluded[order], None)
+        cols.append(o.p_dog[order])
+        masses.append(None if o.masses is None else o.masses[order])
+        print(f"member {d}: out-of-fold log loss {log_loss(first.labels, cols[-1]):.5f}", file=sys.stderr)
+    mass = None if any(m is None for m in masses) else np.mean(masses, axis=0)
+    return first.ids, first.labels, np.asarray(first.folds), np.stack(cols, axis=1), first.excluded, mass
+
+
+def _figures(y, p, excluded, prefix: str = "oof_") -> dict:
+    """Log loss over every photo (with its 95 % interval) and over the photos not excluded."""
+    return {f"{prefix}log_loss": log_loss(y, p), f"{prefix}log_loss_ci95": bootstrap_ci(y, p),
+            f"{prefix}accuracy": accuracy(y, p), f"cleaned_{prefix}log_loss": log_loss(y[~excluded], p[~excluded]),
+            f"cleaned_{prefix}log_loss_ci95": bootstrap_ci(y[~excluded], p[~excluded]),
+            "cleaned_count": int((~excluded).sum())}
+
+
+def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperature: bool = True,
+            hedge: str = "auto") -> dict:
+    """The combination fitted on k-fold members' out-of-fold predictions (catdog_tf.kfold), over
+    EVERY photo of their folds (those excluded from training too, as a test set holds them).
+
+    The reported figure is cross-fitted: each fold's photos are combined with weights,
+    temperature and hedge fitted on the other folds only, so no photo steers its own prediction.
+    hedge: 'auto' keeps the ImageNet-mass hedge when it lowers the cross-fitted log loss, 'on',
+    'off'. The exported model uses the combination fitted on every fold."""
+    if hedge not in ("auto", "on", "off"):
+        raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")
+    ids, y, folds, P, excluded, masses = _read_members(member_dirs)
+    if masses is None and hedge == "on":
+        raise UserError("--hedge=on needs every member's ImageNet masses (k-fold runs of a backbone with an "
+                        "ImageNet classifier)")
+
+    def fit(rows, with_hedge):
+        sp, w, t, _ = _fit_combination(P[rows], y[rows], space, temperature)
+        return sp, w, (fit_hedge(P[rows], y[rows], w, sp, masses[rows]) if with_hedge else None), t
+
+    def apply(rows, sp, w, h, t):
+        return combine(P[rows], w, sp, 1.0, h, masses[rows]) if h is not None else combine(P[rows], w, sp, t)
+
+    tries = {"off": False} if masses is None or hedge == "off" else {"on": True} if hedge == "on" else \
+        {"off": False, "on": True}
+    cross = {k: np.zeros(len(y)) for k in tries}
     for f in sorted(set(folds)):
         te = folds == f
-        sp, w, t, _ = _fit_combination(P[~te], y[~te], space, temperature)
-        cross[te] = combine(P[te], w, sp, t)
-    sp, w, t, _ = _fit_combination(P, y, space, temperature)
-    fitted = combine(P, w, sp, t)
-    report = {"members": [{"path": d, "oof_log_loss": log_loss(y, P[:, k])} for k, d in enumerate(member_dirs)],
-              "count": int(len(y)), "folds": sorted(set(folds.tolist())), "space": sp,
-              "weights": [float(v) for v in w], "temperature": t,
-              "oof_log_loss": log_loss(y, cross), "oof_accuracy": accuracy(y, cross),
+        for k, with_hedge in tries.items():
+            cross[k][te] = apply(te, *fit(~te, with_hedge))
+    use = min(cross, key=lambda k: log_loss(y, cross[k]))
+    everything = np.ones(len(y), bool)
+    sp, w, h, t = fit(everything, tries[use])
+    fitted = apply(everything, sp, w, h, t)
+    report = {"members": [{"path": d, **_figures(y, P[:, k], excluded)} for k, d in enumerate(member_dirs)],
+              "count": int(len(y)), "excluded": int(excluded.sum()), "folds": sorted(set(folds.tolist())),
+              "space": sp, "weights": [float(v) for v in w], "temperature": 1.0 if h is not None else t,
+              "hedge": h, **_figures(y, cross[use], excluded),
+              "hedge_tried": {k: log_loss(y, v) for k, v in cross.items()},
               "fitted_log_loss": log_loss(y, fitted)}
     members = [predict.load_model(d) for d in member_dirs]
+    classifiers = None
+    if h is not None:
+        cfgs = [json.loads((Path(d) / "kfold.json").read_text())["config"] for d in member_dirs]
+        classifiers = [imagenet_classifier(c["backbone"], c["weights"], c["image_size"], name=f"member{k}_imagenet")
+                       for k, c in enumerate(cfgs)]
     outp = Path(out)
     outp.mkdir(parents=True, exist_ok=True)
-    build_ensemble(members, w, sp, t).save(str(outp / "model.keras"))
+    build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers).save(
+        str(outp / "model.keras"))
     (outp / "ensemble.json").write_text(json.dumps(report, indent=1))
-    kfold.write_oof(outp / "oof_predictions.csv", ids0, y, folds, cross)
-    print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, T={t:.3f}): out-of-fold log loss "
-          f"{report['oof_log_loss']:.5f} cross-fitted ({report['fitted_log_loss']:.5f} fitted on all) "
-          f"-> {outp / 'model.keras'}", file=sys.stderr)
+    kfold.write_oof(outp / "oof_predictions.csv", ids, y, folds, cross[use], excluded, masses)
+    lo, hi = report["oof_log_loss_ci95"]
+    print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, "
+          f"{'hedge ' + str(np.round(h, 3).tolist()) if h is not None else f'T={t:.3f}'}): out-of-fold log loss "
+          f"{report['oof_log_loss']:.5f} (95% CI {lo:.5f}-{hi:.5f}) on all {len(y)} photos, cross-fitted "
+          f"({report['fitted_log_loss']:.5f} fitted on all); {report['cleaned_oof_log_loss']:.5f} on the "
+          f"{report['cleaned_count']} not excluded; hedge tried: "
+          f"{ {k: round(v, 5) for k, v in report['hedge_tried'].items()} } -> {outp / 'model.keras'}", file=sys.stderr)
     return report

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from catdog_tf.data import records
+from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
-from catdog_tf.metrics import accuracy, log_loss, per_example_log_loss
+from catdog_tf.training import kfold
+from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss, per_example_log_loss
 from catdog_tf import plots
 
 DEFAULT_CLIPS = (1e-15, 1e-4, 1e-3, 5e-3, 1e-2, 2e-2)
@@ -29,6 +31,7 @@ def summarize(ids: list[str], y: np.ndarray, p: np.ndarray, clips=DEFAULT_CLIPS,
     order = np.argsort(-per)[:worst]
     return {
         "log_loss": log_loss(y, p),
+        "log_loss_ci95": bootstrap_ci(y, p),
         "accuracy": accuracy(y, p),
         "count": int(len(y)),
         "log_loss_clipped": {f"{c:g}": log_loss(y, p, c) for c in clips},
@@ -39,7 +42,7 @@ def summarize(ids: list[str], y: np.ndarray, p: np.ndarray, clips=DEFAULT_CLIPS,
 
 def evaluate(model, *, images: str | None = None, records_dir: str | None = None, split: str = "validation",
              fold: int | None = None, tta: str = "none", batch_size: int = 32, out_dir: str | None = None,
-             clips=DEFAULT_CLIPS, max_pixels: int = records.DEFAULT_MAX_PIXELS) -> dict:
+             clips=DEFAULT_CLIPS, max_pixels: int = records.DEFAULT_MAX_PIXELS, worst: int = 24) -> dict:
     """Predicts every labeled image of a folder or a records split; returns the summary and,
     with out_dir, writes calibration.png and worst_mistakes.png there."""
     if images:
@@ -47,27 +50,59 @@ def evaluate(model, *, images: str | None = None, records_dir: str | None = None
         for s in photos.skipped:
             print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
         print(photos.describe(), file=sys.stderr)
-        ids, paths, skipped = photos.ids, photos.paths, photos.skipped
+        ids, skipped = photos.ids, photos.skipped
         p = predict.predict_photos(model, photos, batch_size, tta)
         y = np.asarray(photos.labels, np.float64)
+        sources = dict(zip(ids, photos.paths))
     else:
         ids, y, p = predict.predict_records(model, records_dir, split, batch_size, tta, fold)
-        skipped = []
-    s = summarize(ids, y, p, clips)
+        skipped, sources = [], None
+    s = report(ids, y, p, records_dir=records_dir, out_dir=out_dir, clips=clips, worst=worst, sources=sources,
+               title=model.name)
     s["skipped"] = skipped
     s["tta"] = tta
+    return s
+
+
+def report(ids: list[str], y, p, *, records_dir: str | None = None, out_dir: str | None = None, clips=DEFAULT_CLIPS,
+           worst: int = 24, sources: dict | None = None, title: str = "") -> dict:
+    """The summary of predictions p of photos `ids` labeled y: figures over every photo and, when
+    the records list photos excluded from training, over the rest too; with out_dir, a calibration
+    plot and a contact sheet of the worst mistakes (photos from `sources` or the records)."""
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    s = summarize(ids, y, p, clips, worst)
+    excluded = set(records.excluded_ids(records_dir)) if records_dir else set()
+    if excluded:
+        # The build's exclusion list: photos kept out of training but scored above like any other.
+        ex = np.isin(np.asarray(ids, dtype=str), list(excluded))
+        s["excluded"] = int(ex.sum())
+        s["cleaned"] = {"count": int((~ex).sum()), "log_loss": log_loss(y[~ex], p[~ex]),
+                        "log_loss_ci95": bootstrap_ci(y[~ex], p[~ex]), "accuracy": accuracy(y[~ex], p[~ex])}
+        for w in s["worst"]:
+            w["excluded"] = w["id"] in excluded
     if out_dir:
         out = Path(out_dir)
         s["calibration_png"] = plots.calibration_plot(y, p, str(out / "calibration.png"),
-                                                       f"{model.name}: log loss {s['log_loss']:.4f}, n={len(y)}")
-        worst = s["worst"]
-        if images:
-            sources = dict(zip(ids, paths))
-        else:  # JPEG bytes of just the worst few, for the contact sheet
-            want = {w["id"] for w in worst}
+                                                       f"{title}: log loss {s['log_loss']:.4f}, n={len(y)}")
+        if sources is None:  # JPEG bytes of just the worst few, for the contact sheet
+            want = {w["id"] for w in s["worst"]}
             sources = {e["id"]: e["encoded"] for e in records.read_examples(records_dir) if e["id"] in want}
-        items = [(sources[w["id"]], f"{w['id']}  P(dog)={w['p_dog']:.3f}\nloss {w['loss']:.2f}") for w in worst
-                 if w["id"] in sources]
+        items = [(sources[w["id"]], f"{w['id']}{' (excl.)' if w.get('excluded') else ''}  P(dog)={w['p_dog']:.3f}"
+                  f"\nloss {w['loss']:.2f}") for w in s["worst"] if w["id"] in sources]
         s["worst_png"] = plots.contact_sheet(items, str(out / "worst_mistakes.png"),
-                                              f"{model.name}: worst {len(items)} of {len(y)} (title: true label in id)")
+                                              f"{title}: worst {len(items)} of {len(y)} (true label in the id)")
     return s
+
+
+def evaluate_predictions(path: str, *, records_dir: str | None = None, out_dir: str | None = None,
+                         clips=DEFAULT_CLIPS, worst: int = 24) -> dict:
+    """report() of an out-of-fold predictions CSV (kfold / ensemble --oof). Its worst mistakes
+    among photos used for training are the label-error candidates: a prediction made without
+    the photo that contradicts its label with confidence."""
+    o = kfold.read_oof(path)
+    if records_dir:
+        excluded = set(records.excluded_ids(records_dir))
+        if any(e != (i in excluded) for i, e in zip(o.ids, o.excluded)):
+            raise UserError(f"{path}: its excluded photos differ from {records_dir}'s list: not these records' run")
+    return report(o.ids, o.labels, o.p_dog, records_dir=records_dir, out_dir=out_dir, clips=clips, worst=worst,
+                  title=f"out of fold: {Path(path).parent.name if Path(path).is_file() else Path(path).name}")

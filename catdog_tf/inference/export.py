@@ -10,7 +10,8 @@
     DIR/README.md       what each file takes and returns
 
 The standard-layer rewrite (`plain_keras`): ImagePreprocess -> Rescaling (or a fixed 1x1
-convolution when channels are reordered or scaled unequally); an ensemble's
+convolution when channels are reordered or scaled unequally); FlipLeftRight -> Permute, a
+fixed reversing Dense, Permute; an ensemble's
 CombineProbabilities (logit space) -> each member's head returns its logit, clamped as the
 layer clamps it, then Concatenate -> Dense (weight / temperature, no bias) -> sigmoid.
 """
@@ -34,7 +35,7 @@ from catdog_tf.inference import predict
 from catdog_tf.metrics import LOGIT_EPS
 from catdog_tf.progress import Progress
 from catdog_tf.models.blocks import all_layers
-from catdog_tf.models.layers import CombineProbabilities, ImagePreprocess
+from catdog_tf.models.layers import CombineProbabilities, FlipLeftRight, ImagePreprocess
 
 LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
 
@@ -53,10 +54,21 @@ def _preprocess(layer: ImagePreprocess, x):
     return y
 
 
+def _flip(layer: FlipLeftRight, x):
+    """The mirror image with standard layers: width moved last, times the reversing permutation
+    matrix (a Dense without bias), moved back."""
+    width = int(x.shape[2])
+    x = keras.layers.Permute((1, 3, 2), name=f"{layer.name}_width_last")(x)
+    x = _fixed_dense(x, np.eye(width, dtype=np.float32)[::-1], name=f"{layer.name}_reverse")
+    return keras.layers.Permute((1, 3, 2), name=layer.name)(x)
+
+
 def _combine(layer: CombineProbabilities, logits: list):
     if layer.space != "logit":
         raise UserError("only logit-space ensembles can be rewritten with standard Keras layers; refit the "
                         "ensemble with --space=logit (prob-space models keep their catdog_tf layer)")
+    logits = list(logits)
+    masses = logits.pop() if layer.hedge is not None else None
     w = np.asarray(layer.member_weights, np.float64)
     w = (w / w.sum() / layer.temperature).astype(np.float32)
     clamped = []
@@ -68,7 +80,27 @@ def _combine(layer: CombineProbabilities, logits: list):
     dense = keras.layers.Dense(1, use_bias=False, dtype="float32", name=f"{layer.name}_weights")
     out = dense(z)
     dense.set_weights([w.reshape(-1, 1)])
+    if masses is not None:
+        out = keras.layers.Multiply(name=f"{layer.name}_hedged")([out, _hedge_scale(layer, masses)])
     return keras.layers.Activation("sigmoid", dtype="float32", name=layer.name)(out)
+
+
+def _fixed_dense(x, kernel, bias=None, name=None):
+    dense = keras.layers.Dense(np.shape(kernel)[1], use_bias=bias is not None, dtype="float32", name=name)
+    y = dense(x)
+    dense.set_weights([np.asarray(kernel, np.float32)] + ([] if bias is None else [np.asarray(bias, np.float32)]))
+    return y
+
+
+def _hedge_scale(layer: CombineProbabilities, masses):
+    """exp(b0 + b_animal * (cat + dog) + b_both * cat * dog) from the [cat, dog] masses."""
+    b0, b_animal, b_both = layer.hedge
+    cat = _fixed_dense(masses, [[1.0], [0.0]], name=f"{layer.name}_cat")
+    dog = _fixed_dense(masses, [[0.0], [1.0]], name=f"{layer.name}_dog")
+    both = keras.layers.Multiply(name=f"{layer.name}_both")([cat, dog])
+    g = _fixed_dense(keras.layers.Concatenate(name=f"{layer.name}_hedge_in")([masses, both]),
+                     [[b_animal], [b_animal], [b_both]], [b0], name=f"{layer.name}_hedge")
+    return keras.layers.Activation("exponential", dtype="float32", name=f"{layer.name}_scale")(g)
 
 
 def plain_keras(model: keras.Model) -> keras.Model:
@@ -80,6 +112,8 @@ def plain_keras(model: keras.Model) -> keras.Model:
             return _preprocess(layer, args[0])
         if isinstance(layer, CombineProbabilities):
             return _combine(layer, keras.tree.flatten(args[0]))
+        if isinstance(layer, FlipLeftRight):
+            return _flip(layer, args[0])
         if has_combine and layer.name == "p_dog" and isinstance(layer, keras.layers.Dense):
             linear = keras.layers.Dense(layer.units, dtype=layer.dtype_policy, name="logit")
             y = linear(*args, **kwargs)

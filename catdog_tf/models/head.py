@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from catdog_tf.models import backbones
+from catdog_tf.models.layers import FlipLeftRight
 
 
 def feature_model_name(backbone: str, image_size: int, output: str = "avg") -> str:
@@ -52,6 +53,29 @@ def pooled_model(backbone: str, weights="auto", image_size: int | None = None, p
                 backbone, pooling)
 
 
+def imagenet_classifier(backbone: str, weights="auto", image_size: int | None = None,
+                        name: str | None = None) -> keras.layers.Dense | None:
+    """The backbone's own ImageNet classifier as it sits on the average-pooled features
+    (a Dense named 'predictions', dropout aside), or None when the backbone has none or its
+    weights are not on this machine. Gives the ImageNet cat and dog mass of cached features."""
+    if weights in (None, "none"):
+        return None
+    try:
+        full = backbones.build_backbone(backbone, weights=weights, include_top=True, image_size=image_size)
+    except (OSError, ValueError):  # WeightsUnavailableError is an OSError
+        return None
+    try:
+        top = full.get_layer("predictions")
+    except ValueError:
+        return None
+    if not isinstance(top, keras.layers.Dense) or int(top.kernel.shape[0]) != backbones.get(backbone).feature_size:
+        return None
+    dense = keras.layers.Dense(int(top.units), activation="softmax", name=name or f"imagenet_{backbone}")
+    dense.build((None, int(top.kernel.shape[0])))
+    dense.set_weights(top.get_weights())
+    return dense
+
+
 def average_heads(heads: list[keras.Model]) -> keras.Model:
     """One head whose weights are the mean of the heads' (all linear, dropout aside): its
     logit is exactly the mean of their logits."""
@@ -60,16 +84,45 @@ def average_heads(heads: list[keras.Model]) -> keras.Model:
     return avg
 
 
-def pooled_head_model(pooled_models: list[keras.Model], head: keras.Model, name: str) -> keras.Model:
+def split_pooled_head(model: keras.Model) -> tuple[keras.Model, keras.Model] | None:
+    """(image -> pooled features model, head) of a model pooled_head_model built, else None: the
+    ensemble reuses the pooled features for the ImageNet classifier."""
+    head = model.layers[-1]
+    try:
+        feats = model.get_layer(FEATURES_LAYER).output
+    except ValueError:  # built before the layer was named: image -> pooled model -> head
+        inner = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+        if len(inner) != 2 or not all(isinstance(m, keras.Model) for m in inner) or \
+                inner[0].input_shape != model.input_shape:
+            return None
+        return inner[0], head
+    if not isinstance(head, keras.Model) or tuple(feats.shape[1:]) != tuple(head.input_shape[1:]):
+        return None
+    return keras.Model(model.input, feats, name=f"{model.name}_features"), head
+
+
+FEATURES_LAYER = "pooled_features"
+
+
+def pooled_head_model(pooled_models: list[keras.Model], head: keras.Model, name: str,
+                      mirror: bool = False) -> keras.Model:
     """One graph: image batch at the largest backbone's size -> per-backbone resize
     (antialiased bilinear, as the pipeline) -> pooled features, concatenated when several
-    -> head. The export of k-fold members and of feature fusion."""
+    -> head. The export of k-fold members and of feature fusion.
+
+    mirror: the features of the image and of its mirror image are averaged before the head,
+    which (the head being linear) averages the two logits: flip test-time augmentation."""
     size = max(int(m.input_shape[1]) for m in pooled_models)
     inputs = keras.Input((size, size, 3), name="image")
     feats = []
     for k, m in enumerate(pooled_models):
         s = int(m.input_shape[1])
         z = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{k}_{s}")(inputs)
-        feats.append(m(z, training=False))
+        f = m(z, training=False)
+        if mirror:
+            f = keras.layers.Average(name=f"mirror_average{k}")([f, m(FlipLeftRight(name=f"mirror{k}")(z),
+                                                                    training=False)])
+        feats.append(f)
     z = feats[0] if len(feats) == 1 else keras.layers.Concatenate(name="fused")(feats)
+    z = keras.layers.Identity(name=FEATURES_LAYER)(z)
     return keras.Model(inputs, head(z), name=name)

@@ -2,6 +2,7 @@
 
     ImagePreprocess        per-channel affine normalization in front of a backbone
     CombineProbabilities   weighted average of ensemble members' P(dog), then a temperature
+    FlipLeftRight          the mirror image (test-time augmentation inside a model)
 """
 
 from __future__ import annotations
@@ -43,18 +44,26 @@ class ImagePreprocess(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="catdog_tf")
 class CombineProbabilities(keras.layers.Layer):
-    """Weighted average of member probabilities, in 'prob' or 'logit' space, then a temperature."""
+    """Weighted average of member probabilities, in 'prob' or 'logit' space, then a temperature.
 
-    def __init__(self, member_weights, space: str = "logit", temperature: float = 1.0, **kwargs):
+    With `hedge` = (b0, b_animal, b_both) the last input is the ImageNet [cat, dog] mass of the
+    photo and the combined logit z becomes z * exp(b0 + b_animal * (cat + dog) + b_both * cat * dog):
+    a learned temperature per photo, which can pull a photo with no animal (a logo, a poster)
+    or with both animals toward 0.5 (the temperature is then 1)."""
+
+    def __init__(self, member_weights, space: str = "logit", temperature: float = 1.0, hedge=None, **kwargs):
         super().__init__(**kwargs)
         if space not in ("prob", "logit"):
             raise ValueError(f"space must be 'prob' or 'logit', not {space!r}")
         self.member_weights = [float(w) for w in member_weights]
         self.space = space
         self.temperature = float(temperature)
+        self.hedge = None if hedge is None else [float(v) for v in hedge]
 
     def call(self, inputs):
         ops = keras.ops
+        inputs = list(inputs)
+        masses = ops.cast(inputs.pop(), "float32") if self.hedge is not None else None
         p = ops.concatenate([ops.cast(ops.reshape(x, (-1, 1)), "float32") for x in inputs], axis=-1)
         w = ops.convert_to_tensor(np.asarray(self.member_weights, np.float32) / sum(self.member_weights))
         if self.space == "prob":
@@ -63,8 +72,23 @@ class CombineProbabilities(keras.layers.Layer):
         else:
             p = ops.clip(p, LOGIT_EPS, 1 - LOGIT_EPS)
             z = ops.sum((ops.log(p) - ops.log(1 - p)) * w, axis=-1, keepdims=True)
-        return ops.sigmoid(z / self.temperature)
+        if masses is None:
+            return ops.sigmoid(z / self.temperature)
+        cat, dog = masses[:, :1], masses[:, 1:2]
+        b0, b_animal, b_both = self.hedge
+        return ops.sigmoid(z * ops.exp(b0 + b_animal * (cat + dog) + b_both * cat * dog) / self.temperature)
 
     def get_config(self):
         return {**super().get_config(), "member_weights": self.member_weights, "space": self.space,
-                "temperature": self.temperature}
+                "temperature": self.temperature, "hedge": self.hedge}
+
+
+@keras.saving.register_keras_serializable(package="catdog_tf")
+class FlipLeftRight(keras.layers.Layer):
+    """Images [N, H, W, C] mirrored left to right, always (not a random augmentation)."""
+
+    def call(self, x):
+        return keras.ops.flip(x, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -92,6 +92,11 @@ class FeatureSet:
     ids: np.ndarray
     x_flip: np.ndarray | None = None
 
+    def without(self, ids) -> "FeatureSet":
+        """The same set without the photos `ids` (e.g. records.excluded_ids: kept out of training)."""
+        keep = ~np.isin(self.ids.astype(str), list(ids))
+        return FeatureSet(self.x[keep], self.y[keep], self.ids[keep], None if self.x_flip is None else self.x_flip[keep])
+
     def with_mirrors(self) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) with the mirror images appended: the training arrays of the flip policy."""
         if self.x_flip is None:

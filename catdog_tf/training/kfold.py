@@ -28,12 +28,16 @@ from catdog_tf import metrics
 from catdog_tf.config import KFoldConfig, default_cache_dir
 from catdog_tf.data import records
 from catdog_tf.errors import UserError
-from catdog_tf.models.head import average_heads, pooled_head_model, pooled_model
+from catdog_tf.models import imagenet
+from catdog_tf.models.head import average_heads, imagenet_classifier, pooled_head_model, pooled_model
 from catdog_tf.training import features
 from catdog_tf.training.fit import FitConfig, fit_head
 from catdog_tf.training.tblog import ScalarLog
 
 OOF_HEADER = "id,label,fold,p_dog"
+# Also written: whether the photo was kept out of training, and the ImageNet cat and dog mass
+# the backbone's own classifier gives it (inputs of the ensemble's hedge; empty without one).
+OOF_EXTRA = ",excluded,imagenet_cat,imagenet_dog"
 
 
 def log(msg: str):
@@ -59,7 +63,8 @@ def _groups(folds: list[str], cache_groups: list[str] | None) -> list[str]:
 
 def load_features(cfg: KFoldConfig, folds: list[str]):
     """Pooled features of every photo of `folds`, backbones side by side: (feature models,
-    FeatureSet, fold index of each photo)."""
+    FeatureSet, fold index of each photo, excluded-from-training mask, ImageNet [cat, dog]
+    mass per photo from the first backbone's classifier or None)."""
     names = cfg.backbone.split("+")
     if len(names) > 1 and cfg.image_size:
         raise UserError("--image_size applies to a single backbone, not a fusion")
@@ -68,24 +73,33 @@ def load_features(cfg: KFoldConfig, folds: list[str]):
     for name in names:
         pm = pooled_model(name, cfg.weights, cfg.image_size)
         fs = features.load(pm, cfg.records, _groups(folds, cfg.cache_groups), int(pm.input_shape[1]),
-                           flip=cfg.flip, cache_dir=cache_dir)
+                           flip=cfg.flip or cfg.tta_flip, cache_dir=cache_dir)
         if sets and list(fs.ids) != list(sets[0].ids):
             raise ValueError(f"{name}: photos in a different order than {names[0]}")
         models.append(pm)
         sets.append(fs)
     fused = features.FeatureSet(np.concatenate([s.x for s in sets], axis=1), sets[0].y.astype(np.float32),
                                 sets[0].ids,
-                                np.concatenate([s.x_flip for s in sets], axis=1) if cfg.flip else None)
+                                np.concatenate([s.x_flip for s in sets], axis=1) if sets[0].x_flip is not None else None)
     # Which fold each photo is in: from the records themselves, not from the cache grouping.
     fold_of = {ex["id"]: f for f in folds for ex in records.read_examples(cfg.records, f)}
     fold_idx = np.asarray([folds.index(fold_of[i]) for i in fused.ids])
-    return models, fused, fold_idx
+    excluded = np.isin(fused.ids.astype(str), records.excluded_ids(cfg.records))
+    clf = imagenet_classifier(names[0], cfg.weights, cfg.image_size)
+    # On the features the exported model computes: with tta_flip, the mean of the image's and its mirror's.
+    x0 = (sets[0].x + sets[0].x_flip) / 2 if cfg.tta_flip else sets[0].x
+    masses = None if clf is None else np.stack(imagenet.cat_dog_probs(np.asarray(clf(x0))), axis=1)
+    return models, fused, fold_idx, excluded, masses
+
+
+# Settings added since runs were made, at the value that gives an older run's behaviour.
+_BEFORE = {"tta_flip": False}
 
 
 def _result_settings(config: dict) -> dict:
     """The settings that change a run's result (where features are cached does not); a setting
     added since a run was made counts at its default."""
-    full = {**json.loads(json.dumps(dataclasses.asdict(KFoldConfig()))), **json.loads(json.dumps(config))}
+    full = {**json.loads(json.dumps(dataclasses.asdict(KFoldConfig()))), **_BEFORE, **json.loads(json.dumps(config))}
     return {k: v for k, v in full.items() if k not in ("cache_dir", "cache_groups")}
 
 
@@ -97,13 +111,15 @@ def run(cfg: KFoldConfig) -> dict:
     done = out / "kfold.json"
     if done.exists() and (out / "model.keras").exists():
         report = json.loads(done.read_text())
-        if _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and report["folds"] == folds:
+        if _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and report["folds"] == folds \
+                and report.get("records") == records.content_fingerprint(cfg.records):
             log(f"{out} holds a finished run with these settings: nothing to do")
             return report
     out.mkdir(parents=True, exist_ok=True)
-    models, fs, fold_idx = load_features(cfg, folds)
+    models, fs, fold_idx, excluded, masses = load_features(cfg, folds)
     x, xf, y = fs.x, fs.x_flip, fs.y
-    log(f"{cfg.backbone}: {len(y)} photos in {len(folds)} folds, {x.shape[1]} features"
+    log(f"{cfg.backbone}: {len(y)} photos in {len(folds)} folds ({int(excluded.sum())} kept out of training, "
+        f"predicted out of fold like the rest), {x.shape[1]} features"
         f"{' (+ mirror images for training)' if cfg.flip else ''}")
     fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule="cosine")
     targets = y if cfg.soft_targets is None else _soft_targets(cfg.soft_targets, fs.ids)
@@ -111,31 +127,38 @@ def run(cfg: KFoldConfig) -> dict:
     per_fold, heads = [], []
     t0 = time.time()
     for k, name in enumerate(folds):
-        tr, va = fold_idx != k, fold_idx == k
+        tr, va = (fold_idx != k) & ~excluded, fold_idx == k
         t = targets[tr]
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
-        head, hist = fit_head(xt, yt, (x[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
+        xv = (x[va] + xf[va]) / 2 if cfg.tta_flip else x[va]
+        head, hist = fit_head(xt, yt, (xv, y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
                               tb=ScalarLog(str(out / "tensorboard" / name)))
-        # Called directly: predict() would retrace for every new head (and warn each time).
-        oof[va] = np.asarray(head(x[va], training=False)).reshape(-1)
+        # Called directly: predict() would retrace for every new head (and warn each time). With
+        # tta_flip the mean features give the mean logit of image and mirror (the head is linear).
+        oof[va] = np.asarray(head(xv, training=False)).reshape(-1)
         heads.append(head)
-        per_fold.append({"fold": name, "count": int(va.sum()), "log_loss": metrics.log_loss(y[va], oof[va]),
+        per_fold.append({"fold": name, "count": int(va.sum()), "trained_on": int(tr.sum()),
+                         "log_loss": metrics.log_loss(y[va], oof[va]),
                          "val_loss_by_epoch": [round(float(v), 5) for v in hist.history["val_loss"]]})
         el = time.time() - t0
         log(f"fold {k + 1}/{len(folds)} ({name}): log loss {per_fold[-1]['log_loss']:.5f} on {int(va.sum())} photos; "
             f"{el:.0f}s, ETA {el / (k + 1) * (len(folds) - k - 1):.0f}s")
-    report = {"config": dataclasses.asdict(cfg), "folds": folds, "count": int(len(y)),
-              "oof_log_loss": metrics.log_loss(y, oof), "oof_accuracy": metrics.accuracy(y, oof),
-              "per_fold": per_fold}
-    log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f}, accuracy {report['oof_accuracy']:.4f} "
-        f"on {len(y)} photos")
-    write_oof(out / "oof_predictions.csv", fs.ids, y, [folds[j] for j in fold_idx], oof)
+    report = {"config": dataclasses.asdict(cfg), "folds": folds, "records": records.content_fingerprint(cfg.records),
+              "count": int(len(y)),
+              "excluded": int(excluded.sum()), "oof_log_loss": metrics.log_loss(y, oof),
+              "oof_accuracy": metrics.accuracy(y, oof), "oof_log_loss_ci95": metrics.bootstrap_ci(y, oof),
+              "cleaned_oof_log_loss": metrics.log_loss(y[~excluded], oof[~excluded]), "per_fold": per_fold}
+    log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f} (95% CI {report['oof_log_loss_ci95'][0]:.5f}"
+        f"-{report['oof_log_loss_ci95'][1]:.5f}), accuracy {report['oof_accuracy']:.4f} on all {len(y)} photos; "
+        f"{report['cleaned_oof_log_loss']:.5f} without the {int(excluded.sum())} excluded")
+    write_oof(out / "oof_predictions.csv", fs.ids, y, [folds[j] for j in fold_idx], oof, excluded, masses)
 
     # Every fold head's weights, for inspection and tests (a few KB).
     np.savez(out / "fold_heads.npz", **{f"{folds[k]}/{j}": w for k, h in enumerate(heads)
                                         for j, w in enumerate(h.get_weights())})
     # The export: frozen backbone(s) -> pooled features -> the k heads averaged (one head).
-    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.backbone.replace('+', '_')}")
+    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.backbone.replace('+', '_')}",
+                              mirror=cfg.tta_flip)
     model.save(str(out / "model.keras"))
     (out / "kfold.json").write_text(json.dumps(report, indent=1))
     log(f"wrote {out / 'model.keras'} (mean of {len(heads)} fold heads), {out / 'oof_predictions.csv'}; "
@@ -145,34 +168,51 @@ def run(cfg: KFoldConfig) -> dict:
 
 def _soft_targets(path: str, ids) -> np.ndarray:
     """A teacher's P(dog) for each photo, in `ids` order."""
-    t_ids, _, _, p = read_oof(path)
-    by_id = dict(zip(t_ids, p))
+    t = read_oof(path)
+    by_id = dict(zip(t.ids, t.p_dog))
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise UserError(f"{path}: no teacher prediction for {len(missing)} photo(s), e.g. {missing[:3]}")
     return np.asarray([by_id[i] for i in ids], np.float32)
 
 
-def write_oof(path, ids, labels, folds, p_dog) -> None:
+def write_oof(path, ids, labels, folds, p_dog, excluded=None, masses=None) -> None:
+    n = len(ids)
+    excluded = np.zeros(n, bool) if excluded is None else excluded
+    mass = [("", "")] * n if masses is None else [(f"{c:.6g}", f"{d:.6g}") for c, d in masses]
     with open(path, "w") as f:
-        f.write(OOF_HEADER + "\n")
-        f.writelines(f"{i},{int(t)},{k},{q:.8f}\n" for i, t, k, q in zip(ids, labels, folds, p_dog))
+        f.write(OOF_HEADER + OOF_EXTRA + "\n")
+        f.writelines(f"{i},{int(t)},{k},{q:.8f},{int(e)},{c},{d}\n"
+                     for i, t, k, q, e, (c, d) in zip(ids, labels, folds, p_dog, excluded, mass))
 
 
-def read_oof(path: str) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
-    """(ids, labels, folds, p_dog) from a k-fold run's folder or its oof_predictions.csv."""
+@dataclasses.dataclass
+class OOF:
+    """A k-fold run's out-of-fold predictions, one row per photo."""
+
+    ids: list[str]
+    labels: np.ndarray
+    folds: list[str]
+    p_dog: np.ndarray
+    excluded: np.ndarray  # bool: kept out of training
+    masses: np.ndarray | None  # [n, 2] ImageNet cat and dog mass, or None
+
+
+def read_oof(path: str) -> OOF:
+    """A k-fold run's folder or its oof_predictions.csv (older files lack the extra columns)."""
     p = Path(path)
     if p.is_dir():
         p = p / "oof_predictions.csv"
-    ids, ys, folds, ps = [], [], [], []
+    rows = []
     with open(p) as f:
         header = f.readline().strip()
-        if header != OOF_HEADER:
+        if header not in (OOF_HEADER, OOF_HEADER + OOF_EXTRA):
             raise UserError(f"{p}: not an out-of-fold predictions file (header {header!r})")
         for line in f:
-            i, t, k, q = line.strip().split(",")
-            ids.append(i)
-            ys.append(float(t))
-            folds.append(k)
-            ps.append(float(q))
-    return ids, np.asarray(ys), folds, np.asarray(ps)
+            rows.append(line.rstrip("\n").split(","))
+    ids = [r[0] for r in rows]
+    labels = np.asarray([float(r[1]) for r in rows])
+    excluded = np.asarray([len(r) > 4 and r[4] == "1" for r in rows], bool)
+    has_mass = bool(rows) and all(len(r) > 6 and r[5] != "" for r in rows)
+    masses = np.asarray([[float(r[5]), float(r[6])] for r in rows]) if has_mass else None
+    return OOF(ids, labels, [r[2] for r in rows], np.asarray([float(r[3]) for r in rows]), excluded, masses)

@@ -142,7 +142,8 @@ class _Run:
         """Cached activations of the training split (+ mirror images) and of the validation split."""
         c = self.cfg
         kw = dict(fold=c.fold, cache_dir=self.cache_dir, dtype=dtype, batch_size=max(c.batch_size, 32))
-        x, y = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw).with_mirrors()
+        x, y = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw) \
+            .without(records.excluded_ids(c.records)).with_mirrors()
         val = None
         if self.has_val:
             v = features.load(feature_model, c.records, [c.val_split], self.size, **kw)
