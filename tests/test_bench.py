@@ -84,7 +84,7 @@ def test_quick_plan_covers_every_section():
     s = bench.Settings.small()
     prep = {"work": "/w", "native": {"records": "r", "records_ms": {96: "rm"}, "classes": "c", "flat": "f",
                                      "zip": "z"},
-            "k200": {"records": "k", "classes": "kc"}}
+            "k200": {"records": "k", "classes": "kc", "flat": "kf"}}
     rows = bench.plan(prep, s)
     assert {r.section for r in rows} == set(bench.SECTIONS)
     assert len({r.id for r in rows}) == len(rows)
@@ -242,3 +242,50 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert set(document.spans(text, "bench.md")) == {b.name for b in tables.blocks(data)}
     assert data["machine"]["tensorflow"] and data["machine"]["cores"] >= 1
     print(f"quick benchmark: {len(rows)} rows in {elapsed:.0f}s")
+
+
+def _res(rate, cpu=None):
+    return {"images_per_s": rate, "cpu_images_per_s": cpu or rate, "runs": [rate], "cores_used": 1.0,
+            "others_cores": 0.0, "rss_peak_mb": 700.0, "rss_base_mb": 600.0}
+
+
+def test_pipeline_rows_get_fidelity_and_ratios_to_the_keras_loader():
+    """Every pipeline row of a table carries its fidelity (from the table's fidelity row) and
+    its ratios to decode alone and to image_dataset_from_directory; the headline shows ours
+    against the Keras loader, paired, with the fidelity and the target."""
+    s = bench.Settings.small()
+    prep = {"work": "/w", "native": {"records": "r", "records_ms": {96: "rm"}, "classes": "c", "flat": "f", "zip": "z"},
+            "k200": {"records": "k", "classes": "kc", "flat": "kf"}}
+    rows = [r for r in bench.plan(prep, s) if r.section == "pipeline" and r.table == "native 96"]
+    fid_row = next(r for r in rows if r.kind == "fidelity")
+    assert set(fid_row.params["specs"]) == {"ours", "ours --max_side=128", "old", "area", "limit-noaa", "idg", "idfd"}
+    rates = {"decode": 2000.0, "limit": 1500.0, "ours-train": 1200.0, "ours-eval": 1300.0, "idfd": 1000.0,
+             "idg": 100.0, "old": 600.0, "ours-train-old": 1100.0, "limit-noaa": 1400.0, "area": 1350.0}
+    results = []
+    for r in rows:
+        d = {"section": r.section, "table": r.table, "name": r.name, "kind": r.kind, "params": r.params}
+        if r.kind == "pipe":
+            d["result"] = _res(rates[r.params["loader"]] * (2 if r.params.get("variant") else 1))
+        elif r.kind == "pair":
+            versus = {a: {b: {"ratio": rates[a] / rates[b], "runs": [1.0], "cpu": rates[a] / rates[b]}
+                          for b in r.params["loaders"] if b != a} for a in r.params["loaders"]}
+            d["result"] = {**_res(1.0), "paired": {"per_loader": {k: _res(rates[k]) for k in r.params["loaders"]},
+                                                   "ratios": {}, "base": "idfd", "versus": versus}}
+        else:
+            d["result"] = {**_res(50.0), "fidelity": {"ours": 1.25, "ours --max_side=128": 1.7, "old": 1.1, "area": 0.9,
+                                                      "limit-noaa": 2.2, "idg": 3.0, "idfd": 2.2}}
+        results.append(d)
+    ratios = tables._pipeline_ratios(results)
+    ours = ratios["native 96 | ours, training=True"]
+    assert ours["fidelity"] == 1.25 and ours["x_idfd"] == pytest.approx(1.2) and ours["x_decode"] == pytest.approx(0.6)
+    assert ours["x_idfd_paired"] == pytest.approx(1.2) and ours["x_decode_paired"] == pytest.approx(0.6)
+    assert ratios["native 96 | decode_resize, in memory"]["x_old_paired"] == pytest.approx(2.5)
+    assert ratios["native 96 | ours, training=True --max_side=128"]["fidelity"] == 1.7
+    assert ratios["native 96 | keras.utils.image_dataset_from_directory"]["fidelity"] == 2.2
+    assert ratios["native 96 | decode alone at the chosen DCT scale, in memory"]["fidelity"] is None
+    head = tables._headline_pipeline({"pipeline": ratios})
+    assert ("| native 96 \\| ours, training=True: x image_dataset_from_directory | 1.20x | 1.20x | 1.20x | 1.25 "
+            "| >= 1.0x, fidelity <= 1.5 |") in head
+    table = tables._pipeline_table(results, {"pipeline": ratios}, "native 96")
+    line = next(x for x in table.splitlines() if x.startswith("| ours, training=True |"))
+    assert "| 1.25 | 0.60x (0.60x CPU) | 1.20x (1.20x CPU) | 12.00x |" in line

@@ -1,10 +1,12 @@
+import io
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from catdog_tf.data import pipeline, records
-from conftest import KAGGLE_NATIVE, jpeg_bytes, require
+from conftest import KAGGLE200, KAGGLE_NATIVE, jpeg_bytes, require
 
 
 @pytest.fixture
@@ -89,3 +91,76 @@ def test_cache_gives_same_batches(rec, tmp_path):
     a = collect(pipeline.make_dataset(rec, "validation", 24, 4, with_ids=True, cache=True))
     b = collect(pipeline.make_dataset(rec, "validation", 24, 4, with_ids=True, cache=str(tmp_path / "c")))
     assert a[0] == b[0] and np.array_equal(a[2], b[2])
+
+
+def _decode_resize(data: bytes, size: int) -> np.ndarray:
+    h, w = tf.io.extract_jpeg_shape(data).numpy()[:2]
+    return pipeline.decode_resize(tf.constant(data), tf.constant(h, tf.int64), tf.constant(w, tf.int64), size).numpy()
+
+
+def _jpeg(h: int, w: int, seed: int = 0) -> bytes:
+    """A smooth random photo-like JPEG (detail at several scales) of h x w."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    im = Image.fromarray(small).resize((w, h), Image.BICUBIC)
+    arr = np.clip(np.asarray(im, np.int16) + rng.integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size", [224, 299])
+def test_fidelity_to_pil_antialiased_resize_on_native_photos(size):
+    """Mean |error| (0..255) against PIL's antialiased resize of the full photo stays <= 1.5 on
+    real native-size photos, where a full decode + plain bilinear resize (the Keras loader's
+    work) is further off."""
+    folder = require(KAGGLE_NATIVE / "train")
+    ours, plain = [], []
+    for name in [f"{c}.{i}.jpg" for c in ("cat", "dog") for i in range(1, 21)]:
+        data = (folder / name).read_bytes()
+        with Image.open(folder / name) as im:
+            ref = np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
+        ours.append(np.abs(_decode_resize(data, size) - ref).mean())
+        plain.append(np.abs(tf.image.resize(tf.io.decode_jpeg(data, channels=3), [size, size]).numpy() - ref).mean())
+    assert np.mean(ours) <= 1.5, np.mean(ours)
+    assert np.mean(ours) < np.mean(plain) - 0.3, (np.mean(ours), np.mean(plain))
+
+
+@pytest.mark.parametrize("size", [200, 224, 300])
+def test_upscaled_photos_keep_the_plain_bilinear_pixels(size):
+    """No side shrinks (kaggle200 photos at the model sizes): bit-identical to a plain bilinear
+    resize of TensorFlow's default decode, as before (the shipped model was trained on these)."""
+    for name in ("cat.1.jpg", "dog.2.jpg"):
+        data = require(KAGGLE200 / "train" / name).read_bytes()
+        want = tf.image.resize(tf.io.decode_jpeg(data, channels=3), [size, size], method="bilinear").numpy()
+        assert np.array_equal(_decode_resize(data, size), want)
+
+
+def test_decode_scaled_picks_the_dct_ratio_and_the_idct():
+    data = require(KAGGLE_NATIVE / "train" / "cat.1.jpg").read_bytes()  # 280 x 300
+    h, w = (tf.constant(v, tf.int64) for v in tf.io.extract_jpeg_shape(data).numpy()[:2])
+    # 64 px: 280 // 4 = 70 >= 64, so 1/4 scale; it shrinks, so the accurate IDCT
+    got = pipeline.decode_scaled(tf.constant(data), h, w, 64).numpy()
+    assert np.array_equal(got, tf.io.decode_jpeg(data, channels=3, ratio=4, dct_method="INTEGER_ACCURATE").numpy())
+    # 300 px: full size, nothing shrinks: TensorFlow's default decode, unchanged
+    got = pipeline.decode_scaled(tf.constant(data), h, w, 300).numpy()
+    assert np.array_equal(got, tf.io.decode_jpeg(data, channels=3).numpy())
+    assert not np.array_equal(got, tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE").numpy())
+
+
+def test_one_side_shrinks_more_than_2x_while_the_other_grows():
+    """A wide photo squashed to a square: the width shrinks 3x (area resize), the height grows
+    (plain bilinear; an area resize there would be nearest-neighbour)."""
+    data = _jpeg(150, 600)
+    decoded = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+    want = tf.image.resize(tf.image.resize(decoded, [150, 200], method="area"), [200, 200], method="bilinear").numpy()
+    got = _decode_resize(data, 200)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    nearest_rows = tf.image.resize(decoded, [200, 200], method="area").numpy()
+    assert np.abs(got - nearest_rows).mean() > 0.5  # not the area resize of both sides
+
+
+def test_shrinking_up_to_2x_is_a_plain_bilinear_resize():
+    data = _jpeg(150, 300)  # width shrinks 1.5x, height grows
+    decoded = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+    np.testing.assert_array_equal(_decode_resize(data, 200), tf.image.resize(decoded, [200, 200]).numpy())

@@ -6,9 +6,10 @@
     python -m catdog_tf.bench --render=BENCHMARKS.json --update   # tables again from an earlier run
 
 Every row runs in a fresh subprocess and reports images/s (median of timed runs after a
-warm-up), images per CPU-second, cores used, other processes' cores and peak RSS. What the
-sections measure and what the figures mean is written in BENCHMARKS.md, around the blocks
-that --update regenerates.
+warm-up), images per CPU-second, cores used, other processes' cores and peak RSS; each input
+pipeline table also has a fidelity row (mean |error| of every loader's images against Pillow's
+antialiased resize). What the sections measure and what the figures mean is written in
+BENCHMARKS.md, around the blocks that --update regenerates.
 
     plan.py      Settings, Row, plan(), pick(): what a run measures (no TensorFlow)
     measure.py   timing: summarize, measure, Clock (no TensorFlow)
@@ -16,6 +17,7 @@ that --update regenerates.
     child.py     a child process (TensorFlow starts here): runs prepare.py or rows.py's row functions
     prepare.py   the data every row reads: symlinked photos, records, a zip
     rows.py      the row functions (KINDS), one per kind of measurement
+    fidelity.py  the fidelity rows: each loader's images against Pillow's antialiased resize
     tables.py    ratios, the GPU estimate arithmetic, one Markdown block per table
     document.py  bench.md, and the marked blocks of BENCHMARKS.md
 """

@@ -87,7 +87,7 @@ class Settings:
                         pipe_images=640, idg_images=160, pipe_repeats=3, train_size=224, train_batch=32,
                         train_steps=6, train_repeats=3, infer_chunk=4, infer_repeats=3, infer_batch=32,
                         backbones=tuple(LITE_SIZES.items()), weights="auto", head_rows=32768, build_repeats=3,
-                        pair_rounds=3)
+                        pair_rounds=5)
 
     @staticmethod
     def small() -> "Settings":
@@ -113,6 +113,19 @@ def pick(folder: Path, n: int) -> list[Path]:
     return [p for label in sorted(by) for _, p in sorted(by[label])[: n // 2]]
 
 
+# Loaders of a paired row: the first is the reference of `ratios`; `versus` has every pair.
+PAIR_LOADERS = ["idfd", "ours-train", "ours-eval", "decode", "limit", "old"]
+# Loaders whose images are decode_resize's (so they share one fidelity figure per records).
+SAME_PIXELS = ("limit", "ours-train", "ours-eval", "ours-train-old")
+
+
+def _fidelity_key(loader: str, variant: str) -> str | None:
+    if loader == "decode":
+        return None  # not resized: no image to compare
+    base = "ours" if loader in SAME_PIXELS else loader
+    return f"{base} {variant}".strip()
+
+
 def _pipeline_rows(prep: dict, s: Settings) -> list[Row]:
     rows = []
     b = s.batch
@@ -122,33 +135,52 @@ def _pipeline_rows(prep: dict, s: Settings) -> list[Row]:
             table = f"{ds} {size}"
             common = dict(size=size, batch=b, steps=max(1, s.pipe_images // b), repeats=s.pipe_repeats,
                           warmup=s.warmup)
+            table_rows = []
             variants = [("", d["records"])]
             if ds == "native":  # kaggle200 photos are 200 px: --max_side >= 200 stores the same bytes
                 variants.append((f" --max_side={s.max_side[size]}", by_size(d["records_ms"], size)))
             for suffix, rec in variants:
                 v = dict(common, records=rec, variant=suffix.strip())
-                rows.append(Row("pipeline", table, f"limit: decode+resize in memory{suffix}", "pipe",
-                                dict(v, loader="limit")))
-                rows.append(Row("pipeline", table, f"ours, training=True{suffix}", "pipe",
-                                dict(v, loader="ours-train")))
-                rows.append(Row("pipeline", table, f"ours, training=False{suffix}", "pipe",
-                                dict(v, loader="ours-eval")))
+                table_rows += [
+                    Row("pipeline", table, f"decode alone at the chosen DCT scale, in memory{suffix}", "pipe",
+                        dict(v, loader="decode")),
+                    Row("pipeline", table, f"decode_resize, in memory{suffix}", "pipe", dict(v, loader="limit")),
+                    Row("pipeline", table, f"ours, training=True{suffix}", "pipe", dict(v, loader="ours-train")),
+                    Row("pipeline", table, f"ours, training=False{suffix}", "pipe", dict(v, loader="ours-eval"))]
                 if not suffix:
-                    rows.append(Row("pipeline", table, "before the change: shuffle after decoding", "pipe",
-                                    dict(v, loader="ours-train-old")))
-                if ds == "k200":  # 200 px < 448: never DCT-scaled, so this is the old decode_resize
-                    rows.append(Row("pipeline", table, "before the change: limit, antialiased upscaling", "pipe",
-                                    dict(v, loader="limit-plain")))
-                rows.append(Row("pipeline", table, f"paired: limit / ours train / ours eval{suffix}", "pair",
-                                dict(v, loaders=["limit", "ours-train", "ours-eval"], rounds=s.pair_rounds)))
+                    table_rows += [
+                        Row("pipeline", table, "before this change: decode_resize with antialias=True, in memory",
+                            "pipe", dict(v, loader="old")),
+                        Row("pipeline", table, "before an earlier change: shuffle after decoding", "pipe",
+                            dict(v, loader="ours-train-old"))]
+                if ds == "k200":  # 200 px < 448: never DCT-scaled, so this is the oldest decode_resize
+                    table_rows.append(Row("pipeline", table, "before an earlier change: antialiased upscaling, "
+                                          "in memory", "pipe", dict(v, loader="limit-plain")))
+                table_rows.append(Row("pipeline", table, f"paired: {' / '.join(PAIR_LOADERS)}{suffix}", "pair",
+                                      dict(v, loaders=PAIR_LOADERS, rounds=s.pair_rounds, classes=d["classes"])))
             if ds == "native":
-                rows.append(Row("pipeline", table, "limit, full decode + plain bilinear (not antialiased)",
-                                "pipe", dict(common, loader="limit-noaa", records=d["records"])))
-            rows.append(Row("pipeline", table, "ImageDataGenerator.flow_from_directory", "pipe",
-                            dict(common, loader="idg", classes=d["classes"], steps=max(1, s.idg_images // b),
-                                 repeats=min(3, s.pipe_repeats))))
-            rows.append(Row("pipeline", table, "keras.utils.image_dataset_from_directory", "pipe",
-                            dict(common, loader="idfd", classes=d["classes"])))
+                table_rows += [
+                    Row("pipeline", table, "candidate: area resize on every side that shrinks, in memory", "pipe",
+                        dict(common, loader="area", records=d["records"])),
+                    Row("pipeline", table, "full decode + plain bilinear (the Keras loader's work), in memory", "pipe",
+                        dict(common, loader="limit-noaa", records=d["records"]))]
+            table_rows += [
+                Row("pipeline", table, "ImageDataGenerator.flow_from_directory", "pipe",
+                    dict(common, loader="idg", classes=d["classes"], steps=max(1, s.idg_images // b),
+                         repeats=min(3, s.pipe_repeats))),
+                Row("pipeline", table, "keras.utils.image_dataset_from_directory", "pipe",
+                    dict(common, loader="idfd", classes=d["classes"]))]
+            specs = {}
+            for r in table_rows:
+                if r.kind == "pipe":
+                    key = _fidelity_key(r.params["loader"], r.params.get("variant", ""))
+                    r.params["fidelity_key"] = key
+                    if key is not None:
+                        specs[key] = {"loader": key.split()[0], "records": r.params.get("records"),
+                                      "classes": r.params.get("classes")}
+            rows += table_rows
+            rows.append(Row("pipeline", table, "fidelity vs PIL's antialiased resize", "fidelity",
+                            dict(size=size, flat=d["flat"], specs=specs)))
     return rows
 
 
@@ -186,17 +218,19 @@ def _scale_rows(prep: dict, tr: dict, s: Settings) -> list[Row]:
     rows = [Row("scale", "mirrored", f"MirroredStrategy, {n} logical CPU device(s)", "train",
                 dict(tr, stage=1, feed="synthetic", strategy="mirrored"), cpu_devices=n if n > 1 else 0)
             for n in (1, 2)]
-    size, d = s.sizes[0], prep["native"]
-    common = dict(size=size, batch=s.batch, steps=max(1, s.pipe_images // s.batch), repeats=s.pipe_repeats,
-                  warmup=s.warmup)
-    ms = s.max_side[size]
-    for cpus in ("0", "0,1"):
-        n = len(cpus.split(","))
-        for suffix, rec in (("", d["records"]), (f" --max_side={ms}", by_size(d["records_ms"], size))):
-            rows.append(Row("scale", f"native {size} cores", f"limit{suffix}, {n} core(s)", "pipe",
-                            dict(common, loader="limit", records=rec), cpus=cpus))
-        rows.append(Row("scale", f"native {size} cores", f"ours, training=True, {n} core(s)", "pipe",
-                        dict(common, loader="ours-train", records=d["records"]), cpus=cpus))
+    d = prep["native"]
+    for size in s.sizes:  # the 1-core rates of the GPU estimate, at each size; 2 cores at the first
+        common = dict(size=size, batch=s.batch, steps=max(1, s.pipe_images // s.batch), repeats=s.pipe_repeats,
+                      warmup=s.warmup)
+        ms = s.max_side[size]
+        for cpus in ("0", "0,1") if size == s.sizes[0] else ("0",):
+            n = len(cpus.split(","))
+            for suffix, rec in (("", d["records"]), (f" --max_side={ms}", by_size(d["records_ms"], size))):
+                rows.append(Row("scale", "native cores", f"{size} px: decode_resize{suffix}, {n} core(s)", "pipe",
+                                dict(common, loader="limit", records=rec), cpus=cpus))
+            if size == s.sizes[0]:
+                rows.append(Row("scale", "native cores", f"{size} px: ours, training=True, {n} core(s)", "pipe",
+                                dict(common, loader="ours-train", records=d["records"]), cpus=cpus))
     return rows
 
 

@@ -19,6 +19,7 @@ import tensorflow as tf
 # public API; Keras 3 still ships the Keras 2 code privately (already loaded by `import keras`).
 from keras.src.legacy.preprocessing.image import ImageDataGenerator as LegacyImageDataGenerator
 
+from catdog_tf.bench import fidelity
 from catdog_tf.bench.measure import Clock, measure, ratio_runs, sample, snap, summarize
 from catdog_tf.config import BuildConfig
 from catdog_tf.data import pipeline, records
@@ -43,18 +44,18 @@ def _image_data_generator():
 
 
 def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
-    """Decode + resize alone, over the records' JPEG bytes held in memory."""
+    """One per-image function alone, over the records' JPEG bytes held in memory: decode alone
+    at the DCT scale decode_resize picks ("decode"), decode_resize ("limit"), the old one, ..."""
     ex = list(records.read_examples(records_dir, "train"))
     enc = tf.constant([e["encoded"] for e in ex])
     hw = tf.constant([[e["height"], e["width"]] for e in ex], tf.int64)
-    if loader == "limit":  # exactly ours' per-image work
-        fn = lambda e, s: pipeline.decode_resize(e, s[0], s[1], size)  # noqa: E731
-    elif loader == "limit-plain":  # full-size decode, then the antialiased resize
-        fn = lambda e, s: tf.image.resize(tf.io.decode_jpeg(e, channels=3), [size, size], antialias=True)  # noqa: E731
-    elif loader == "limit-noaa":  # full-size decode, plain (aliasing) bilinear resize
-        fn = lambda e, s: tf.image.resize(tf.io.decode_jpeg(e, channels=3), [size, size])  # noqa: E731
+    if loader == "decode":  # the decoded pixels are made in full; one of them is kept (any size)
+        fn = lambda e, s: tf.cast(pipeline.decode_scaled(e, s[0], s[1], size)[:1, :1], tf.float32)  # noqa: E731
     else:
-        raise ValueError(f"unknown loader {loader!r}")
+        one = fidelity.per_image(loader, size)
+        if one is None:
+            raise ValueError(f"unknown loader {loader!r}")
+        fn = lambda e, s: one(e, s[0], s[1])  # noqa: E731
     ds = tf.data.Dataset.from_tensor_slices((enc, hw)).repeat()
     ds = ds.map(fn, num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.batch(batch, num_parallel_calls=AUTOTUNE, deterministic=False).prefetch(AUTOTUNE)
@@ -83,7 +84,7 @@ def _pipe_dataset(loader: str, size: int, batch: int, records_dir: str | None = 
                                      repeat=True), {}
     if loader == "ours-train-old":
         return _shuffle_after_decode(records_dir, size, batch), {}
-    if loader.startswith("limit"):
+    if loader.startswith("limit") or loader in ("decode", "old", "area"):
         return _limit_dataset(loader, size, batch, records_dir)
     if loader == "idg":
         idg, where = _image_data_generator()
@@ -108,8 +109,10 @@ def _batches(it, steps: int) -> int:
 
 
 def row_pipe(loader: str, size: int, batch: int, steps: int, repeats: int, warmup: int,
-             records: str | None = None, classes: str | None = None, variant: str = "") -> dict:
-    """One input pipeline, no model: images/s of batches of float images."""
+             records: str | None = None, classes: str | None = None, variant: str = "",
+             fidelity_key: str | None = None) -> dict:
+    """One input pipeline, no model: images/s of batches of float images. (Its fidelity is
+    measured by the table's fidelity row, under `fidelity_key`.)"""
     ds, extra = _pipe_dataset(loader, size, batch, records, classes)
     t0 = time.perf_counter()
     it = iter(ds)
@@ -119,14 +122,14 @@ def row_pipe(loader: str, size: int, batch: int, steps: int, repeats: int, warmu
 
 
 def row_pair(loaders: list[str], size: int, batch: int, steps: int, rounds: int, warmup: int, records: str,
-             repeats: int = 0, variant: str = "") -> dict:
+             repeats: int = 0, variant: str = "", classes: str | None = None) -> dict:
     """Several pipelines in ONE process, timed in alternating rounds (A B C, C B A, ...), so
     that other jobs' load hits all of them alike: the noise-robust wall-clock ratios. Only one
     pipeline is alive at a time (a fresh iterator per turn, warmed up with a few untimed
     batches), so no pipeline prefetches for free, or steals CPU, while another is timed.
     Top-level figures are those of loaders[1]; `paired` has every loader and the median
-    per-round ratio of each to loaders[0]."""
-    datasets = {name: _pipe_dataset(name, size, batch, records)[0] for name in loaders}
+    per-round ratio of each to loaders[0] (`ratios`) and of each to each other (`versus`)."""
+    datasets = {name: _pipe_dataset(name, size, batch, records, classes)[0] for name in loaders}
     samples: dict = {name: [] for name in loaders}
     for r in range(warmup + rounds):
         for name in (loaders if r % 2 == 0 else loaders[::-1]):
@@ -144,7 +147,8 @@ def row_pair(loaders: list[str], size: int, batch: int, steps: int, rounds: int,
     for name in loaders[1:]:
         rr = ratio_runs(samples[name], samples[loaders[0]])
         ratios[name] = {"x_first": rr["ratio"], "x_first_runs": rr["runs"], "x_first_cpu": rr["cpu"]}
-    return {**per[loaders[1]], "paired": {"per_loader": per, "ratios": ratios, "base": loaders[0]}}
+    versus = {a: {b: ratio_runs(samples[a], samples[b]) for b in loaders if b != a} for a in loaders}
+    return {**per[loaders[1]], "paired": {"per_loader": per, "ratios": ratios, "base": loaders[0], "versus": versus}}
 
 
 class EpochClock(keras.callbacks.Callback):
@@ -297,5 +301,6 @@ def row_build(source: str, repeats: int, warmup: int, work: str, max_side: int |
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-KINDS = {"pipe": row_pipe, "pair": row_pair, "train": row_train, "train_pair": row_train_pair,
+KINDS = {"pipe": row_pipe, "pair": row_pair, "fidelity": fidelity.row_fidelity, "train": row_train,
+         "train_pair": row_train_pair,
          "head_cached": row_head_cached, "infer": row_infer, "build": row_build}

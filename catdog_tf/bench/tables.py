@@ -14,12 +14,17 @@ from catdog_tf.bench.plan import LITE_SIZES, SECTIONS, Settings
 # (tensorflow:21.09-tf2-py3): EfficientNet-B0 (390M MACs, 224 px) on 1x A100-80GB.
 A100_B0_TRAIN_AMP = 3454.0  # img/s, training, mixed precision, 1 GPU
 A100_B0_INFER_FP16 = 9729.85  # img/s, inference, FP16, batch 1024
-B0_MACS = 390e6
 # Lambda Labs, "NVIDIA H100 Tensor Core GPU - Deep Learning Performance Analysis": vision
 # models train ~2x faster on an H100 SXM than on an A100 SXM.
 H100_OVER_A100_VISION = 2.0
-# MACs of EfficientNet-Lite (tensorflow/tpu models/official/efficientnet/lite README).
-LITE_MACS = {"efficientnet_lite0": 407e6, "efficientnet_lite1": 631e6, "efficientnet_lite2": 899e6}
+# Throughput relative to EfficientNet-B0 in ONE harness (timm's benchmark.py, PyTorch 1.12,
+# AMP, channels-last, RTX 3090): huggingface/pytorch-image-models results/
+# benchmark-{train,infer}-amp-nhwc-pt112-cu113-rtx3090.csv, img/s (train, inference).
+TIMM_RTX3090 = {"efficientnet_b0": (1751.72, 8015.36), "efficientnet_lite0": (2079.28, 9415.07),
+                "efficientnet_lite1": (1530.99, 6215.56), "efficientnet_lite2": (1191.67, 4791.14),
+                "xception": (497.64, 1578.2)}
+# The backbones of the estimate at their own input sizes.
+GPU_BACKBONES = {**LITE_SIZES, "xception": 299}
 
 HEAD = ("| row | img/s (median) | runs | img/CPU-s | cores used | others' cores | peak RSS MB | "
         "RSS over import MB |")
@@ -62,25 +67,41 @@ def _pipe(results, table, loader, variant=None, kind=None):
                  and "error" not in x["result"]), None)
 
 
+def _fidelity(results, table) -> dict:
+    """key -> mean |error| from the table's fidelity row ({} when it failed or did not run)."""
+    for x in results:
+        if (x["section"], x["table"], x["kind"]) == ("pipeline", table, "fidelity") and "error" not in x["result"]:
+            return x["result"]["fidelity"]
+    return {}
+
+
+def _paired(pair, a: str, b: str, key: str):
+    v = pair["paired"].get("versus", {}).get(a, {}).get(b) if pair else None
+    return v[key] if v else None
+
+
 def _pipeline_ratios(results) -> dict:
+    """Per pipeline row: its fidelity, and its images/s over decode alone, the Keras loader and
+    ImageDataGenerator (isolated rows, and paired where both loaders ran in the paired row)."""
     out = {}
     for r in results:
-        if r["section"] != "pipeline" or r["params"].get("loader") not in ("ours-train", "ours-eval",
-                                                                           "ours-train-old"):
+        if r["section"] != "pipeline" or r["kind"] != "pipe":
             continue
-        variant = r["params"].get("variant", "")
-        lim = _pipe(results, r["table"], "limit", variant)
-        idg = find(results, "pipeline", r["table"], startswith="ImageDataGenerator")
-        idfd = find(results, "pipeline", r["table"], startswith="keras.utils.image_dataset")
+        loader, variant = r["params"]["loader"], r["params"].get("variant", "")
         res = r["result"] if "error" not in r["result"] else None
+        dec = _pipe(results, r["table"], "decode", variant)
+        idfd = _pipe(results, r["table"], "idfd")
+        idg = _pipe(results, r["table"], "idg")
         pair = _pipe(results, r["table"], None, variant, kind="pair")
-        pr = pair["paired"]["ratios"].get(r["params"]["loader"]) if pair else None
-        out[f"{r['table']} | {r['name']}"] = {
-            "x_limit_paired": pr["x_first"] if pr else None, "x_limit_paired_cpu": pr["x_first_cpu"] if pr else None,
-            "x_limit": ratio(res, lim), "x_limit_cpu": ratio(res, lim, "cpu_images_per_s"),
-            "x_idg": ratio(res, idg), "x_idg_cpu": ratio(res, idg, "cpu_images_per_s"),
-            "x_idfd": ratio(res, idfd), "x_idfd_cpu": ratio(res, idfd, "cpu_images_per_s"),
-        }
+        key = r["params"].get("fidelity_key")
+        v = {"loader": loader, "variant": variant, "fidelity": _fidelity(results, r["table"]).get(key) if key else None,
+             "x_decode": ratio(res, dec), "x_decode_cpu": ratio(res, dec, "cpu_images_per_s"),
+             "x_idfd": ratio(res, idfd), "x_idfd_cpu": ratio(res, idfd, "cpu_images_per_s"),
+             "x_idg": ratio(res, idg), "x_idg_cpu": ratio(res, idg, "cpu_images_per_s")}
+        for other in ("idfd", "decode", "old"):
+            v[f"x_{other}_paired"] = _paired(pair, loader, other, "ratio")
+            v[f"x_{other}_paired_cpu"] = _paired(pair, loader, other, "cpu")
+        out[f"{r['table']} | {r['name']}"] = v
     return out
 
 
@@ -126,38 +147,46 @@ def compute_ratios(results: list[dict], s: Settings) -> dict:
     m1 = find(results, "scale", "mirrored", startswith="MirroredStrategy, 1")
     m2 = find(results, "scale", "mirrored", startswith="MirroredStrategy, 2")
     out["scale"]["mirrored 2 devices / 1 device"] = ratio(m2, m1)
-    size = s.sizes[0]
-    t = f"native {size} cores"
-    ms = s.max_side[size]
-    for label, stem in (("limit", "limit"), (f"limit --max_side={ms}", f"limit --max_side={ms}"),
+    size, ms = s.sizes[0], s.max_side[s.sizes[0]]
+    for label, stem in (("decode_resize", "decode_resize"),
+                        (f"decode_resize --max_side={ms}", f"decode_resize --max_side={ms}"),
                         ("ours train", "ours, training=True")):
-        one = find(results, "scale", t, name=f"{stem}, 1 core(s)")
-        two = find(results, "scale", t, name=f"{stem}, 2 core(s)")
+        one = find(results, "scale", "native cores", name=f"{size} px: {stem}, 1 core(s)")
+        two = find(results, "scale", "native cores", name=f"{size} px: {stem}, 2 core(s)")
         out["scale"][f"{label}: 2 cores / 1 core"] = ratio(two, one)
     return out
 
 
-def gpu_estimate(results: list[dict], s: Settings) -> dict:
-    """Images/s an H100 would need per backbone (estimates from public figures) and the CPU
-    cores of JPEG decoding that takes, from the measured 1-core decode+resize rate."""
-    size = s.sizes[0]
+def _per_core(results, s: Settings, size: int) -> dict:
+    """1-core decode_resize img/s at `size`: native photos, native --max_side, and kaggle200
+    (scaled from native by their 2-core ratio in section 1, same run)."""
     ms = s.max_side[size]
-    t = f"native {size} cores"
-    per_core = {"native photos": find(results, "scale", t, name="limit, 1 core(s)"),
-                f"native --max_side={ms}": find(results, "scale", t, name=f"limit --max_side={ms}, 1 core(s)")}
-    per_core["kaggle200 (200 px)"] = None
-    k1 = find(results, "pipeline", f"k200 {size}", name="limit: decode+resize in memory")
-    n2 = find(results, "pipeline", f"native {size}", name="limit: decode+resize in memory")
-    if k1 and n2 and per_core["native photos"]:
-        # 1-core kaggle200 rate scaled from the 2-core ratio kaggle200 / native (same run).
-        per_core["kaggle200 (200 px)"] = {"images_per_s": per_core["native photos"]["images_per_s"]
-                                          * k1["images_per_s"] / n2["images_per_s"], "derived": True}
-    out = {"per_core_decode": {k: (v["images_per_s"] if v else None) for k, v in per_core.items()}, "backbones": {}}
-    for name, macs in LITE_MACS.items():
-        train = A100_B0_TRAIN_AMP * H100_OVER_A100_VISION * B0_MACS / macs
-        infer = A100_B0_INFER_FP16 * H100_OVER_A100_VISION * B0_MACS / macs
-        cores = {k: {"train": train / v, "infer": infer / v} for k, v in out["per_core_decode"].items() if v}
-        out["backbones"][name] = {"size": LITE_SIZES[name], "h100_train_est": train, "h100_infer_est": infer,
+    one = {"native photos": find(results, "scale", "native cores", name=f"{size} px: decode_resize, 1 core(s)"),
+           "native --max_side": find(results, "scale", "native cores",
+                                     name=f"{size} px: decode_resize --max_side={ms}, 1 core(s)")}
+    out = {k: (v["images_per_s"] if v else None) for k, v in one.items()}
+    k2 = find(results, "pipeline", f"k200 {size}", name="decode_resize, in memory")
+    n2 = find(results, "pipeline", f"native {size}", name="decode_resize, in memory")
+    out["kaggle200 (200 px)"] = (out["native photos"] * k2["images_per_s"] / n2["images_per_s"]
+                                 if k2 and n2 and out["native photos"] else None)
+    return out
+
+
+def gpu_estimate(results: list[dict], s: Settings) -> dict:
+    """Images/s an H100 would need per backbone (estimates from public figures) and the host
+    cores of decode_resize that takes, from its 1-core rate measured at the size closest to
+    the backbone's input size."""
+    per_size = {size: _per_core(results, s, size) for size in s.sizes}
+    b0_train, b0_infer = TIMM_RTX3090["efficientnet_b0"]
+    out = {"per_core_decode": {str(k): v for k, v in per_size.items()},
+           "max_side": {str(k): v for k, v in s.max_side.items()}, "backbones": {}}
+    for name, size in GPU_BACKBONES.items():
+        t, i = TIMM_RTX3090[name]
+        train = A100_B0_TRAIN_AMP * H100_OVER_A100_VISION * t / b0_train
+        infer = A100_B0_INFER_FP16 * H100_OVER_A100_VISION * i / b0_infer
+        at = min(s.sizes, key=lambda z: abs(z - size))
+        cores = {k: {"train": train / v, "infer": infer / v} for k, v in per_size[at].items() if v}
+        out["backbones"][name] = {"size": size, "rate_size": at, "h100_train_est": train, "h100_infer_est": infer,
                                   "cores": cores}
     return out
 
@@ -180,7 +209,7 @@ def _cell(text: str) -> str:
 def table_rows(results, section, table, extra_cols=None) -> list[str]:
     lines = []
     for r in results:
-        if r["section"] != section or r["table"] != table or r["kind"] in ("pair", "train_pair"):
+        if r["section"] != section or r["table"] != table or r["kind"] in ("pair", "train_pair", "fidelity"):
             continue
         res = r["result"]
         if "error" in res:
@@ -210,15 +239,26 @@ def _run_block(data: dict, s: Settings) -> str:
 
 
 def _headline_pipeline(ratios: dict) -> str:
-    L = ["| ratio | wall clock, paired | wall clock, isolated rows | per CPU-second, isolated | target |",
-         "|---|---:|---:|---:|---|"]
-    for key, v in ratios["pipeline"].items():
-        if "before the change" not in key:
-            L.append(f"| {_cell(key)}: x limit | {_x(v['x_limit_paired'])} | {_x(v['x_limit'])} "
-                     f"| {_x(v['x_limit_cpu'])} | >= 0.9x |")
-    for key, v in ratios["pipeline"].items():
-        if "training=True" in key and "max_side" not in key:
-            L.append(f"| {_cell(key)}: x ImageDataGenerator | | {_x(v['x_idg'])} | {_x(v['x_idg_cpu'])} | >= 3x |")
+    L = ["| ratio | wall clock, paired | wall clock, isolated rows | per CPU-second, isolated | fidelity | target |",
+         "|---|---:|---:|---:|---:|---|"]
+    pipe = ratios["pipeline"]
+    for key, v in pipe.items():
+        if v["loader"] in ("ours-train", "ours-eval"):
+            target = ">= 1.0x, fidelity <= 1.5" if key.startswith("native") else ""
+            L.append(f"| {_cell(key)}: x image_dataset_from_directory | {_x(v['x_idfd_paired'])} | {_x(v['x_idfd'])} "
+                     f"| {_x(v['x_idfd_cpu'])} | {_f(v['fidelity'], 2)} | {target} |")
+    for key, v in pipe.items():
+        if v["loader"] == "limit":
+            target = "" if key.startswith("native") else ">= 1.0x (no side shrinks: same pixels)"
+            L.append(f"| {_cell(key)}: x before this change (antialias=True) | {_x(v['x_old_paired'])} | | "
+                     f"| {_f(v['fidelity'], 2)} | {target} |")
+    for key, v in pipe.items():
+        if v["loader"] == "ours-train":
+            L.append(f"| {_cell(key)}: x decode alone | {_x(v['x_decode_paired'])} | {_x(v['x_decode'])} "
+                     f"| {_x(v['x_decode_cpu'])} | | |")
+    for key, v in pipe.items():
+        if v["loader"] == "ours-train" and not v["variant"]:
+            L.append(f"| {_cell(key)}: x ImageDataGenerator | | {_x(v['x_idg'])} | {_x(v['x_idg_cpu'])} | | >= 3x |")
     return "\n".join(L)
 
 
@@ -236,23 +276,27 @@ def _headline_train(tr: dict) -> str:
 
 def _pipeline_table(res, ratios: dict, t: str) -> str:
     def extra(r):
-        v = ratios["pipeline"].get(f"{t} | {r['name']}")
-        first = _f(r["result"].get("first_batch_s"), 2)
-        if not v:
-            return [first, "", ""]
-        return [first, f"{_x(v['x_limit'])} ({_x(v['x_limit_cpu'])} CPU)", f"{_x(v['x_idg'])}"]
+        v = ratios["pipeline"].get(f"{t} | {r['name']}") or {}
+        cols = [_f(r["result"].get("first_batch_s"), 2), _f(v.get("fidelity"), 2) if v.get("fidelity") else ""]
+        for k in ("x_decode", "x_idfd"):
+            cols.append(f"{_x(v[k])} ({_x(v[k + '_cpu'])} CPU)" if v.get(k) and v.get("loader") != k[2:] else "")
+        cols.append(_x(v["x_idg"]) if v.get("x_idg") and v.get("loader") != "idg" else "")
+        return cols
 
-    L = [HEAD + " first batch s | x limit | x ImageDataGenerator |", SEP + "---:|---:|---:|"]
+    L = [HEAD + " first batch s | fidelity | x decode alone | x image_dataset_from_directory | x ImageDataGenerator |",
+         SEP + "---:|---:|---:|---:|---:|"]
     L += table_rows(res, "pipeline", t, extra)
     for r in res:
         if r["section"] == "pipeline" and r["table"] == t and r["kind"] == "pair" and "error" not in r["result"]:
             pp = r["result"]["paired"]
-            per, rr = pp["per_loader"], pp["ratios"]
+            per, vs = pp["per_loader"], pp.get("versus", {})
             variant = " " + r["params"]["variant"] if r["params"].get("variant") else ""
+            pairs = [(a, pp["base"]) for a in per if a != pp["base"]] + [("limit", "old"), ("ours-train", "decode")]
             L += ["", f"Paired{variant} (one process, {len(per[pp['base']]['runs'])} alternating rounds): "
                   + ", ".join(f"{k} {v['images_per_s']:.0f} img/s" for k, v in per.items()) + "; "
-                  + ", ".join(f"{k} / {pp['base']} {_x(v['x_first'])} (rounds "
-                              f"{', '.join(f'{x:.2f}' for x in v['x_first_runs'])})" for k, v in rr.items()) + "."]
+                  + ", ".join(f"{a} / {b} {_x(vs[a][b]['ratio'])} (rounds "
+                              f"{', '.join(f'{x:.2f}' for x in vs[a][b]['runs'])})"
+                              for a, b in pairs if b in vs.get(a, {})) + "."]
     return "\n".join(L)
 
 
@@ -291,18 +335,25 @@ def _train_block(res, tr: dict) -> str:
     return "\n".join(L)
 
 
+def _cores(v: float) -> str:
+    return f"{v:.1f}" if v < 10 else f"{v:.0f}"
+
+
 def _gpu_block(g: dict) -> str:
-    keys = [k for k, v in g["per_core_decode"].items() if v]
-    L = ["| backbone | H100 train img/s (est.) | H100 inference img/s (est.) | "
+    keys = list(dict.fromkeys(k for b in g["backbones"].values() for k in b["cores"]))
+    L = ["| backbone (input size) | H100 train img/s (est.) | H100 inference img/s (est.) | 1-core rate at | "
          + " | ".join(f"cores, train / inference: {k}" for k in keys) + " |",
-         "|---|---:|---:|" + "---:|" * len(keys)]
+         "|---|---:|---:|---:|" + "---:|" * len(keys)]
     for name, b in g["backbones"].items():
+        cells = [f"{_cores(b['cores'][k]['train'])} / {_cores(b['cores'][k]['infer'])}" if k in b["cores"] else "n/a"
+                 for k in keys]
         L.append(f"| {name} ({b['size']}) | {b['h100_train_est']:,.0f} | {b['h100_infer_est']:,.0f} | "
-                 + " | ".join(f"{b['cores'][k]['train']:.0f} / {b['cores'][k]['infer']:.0f}" for k in keys) + " |")
-    rates = ", ".join(f"{k} {v:.0f} img/s" for k, v in g["per_core_decode"].items() if v)
-    derived = " (kaggle200 derived from its 2-core ratio to native in section 1)" \
-        if g["per_core_decode"].get("kaggle200 (200 px)") else ""
-    return "\n".join(L + ["", f"1-core decode+resize rates measured here: {rates or 'n/a'}{derived}."])
+                 f"{b['rate_size']} px | " + " | ".join(cells) + " |")
+    rates = "; ".join(f"{size} px: " + ", ".join(f"{k.replace('--max_side', '--max_side=' + str(g['max_side'][size]))}"
+                                                 f" {v:.0f} img/s" for k, v in r.items() if v)
+                      for size, r in g["per_core_decode"].items())
+    return "\n".join(L + ["", f"1-core decode_resize rates measured here: {rates or 'n/a'} (kaggle200 derived from "
+                           "its 2-core ratio to native in section 1)."])
 
 
 def sections_of(data: dict) -> tuple[str, ...]:
@@ -341,7 +392,7 @@ def blocks(data: dict) -> list[Block]:
         out.append(Block("build", "4. Records build", None, "\n".join([HEAD, SEP] + table_rows(res, "build", "build"))))
     if "scale" in ran:
         scale = [HEAD, SEP] + table_rows(res, "scale", "mirrored")
-        scale += table_rows(res, "scale", f"native {s.sizes[0]} cores")
+        scale += table_rows(res, "scale", "native cores")
         scale += [""] + [f"- {k}: {_x(v)}" for k, v in ratios["scale"].items()]
         S5 = "5. Scaling (CPU stand-in for GPUs)"
         out.append(Block("scale", S5, None, "\n".join(scale)))

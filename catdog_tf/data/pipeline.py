@@ -18,28 +18,67 @@ AUTOTUNE = tf.data.AUTOTUNE
 _RATIOS = (8, 4, 2, 1)  # libjpeg's DCT scaling factors
 
 
-def decode_resize(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
-    """JPEG bytes -> float32 [image_size, image_size, 3] in 0..255.
-
-    Decoding and downscaling are fused: libjpeg decodes large photos at 1/2, 1/4 or 1/8
-    scale straight from the DCT coefficients when the result is still >= image_size on
-    both sides, which skips most of the work for native-size photos.
-
-    The antialiased resize (2-3x the cost of a plain bilinear one, more than the decode
-    itself for 200 px photos) runs only when a side shrinks: when both sides grow or stay,
-    antialiasing changes nothing (same output to float rounding), so the plain one is used.
-    """
+def _scale(height: tf.Tensor, width: tf.Tensor, image_size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(index into _RATIOS of the DCT scale to decode at, whether a side will still shrink).
+    The largest ratio whose scaled short side still covers image_size is used."""
     short = tf.minimum(height, width)
-    branches = [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in _RATIOS]
-    # First ratio whose scaled short side still covers image_size (ratios are descending).
-    ok = tf.stack([short // r >= image_size for r in _RATIOS])
+    ok = tf.stack([short // r >= image_size for r in _RATIOS])  # ratios are descending
     index = tf.where(tf.reduce_any(ok), tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32), len(_RATIOS) - 1)
-    image = tf.switch_case(index, branches)
-    shrinks = tf.reduce_any(tf.shape(image)[:2] > image_size)
-    image = tf.cond(shrinks,
-                    lambda: tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True),
-                    lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"))
+    ratio = tf.gather(tf.constant(_RATIOS, height.dtype), index)
+    return index, (tf.maximum(height, width) + ratio - 1) // ratio > image_size  # libjpeg rounds up
+
+
+def _decode(encoded: tf.Tensor, index: tf.Tensor, dct_method: str = "") -> tf.Tensor:
+    return tf.switch_case(index, [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r, dct_method=dct_method)
+                                  for r in _RATIOS])
+
+
+def decode_scaled(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
+    """The decode step of decode_resize alone: uint8 [h, w, 3] at the DCT scale it picks.
+
+    libjpeg decodes large photos at 1/2, 1/4 or 1/8 scale straight from the DCT
+    coefficients, which skips most of the work for large photos. A photo that will shrink
+    is decoded with libjpeg's accurate integer IDCT (at full scale, PIL's decode to the
+    pixel); one that will not keeps TensorFlow's default (INTEGER_FAST) IDCT, as before.
+    """
+    index, shrinks = _scale(height, width, image_size)
+    return tf.cond(shrinks, lambda: _decode(encoded, index, "INTEGER_ACCURATE"), lambda: _decode(encoded, index))
+
+
+def decode_resize(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image_size: int) -> tf.Tensor:
+    """JPEG bytes (height x width as stored) -> float32 [image_size, image_size, 3] in 0..255.
+
+    The decode of decode_scaled, then: while no side shrinks by more than 2x, a plain
+    bilinear resize (its two taps per side still reach every source pixel; at exactly 2x it
+    is the 2x2 average); beyond that, an area resize (a box filter) of the shrinking sides,
+    then plain bilinear for a side that grows (area would be nearest-neighbour there). When
+    no side shrinks, this is exactly the decode and plain bilinear resize of before
+    (kaggle200 photos upscaled to the model size keep their pixels).
+    """
+    index, shrinks = _scale(height, width, image_size)
+
+    def shrink():
+        image = _decode(encoded, index, "INTEGER_ACCURATE")
+        size = tf.shape(image)[:2]
+        # Why not tf.image.resize(antialias=True), as before: it costs more than the decode,
+        # and the IDCT, not the filter, was most of the distance to PIL's antialiased resize.
+        # Measured, with the candidates not kept: BENCHMARKS.md, section 1.
+        return tf.cond(tf.reduce_max(size) > 2 * image_size,
+                       lambda: _area_shrink(image, size, image_size),
+                       lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"))
+
+    image = tf.cond(shrinks, shrink,
+                    lambda: tf.image.resize(_decode(encoded, index), [image_size, image_size], method="bilinear"))
     return tf.reshape(image, [image_size, image_size, 3])
+
+
+def _area_shrink(image: tf.Tensor, size: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Area resize of the sides longer than image_size, then (when the other side is shorter,
+    as a squashed wide photo's can be) plain bilinear for that side alone."""
+    image = tf.image.resize(image, tf.minimum(size, image_size), method="area")
+    return tf.cond(tf.reduce_any(size < image_size),
+                   lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"),
+                   lambda: image)
 
 
 def parse(serialized: tf.Tensor, image_size: int) -> dict:
@@ -67,6 +106,7 @@ def make_dataset(
     drop_remainder: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     batch_transform=None,
+    skip_excluded: bool | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images, labels), or ({"image", "id"}, labels) with with_ids.
 
@@ -78,6 +118,8 @@ def make_dataset(
         reads its own shards (or its own examples when there are too few shards) and
         batch_size is the global batch, divided per replica here.
     batch_transform: a function applied to each (images, labels) batch, e.g. MixUp.
+    skip_excluded: leave out the photos on the build's exclusion list (records.excluded_ids);
+        default: when training. Evaluation scores every photo.
     """
     files = records.shard_files(records_dir, split, fold)
     if input_context is not None:
@@ -100,6 +142,11 @@ def make_dataset(
         # at 224, 1.1 MB at 299): the same randomness for ~20x less memory, and the first
         # batch waits for reading the buffer, not for decoding it (BENCHMARKS.md).
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    excluded = records.excluded_ids(records_dir) if (training if skip_excluded is None else skip_excluded) else []
+    if excluded:
+        table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(excluded), tf.ones(len(excluded), tf.int32)), default_value=0)
+        ds = ds.filter(lambda s: table.lookup(schema.parse(s)["id"]) == 0)
     ds = ds.map(lambda s: parse(s, image_size), num_parallel_calls=AUTOTUNE, deterministic=not training)
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
