@@ -96,4 +96,6 @@ def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp
     kfold.write_oof(tmp_path / "other.csv", ids, y, ["fold0"] * 16, p)
     r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--predictions={tmp_path / 'other.csv'}",
                         f"--records={rec}"], cwd=REPO, capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "excluded photos differ" in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-2000:]
+    assert "excluded photos differ" in errors[0]

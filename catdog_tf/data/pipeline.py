@@ -57,19 +57,21 @@ def decode_resize(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image
     """
     index, shrinks = _scale(height, width, image_size)
 
-    def shrink():
-        image = _decode(encoded, index, "INTEGER_ACCURATE")
-        size = tf.shape(image)[:2]
-        # Why not tf.image.resize(antialias=True), as before: it costs more than the decode,
-        # and the IDCT, not the filter, was most of the distance to PIL's antialiased resize.
-        # Measured, with the candidates not kept: BENCHMARKS.md, section 1.
-        return tf.cond(tf.reduce_max(size) > 2 * image_size,
-                       lambda: _area_shrink(image, size, image_size),
-                       lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"))
-
-    image = tf.cond(shrinks, shrink,
+    image = tf.cond(shrinks, lambda: resize_decoded(_decode(encoded, index, "INTEGER_ACCURATE"), image_size),
                     lambda: tf.image.resize(_decode(encoded, index), [image_size, image_size], method="bilinear"))
     return tf.reshape(image, [image_size, image_size, 3])
+
+
+def resize_decoded(image: tf.Tensor, image_size: int) -> tf.Tensor:
+    """A decoded image [h, w, 3] -> float32 [image_size, image_size, 3], resized as
+    decode_resize resizes (also for PNG/GIF/BMP in the serving graph)."""
+    size = tf.shape(image)[:2]
+    # Why not tf.image.resize(antialias=True), as before: it costs more than the decode,
+    # and the IDCT, not the filter, was most of the distance to PIL's antialiased resize.
+    # Measured, with the candidates not kept: BENCHMARKS.md, section 1.
+    return tf.cond(tf.reduce_max(size) > 2 * image_size,
+                   lambda: _area_shrink(image, size, image_size),
+                   lambda: tf.image.resize(image, [image_size, image_size], method="bilinear"))
 
 
 def _area_shrink(image: tf.Tensor, size: tf.Tensor, image_size: int) -> tf.Tensor:

@@ -126,17 +126,14 @@ def plain_keras(model: keras.Model) -> keras.Model:
 
 def decode_image(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
     """One encoded image -> float32 [size, size, 3]: JPEG through the pipeline's fused decode,
-    PNG/GIF/BMP decoded in full then resized (antialiased when shrinking)."""
+    PNG/GIF/BMP decoded in full then resized as the pipeline resizes (pipeline.resize_decoded)."""
     def jpeg():
         shape = tf.io.extract_jpeg_shape(image_bytes)
         return pipeline.decode_resize(image_bytes, tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64), size)
 
     def other():
-        image = tf.cast(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), tf.float32)
-        shrinks = tf.reduce_any(tf.shape(image)[:2] > size)
-        image = tf.cond(shrinks, lambda: tf.image.resize(image, [size, size], antialias=True),
-                        lambda: tf.image.resize(image, [size, size]))
-        return tf.reshape(image, [size, size, 3])
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        return tf.reshape(pipeline.resize_decoded(image, size), [size, size, 3])
 
     return tf.cond(tf.strings.substr(image_bytes, 0, 3) == b"\xff\xd8\xff", jpeg, other)
 
@@ -189,8 +186,9 @@ README = """# {name}: exported by `python -m catdog_tf.export`
 {extra}| `model.keras` | float32 [N, {size}, {size}, 3], RGB 0..255 | P(dog), float32 [N, 1]; standard Keras layers only |
 
 P(dog) is the probability that the photo shows a dog (Kaggle's `label`). JPEG bytes are decoded
-and resized in the graph exactly as `catdog_tf.predict` does (DCT-scaled decode, then an
-antialiased squash to {size}x{size}); other formats are decoded in full and resized.
+and resized in the graph exactly as `catdog_tf.predict` does (DCT-scaled decode, then a squash
+to {size}x{size}: bilinear, with an area filter where a side shrinks more than 2x); other
+formats are decoded in full and resized the same way.
 
 ```python
 import tensorflow as tf

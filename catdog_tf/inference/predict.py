@@ -4,7 +4,7 @@
     python -m catdog_tf.predict --model=runs/final/model.keras photo1.jpg photo2.png
 
 Any model this package writes (one backbone or an ensemble) takes float images in 0..255
-at its declared input size; resizing here matches training (squash, antialiased bilinear).
+at its declared input size; resizing here matches training (pipeline.decode_resize: a squash).
 """
 
 from __future__ import annotations
