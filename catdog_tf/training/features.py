@@ -97,6 +97,11 @@ class FeatureSet:
         keep = ~np.isin(self.ids.astype(str), list(ids))
         return FeatureSet(self.x[keep], self.y[keep], self.ids[keep], None if self.x_flip is None else self.x_flip[keep])
 
+    def mirror_mean(self) -> np.ndarray:
+        """The mean of each photo's and its mirror image's features: what a model with flip
+        test-time augmentation feeds its (linear) head."""
+        return (self.x + self.x_flip) / 2
+
     def with_mirrors(self) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) with the mirror images appended: the training arrays of the flip policy."""
         if self.x_flip is None:

@@ -87,7 +87,7 @@ def load_features(cfg: KFoldConfig, folds: list[str]):
     excluded = np.isin(fused.ids.astype(str), records.excluded_ids(cfg.records))
     clf = imagenet_classifier(names[0], cfg.weights, cfg.image_size)
     # On the features the exported model computes: with tta_flip, the mean of the image's and its mirror's.
-    x0 = (sets[0].x + sets[0].x_flip) / 2 if cfg.tta_flip else sets[0].x
+    x0 = sets[0].mirror_mean() if cfg.tta_flip else sets[0].x
     masses = None if clf is None else np.stack(imagenet.cat_dog_probs(np.asarray(clf(x0))), axis=1)
     return models, fused, fold_idx, excluded, masses
 
@@ -118,6 +118,9 @@ def run(cfg: KFoldConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     models, fs, fold_idx, excluded, masses = load_features(cfg, folds)
     x, xf, y = fs.x, fs.x_flip, fs.y
+    # Scored as the exported model scores: with tta_flip, the mean features of image and mirror
+    # give the mean of their logits (the head is linear).
+    xs = fs.mirror_mean() if cfg.tta_flip else x
     log(f"{cfg.backbone}: {len(y)} photos in {len(folds)} folds ({int(excluded.sum())} kept out of training, "
         f"predicted out of fold like the rest), {x.shape[1]} features"
         f"{' (+ mirror images for training)' if cfg.flip else ''}")
@@ -130,12 +133,10 @@ def run(cfg: KFoldConfig) -> dict:
         tr, va = (fold_idx != k) & ~excluded, fold_idx == k
         t = targets[tr]
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
-        xv = (x[va] + xf[va]) / 2 if cfg.tta_flip else x[va]
-        head, hist = fit_head(xt, yt, (xv, y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
+        head, hist = fit_head(xt, yt, (xs[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
                               tb=ScalarLog(str(out / "tensorboard" / name)))
-        # Called directly: predict() would retrace for every new head (and warn each time). With
-        # tta_flip the mean features give the mean logit of image and mirror (the head is linear).
-        oof[va] = np.asarray(head(xv, training=False)).reshape(-1)
+        # Called directly: predict() would retrace for every new head (and warn each time).
+        oof[va] = np.asarray(head(xs[va], training=False)).reshape(-1)
         heads.append(head)
         per_fold.append({"fold": name, "count": int(va.sum()), "trained_on": int(tr.sum()),
                          "log_loss": metrics.log_loss(y[va], oof[va]),
