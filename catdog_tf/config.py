@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import posixpath
 
 AUGMENTATIONS = ("none", "flip", "reference", "randaugment")
 BATCH_POLICIES = ("none", "mixup", "cutmix")
@@ -27,7 +28,13 @@ def f(default, help: str, *, choices=None, multi: bool = False):
 
 
 def default_cache_dir(out: str) -> str:
-    """Feature caches live beside the run folders (runs/cache for runs/X), shared by every tool."""
+    """Feature caches live beside the run folders (runs/cache for runs/X), shared by every tool;
+    gs://b/runs/X -> gs://b/runs/cache (string rules only: config imports no TensorFlow)."""
+    out = str(out)
+    if "://" in out:  # a URL (gs://, hdfs://, ram://): normpath would fold the scheme's '//'
+        scheme, _, rest = out.partition("://")
+        parent = posixpath.dirname(rest.rstrip("/"))
+        return f"{scheme}://{posixpath.join(parent, 'cache') if parent else rest.rstrip('/') + '/cache'}"
     return os.path.join(os.path.dirname(os.path.normpath(out)) or ".", "cache")
 
 
@@ -102,6 +109,8 @@ class KFoldConfig:
     tta_flip: bool = f(True, "Score each photo and its mirror image and average the logits: in the out-of-fold "
                        "figures and in the exported model (twice the inference cost).")
     seed: int = f(0, "Seed (fold k uses seed + k).")
+    strategy: str = f("auto", "tf.distribute strategy (features are extracted and heads fitted under it).",
+                      choices=STRATEGIES)
     cache_dir: str | None = f(None, "Feature cache (default <out>/../cache; shared with train).")
     cache_groups: list[str] | None = f(None, "Cache these groups of folds as one file each, e.g. fold2,fold3+fold4 "
                                        "(default: one file per fold; only changes caching).")

@@ -64,3 +64,38 @@ def kaggle_dir(tmp_path):
 
 def pytest_report_header(config):
     return f"shared data: {SHARED_DATA} ({'present' if KAGGLE200.is_dir() else 'MISSING'})"
+
+
+def free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_workers(module: str, args: list[str], n: int = 2, timeout: int = 900) -> list[str]:
+    """`python -m MODULE ARGS` as n local workers of one MultiWorkerMirroredStrategy job on
+    127.0.0.1; every worker must exit 0. Returns each worker's output (stdout + stderr)."""
+    import json
+    import subprocess
+    import sys
+
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(n)]}
+    procs = []
+    for i in range(n):
+        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen([sys.executable, "-u", "-m", module, *args], cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, o in zip(procs, outs):
+        assert p.returncode == 0, o[-3000:]
+    return outs

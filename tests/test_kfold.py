@@ -17,7 +17,7 @@ from catdog_tf.inference import ensemble, predict
 from catdog_tf.models import head
 from catdog_tf.training import features, kfold
 from catdog_tf.training.fit import FitConfig, fit_head
-from conftest import KAGGLE200, REPO, real_records, require
+from conftest import KAGGLE200, REPO, real_records, require, run_workers
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
@@ -190,3 +190,39 @@ def test_cli_writes_report(rec, tmp_path):
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["count"] == len(kfold.read_oof(out).ids)
     assert "out-of-fold log loss" in r.stderr and "ETA" in r.stderr
+
+
+def test_two_workers_share_the_extraction_and_the_chief_writes_once(rec, lite0_run, tmp_path):
+    """`python -m catdog_tf.kfold` as two MultiWorkerMirrored workers on 127.0.0.1: each extracts
+    half the photos, both hold the same features, one writes; out of fold close to one process."""
+    cfg, single = lite0_run
+    out, cache = tmp_path / "mw", tmp_path / "cache"
+    outs = run_workers("catdog_tf.kfold", [
+        "--backbone=efficientnet_lite0", f"--records={rec}", f"--out={out}", "--folds=fold1,fold2,fold3",
+        "--epochs=6", "--batch_size=16", "--cache_groups=fold1+fold2,fold3", f"--cache_dir={cache}"])
+    total = {"fold1+fold2": 0, "fold3": 0}
+    for ex in records.read_examples(rec):
+        if ex["fold"] in (1, 2, 3):
+            total["fold3" if ex["fold"] == 3 else "fold1+fold2"] += 1
+    for i, o in enumerate(outs):
+        assert "MultiWorkerMirroredStrategy with 2 replica(s)" in o and "custom distributed loop" in o
+        for group, m in total.items():  # worker i: photos i, i+2, ... of the group, plain and mirrored
+            line = f"features: worker {i}/2 extracts {len(range(i, m, 2))} of {m} photos (efficientnet_lite0_224_avg {group}"
+            assert o.count(line) == 2, (line, o[-2000:])
+    assert "the chief writes" in outs[1] and "wrote" in outs[0] and "wrote" not in outs[1]
+    assert sorted(p.name for p in out.iterdir()) == ["fold_heads.npz", "kfold.json", "model.keras",
+                                                      "oof_predictions.csv", "tensorboard"]
+    # The assembled features are the single process's, photo for photo.
+    single_cache = Path(cfg.out).parent / "cache"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(p.name for p in single_cache.iterdir())
+    for f in cache.iterdir():
+        a, b = np.load(f), np.load(single_cache / f.name)
+        assert list(a["ids"]) == list(b["ids"]) and (a["labels"] == b["labels"]).all()
+        np.testing.assert_allclose(a["features"], b["features"], atol=1e-5)
+    mw, one = kfold.read_oof(out), kfold.read_oof(cfg.out)
+    assert mw.ids == one.ids and (mw.labels == one.labels).all()
+    report = json.loads((out / "kfold.json").read_text())
+    print(f"out of fold: two workers {report['oof_log_loss']:.5f}, one process {single['oof_log_loss']:.5f}")
+    assert abs(report["oof_log_loss"] - single["oof_log_loss"]) < 0.25 * single["oof_log_loss"] + 0.01
+    model = predict.load_model(str(out))
+    assert model.name == "catdog_kfold_efficientnet_lite0"

@@ -109,6 +109,7 @@ def make_dataset(
     input_context: tf.distribute.InputContext | None = None,
     batch_transform=None,
     skip_excluded: bool | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of (images, labels), or ({"image", "id"}, labels) with with_ids.
 
@@ -122,6 +123,8 @@ def make_dataset(
     batch_transform: a function applied to each (images, labels) batch, e.g. MixUp.
     skip_excluded: leave out the photos on the build's exclusion list (records.excluded_ids);
         default: when training. Evaluation scores every photo.
+    shard: (count, index): every count-th example from the index-th, in order (one worker's
+        share of an extraction or evaluation; example_ids() lists the whole order).
     """
     files = records.shard_files(records_dir, split, fold)
     if input_context is not None:
@@ -135,10 +138,11 @@ def make_dataset(
             shard_examples = True
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
-                       num_parallel_calls=AUTOTUNE, deterministic=not training)
+    ds = _interleave(ds, len(files), training)
     if shard_examples:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if shard is not None:
+        ds = ds.shard(*shard)
     if training and not cache:
         # Shuffle the serialized examples (~10-50 KB each), not decoded images (0.6 MB each
         # at 224, 1.1 MB at 299): the same randomness for ~20x less memory, and the first
@@ -170,6 +174,19 @@ def make_dataset(
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF \
         if input_context is not None else tf.data.experimental.AutoShardPolicy.AUTO
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _interleave(files: tf.data.Dataset, count: int, training: bool) -> tf.data.Dataset:
+    return files.interleave(tf.data.TFRecordDataset, cycle_length=min(count, 16), num_parallel_calls=AUTOTUNE,
+                            deterministic=not training)
+
+
+def example_ids(records_dir: str, split: str, fold: int | None = None) -> list[str]:
+    """The ids of a split in the order make_dataset(training=False) yields its photos."""
+    files = records.shard_files(records_dir, split, fold)
+    ds = _interleave(tf.data.Dataset.from_tensor_slices(files), len(files), False)
+    ds = ds.map(lambda s: schema.parse(s)["id"], num_parallel_calls=AUTOTUNE).batch(4096)
+    return [i.decode() for b in ds for i in b.numpy()]
 
 
 def encoded_dataset(encoded: Callable[[], Iterator[tuple[bytes, int, int]]], image_size: int,

@@ -10,10 +10,11 @@ worst mistakes), a calibration plot and a contact sheet of the worst mistakes.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
+from catdog_tf import files
 from catdog_tf.data import records
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
@@ -42,20 +43,22 @@ def summarize(ids: list[str], y: np.ndarray, p: np.ndarray, clips=DEFAULT_CLIPS,
 
 def evaluate(model, *, images: str | None = None, records_dir: str | None = None, split: str = "validation",
              fold: int | None = None, tta: str = "none", batch_size: int = 32, out_dir: str | None = None,
-             clips=DEFAULT_CLIPS, max_pixels: int = records.DEFAULT_MAX_PIXELS, worst: int = 24) -> dict:
-    """Predicts every labeled image of a folder or a records split; returns the summary and,
-    with out_dir, writes calibration.png and worst_mistakes.png there."""
+             clips=DEFAULT_CLIPS, max_pixels: int = records.DEFAULT_MAX_PIXELS, worst: int = 24,
+             strategy: tf.distribute.Strategy | None = None) -> dict:
+    """Predicts every labeled image of a folder or a records split (under `strategy`: split
+    across devices and workers); returns the summary and, with out_dir, writes
+    calibration.png and worst_mistakes.png there."""
     if images:
         photos = predict.scan_folder(images, labeled=True, max_pixels=max_pixels)
         for s in photos.skipped:
             print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
         print(photos.describe(), file=sys.stderr)
         ids, skipped = photos.ids, photos.skipped
-        p = predict.predict_photos(model, photos, batch_size, tta)
+        p = predict.predict_photos(model, photos, batch_size, tta, strategy)
         y = np.asarray(photos.labels, np.float64)
         sources = dict(zip(ids, photos.paths))
     else:
-        ids, y, p = predict.predict_records(model, records_dir, split, batch_size, tta, fold)
+        ids, y, p = predict.predict_records(model, records_dir, split, batch_size, tta, fold, strategy)
         skipped, sources = [], None
     s = report(ids, y, p, records_dir=records_dir, out_dir=out_dir, clips=clips, worst=worst, sources=sources,
                title=model.name)
@@ -81,15 +84,14 @@ def report(ids: list[str], y, p, *, records_dir: str | None = None, out_dir: str
         for w in s["worst"]:
             w["excluded"] = w["id"] in excluded
     if out_dir:
-        out = Path(out_dir)
-        s["calibration_png"] = plots.calibration_plot(y, p, str(out / "calibration.png"),
+        s["calibration_png"] = plots.calibration_plot(y, p, files.join(out_dir, "calibration.png"),
                                                        f"{title}: log loss {s['log_loss']:.4f}, n={len(y)}")
         if sources is None:  # JPEG bytes of just the worst few, for the contact sheet
             want = {w["id"] for w in s["worst"]}
             sources = {e["id"]: e["encoded"] for e in records.read_examples(records_dir) if e["id"] in want}
         items = [(sources[w["id"]], f"{w['id']}{' (excl.)' if w.get('excluded') else ''}  P(dog)={w['p_dog']:.3f}"
                   f"\nloss {w['loss']:.2f}") for w in s["worst"] if w["id"] in sources]
-        s["worst_png"] = plots.contact_sheet(items, str(out / "worst_mistakes.png"),
+        s["worst_png"] = plots.contact_sheet(items, files.join(out_dir, "worst_mistakes.png"),
                                               f"{title}: worst {len(items)} of {len(y)} (true label in the id)")
     return s
 
@@ -105,4 +107,4 @@ def evaluate_predictions(path: str, *, records_dir: str | None = None, out_dir: 
         if any(e != (i in excluded) for i, e in zip(o.ids, o.excluded)):
             raise UserError(f"{path}: its excluded photos differ from {records_dir}'s list: not these records' run")
     return report(o.ids, o.labels, o.p_dog, records_dir=records_dir, out_dir=out_dir, clips=clips, worst=worst,
-                  title=f"out of fold: {Path(path).parent.name if Path(path).is_file() else Path(path).name}")
+                  title=f"out of fold: {files.name(path if files.isdir(path) else files.parent(path))}")

@@ -12,27 +12,28 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 import catdog_tf.models.layers  # noqa: F401 - registers the package's layers for load_model
+from catdog_tf import files
 from catdog_tf.data import kaggle, pipeline, records, sources
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import KAGGLE_EPS, LOGIT_EPS
 from catdog_tf.progress import Progress
+from catdog_tf.training import distribute
 
 
-def load_model(path: str):
-    """A model dir (holding model.keras) or a .keras file, loaded with safe_mode on."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "model.keras"
-    if not p.exists():
+def load_model(path: str, strategy: tf.distribute.Strategy | None = None):
+    """A model dir (holding model.keras) or a .keras file, loaded with safe_mode on (under
+    `strategy`'s scope: its weights on every device)."""
+    p = files.join(path, "model.keras") if files.isdir(path) else str(path)
+    if not files.exists(p):
         raise UserError(f"{path}: no model (expected a .keras file or a folder holding model.keras)")
-    return keras.saving.load_model(str(p), safe_mode=True, compile=False)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return keras.saving.load_model(p, safe_mode=True, compile=False)
 
 
 def input_size(model) -> int:
@@ -42,9 +43,11 @@ def input_size(model) -> int:
     return int(shape[1])
 
 
-def predict_batches(model, batches, tta: str = "none", total: int | None = None, desc: str = "predict"):
-    """Runs model over an iterable of image batches; tta='flip' averages with the mirror
-    image in logit space. Returns P(dog) as float64 numpy."""
+def predict_batches(model, batches, tta: str = "none", total: int | None = None, desc: str = "predict",
+                    strategy: tf.distribute.Strategy | None = None):
+    """Runs model over an iterable of image batches, each split across the strategy's local
+    devices; tta='flip' averages with the mirror image in logit space. Returns P(dog) as
+    float64 numpy."""
     if tta not in ("none", "flip"):
         raise ValueError(f"tta must be 'none' or 'flip', not {tta!r}")
 
@@ -58,10 +61,11 @@ def predict_batches(model, batches, tta: str = "none", total: int | None = None,
             p = tf.sigmoid((logit(p) + logit(q)) / 2)
         return tf.reshape(p, [-1])
 
+    run = distribute.replica_map(strategy or tf.distribute.get_strategy(), step)
     out = []
     bar = Progress(total, desc)
     for images in batches:
-        out.append(step(images).numpy())
+        out.append(np.asarray(run(images)))
         bar.update(len(out[-1]))
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
@@ -92,7 +96,7 @@ class Photos:
         scored = set(self.ids)
         kind = {it.label != kaggle.UNLABELED for it in self.items}
         claimed = {kn.id for s in self.skipped
-                   if (kn := kaggle.parse(Path(s["file"]).name)) is not None and {kn.labeled} == kind}
+                   if (kn := kaggle.parse(files.name(s["file"]))) is not None and {kn.labeled} == kind}
         return sorted(claimed - scored, key=lambda i: (len(i), i))
 
     def describe(self) -> str:
@@ -103,7 +107,7 @@ def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MA
     """The photos of a Kaggle folder (searched like records' inputs: recursively, regular files
     only, the same name rules), each checked to decode, so a bad file is reported by name, not
     as a tf.data crash. Duplicate ids keep the first file. No photo at all is a UserError."""
-    if not Path(folder).is_dir():
+    if not files.isdir(folder):
         raise UserError(f"{folder}: not a folder")
     cands, skipped = sources.discover([folder])
     wanted = []
@@ -111,7 +115,7 @@ def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MA
         if (c.label != kaggle.UNLABELED) == labeled:
             wanted.append(c)
         else:
-            skipped.append({"file": c.origin, "reason": kaggle.name_problem(Path(c.origin).name, labeled)})
+            skipped.append({"file": c.origin, "reason": kaggle.name_problem(files.name(c.origin), labeled)})
     items = []
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for res in pool.map(lambda c: records.check(c, max_pixels), wanted):
@@ -123,20 +127,41 @@ def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MA
     return Photos(items, skipped, folder)
 
 
-def predict_photos(model, photos: Photos, batch_size: int = 32, tta: str = "none") -> np.ndarray:
-    ds = pipeline.photos_dataset(photos.items, input_size(model), batch_size)
-    return predict_batches(model, ds, tta, total=len(photos.items))
+def _share(strategy, count: int) -> tuple[distribute.Workers, np.ndarray]:
+    """This worker's photos among `count`: every K-th from its rank (all of them in one process)."""
+    w = distribute.workers(strategy)
+    return w, np.arange(w.rank, count, w.count)
 
 
-def predict_files(model, paths: list[str], batch_size: int = 32, tta: str = "none") -> np.ndarray:
-    ds = pipeline.files_dataset(paths, input_size(model), batch_size)
-    return predict_batches(model, ds, tta, total=len(paths))
+def _global_batch(strategy, batch_size: int) -> int:
+    return batch_size * distribute.local_replicas(strategy or tf.distribute.get_strategy())
+
+
+def predict_photos(model, photos: Photos, batch_size: int = 32, tta: str = "none",
+                   strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
+    """P(dog) of every photo, in order. Under a multi-worker strategy each worker predicts its
+    share and every worker gets all the predictions. batch_size: per device."""
+    w, mine = _share(strategy, len(photos.items))
+    ds = pipeline.photos_dataset([photos.items[i] for i in mine], input_size(model), _global_batch(strategy, batch_size))
+    p = predict_batches(model, ds, tta, total=len(mine), strategy=strategy)
+    return distribute.gather_rows(strategy, p, mine, len(photos.items)).astype(np.float64) if w.count > 1 else p
+
+
+def predict_files(model, paths: list[str], batch_size: int = 32, tta: str = "none",
+                  strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
+    ds = pipeline.files_dataset(paths, input_size(model), _global_batch(strategy, batch_size))
+    return predict_batches(model, ds, tta, total=len(paths), strategy=strategy)
 
 
 def predict_records(model, records_dir: str, split: str, batch_size: int = 32, tta: str = "none",
-                    fold: int | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(ids, labels, P(dog)) for a records split in manifest order."""
-    ds = pipeline.make_dataset(records_dir, split, input_size(model), batch_size, fold=fold, with_ids=True)
+                    fold: int | None = None, strategy: tf.distribute.Strategy | None = None,
+                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(ids, labels, P(dog)) for a records split in manifest order (each worker predicts its
+    share under a multi-worker strategy; every worker returns all of them)."""
+    total = records.split_count(records_dir, split, fold)
+    w, mine = _share(strategy, total)
+    ds = pipeline.make_dataset(records_dir, split, input_size(model), _global_batch(strategy, batch_size), fold=fold,
+                               with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
     ids, labels = [], []
 
     def images():
@@ -145,9 +170,15 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
             labels.append(y.numpy())
             yield x["image"]
 
-    total = records.split_count(records_dir, split, fold)
-    p = predict_batches(model, images(), tta, total=total)
-    return ids, (np.concatenate(labels) if labels else np.zeros(0)), p
+    p = predict_batches(model, images(), tta, total=len(mine), strategy=strategy)
+    y = np.concatenate(labels) if labels else np.zeros(0)
+    if w.count > 1:
+        order = pipeline.example_ids(records_dir, split, fold)
+        if ids != order[w.rank::w.count]:
+            raise ValueError(f"{split}: worker {w.rank} read its photos out of the records' order")
+        ids, y = order, distribute.gather_rows(strategy, y.astype(np.float32), mine, total).astype(np.float64)
+        p = distribute.gather_rows(strategy, p, mine, total).astype(np.float64)
+    return ids, y, p
 
 
 def write_submission(path: str, ids: list[str], p: np.ndarray, clip: float = KAGGLE_EPS):
@@ -157,9 +188,4 @@ def write_submission(path: str, ids: list[str], p: np.ndarray, clip: float = KAG
         raise UserError(f"duplicate test ids {dup}: refusing to write {path}")
     order = sorted(range(len(ids)), key=lambda i: int(ids[i]))
     p = np.clip(p, clip, 1 - clip)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("id,label\n")
-        f.writelines(f"{ids[i]},{p[i]:.6f}\n" for i in order)
-    tmp.replace(path)
+    files.write_text(path, "id,label\n" + "".join(f"{ids[i]},{p[i]:.6f}\n" for i in order))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import tensorflow as tf
 
 from catdog_tf.config import STRATEGIES
@@ -104,3 +106,88 @@ def choose_xla(mode: str, strategy: tf.distribute.Strategy) -> tuple[bool, str]:
     if strategy.num_replicas_in_sync > 1:
         return False, "Keras does not jit-compile under a multi-replica tf.distribute strategy"
     return True, "single GPU; augmentation runs in tf.data, outside the compiled step"
+
+
+@dataclasses.dataclass(frozen=True)
+class Workers:
+    """This process's place in a job: rank among `count` workers, and whether it writes outputs."""
+
+    rank: int
+    count: int
+    chief: bool
+
+
+def workers(strategy: tf.distribute.Strategy | None = None) -> Workers:
+    """Rank and count of the workers of `strategy`: several only under MultiWorkerMirrored
+    (rank as TF_CONFIG orders the tasks: the chief first, then the workers)."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return Workers(0, 1, True)
+    cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task, cluster = cfg.get("task", {}), cfg.get("cluster", {})
+    chiefs = len(cluster.get("chief", []))
+    rank = 0 if task.get("type") == "chief" else chiefs + int(task.get("index", 0))
+    return Workers(rank, tf_config_workers(), is_chief())
+
+
+def local_replicas(strategy: tf.distribute.Strategy) -> int:
+    """How many replicas this worker runs (the default strategy: one)."""
+    if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        return 1
+    try:
+        return len(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy has no device list
+        return 1
+
+
+def replica_map(strategy: tf.distribute.Strategy, fn):
+    """batch -> fn(batch) with the batch split across this worker's replicas (distributed
+    predict: each device runs fn on its slice; the outputs are concatenated in order)."""
+    n = local_replicas(strategy)
+    if n <= 1:
+        return fn
+
+    def per_replica(images):  # a plain function: strategy.run would bind a tf.function fn to the PerReplica
+        return fn(images)
+
+    @tf.function(reduce_retracing=True)
+    def run(values):
+        return strategy.run(per_replica, args=(values,))
+
+    def call(batch):
+        batch = tf.convert_to_tensor(batch)
+        m = int(batch.shape[0])
+        pad = (-m) % n  # equal slices: repeat the last image, drop its outputs below
+        if pad:
+            batch = tf.concat([batch, tf.repeat(batch[-1:], pad, axis=0)], 0)
+        parts = tf.split(batch, n)
+        # Replica j of worker w has replica_id w * n + j: j picks the j-th slice, in local order.
+        values = strategy.experimental_distribute_values_from_function(
+            lambda ctx: parts[ctx.replica_id_in_sync_group % n])
+        return tf.concat(strategy.experimental_local_results(run(values)), 0)[:m]
+
+    return call
+
+
+def _all_sum(strategy: tf.distribute.Strategy, value: np.ndarray) -> np.ndarray:
+    """The sum over workers of each worker's `value` (one collective all-reduce)."""
+    n = local_replicas(strategy)
+    zero = np.zeros_like(value)
+    values = strategy.experimental_distribute_values_from_function(
+        lambda ctx: value if ctx.replica_id_in_sync_group % n == 0 else zero)
+    return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None))
+
+
+def gather_rows(strategy: tf.distribute.Strategy, part: np.ndarray, rows: np.ndarray, total: int) -> np.ndarray:
+    """Every worker's rows of one [total, ...] array, assembled on every worker: each worker
+    holds part = array[rows]. An all-reduce of zero-filled copies, exact (x + 0 = x)."""
+    full = np.zeros((total, *part.shape[1:]), np.float32)
+    full[rows] = part
+    return full if workers(strategy).count == 1 else _all_sum(strategy, full)
+
+
+def agree(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+    """True when `flag` is true on every worker (e.g. "this cache file exists"): every worker
+    then takes the same branch, so their collectives stay in step."""
+    if workers(strategy).count == 1:
+        return bool(flag)
+    return float(_all_sum(strategy, np.asarray([0.0 if flag else 1.0], np.float32))[0]) == 0.0

@@ -10,21 +10,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-from pathlib import Path
+import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from catdog_tf import files
 from catdog_tf.data import pipeline, records
 from catdog_tf.progress import Progress
+from catdog_tf.training import distribute
 
 
 def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None = None, desc: str = "features",
-            flip: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            flip: bool = False, strategy: tf.distribute.Strategy | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs feature_model over ds (batches of ({"image", "id"}, label)); returns
-    (features, labels, str ids). flip=True mirrors every image first (test-time/cached flip)."""
+    (features, labels, str ids). flip=True mirrors every image first (test-time/cached flip).
+    Each batch is split across the strategy's local replicas (distribute.replica_map)."""
 
     # One trace for every batch size (the last batch is smaller).
     @tf.function(input_signature=[tf.TensorSpec([None, *feature_model.input_shape[1:]], tf.float32)])
@@ -33,10 +35,11 @@ def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None =
             images = tf.image.flip_left_right(images)
         return feature_model(images, training=False)
 
+    run = distribute.replica_map(strategy or tf.distribute.get_strategy(), step)
     feats, labels, ids = [], [], []
     bar = Progress(total, desc)
     for x, y in ds:
-        feats.append(np.asarray(step(x["image"])))
+        feats.append(np.asarray(run(x["image"])))
         labels.append(y.numpy())
         ids += [i.decode() for i in x["id"].numpy()]
         bar.update(len(y))
@@ -58,28 +61,45 @@ def _weights_fingerprint(model: keras.Model) -> str:
 
 def cached(feature_model: keras.Model, records_dir: str, split: str, image_size: int, *, fold: int | None = None,
            flip: bool = False, batch_size: int = 64, cache_dir: str | None = None,
-           dtype: str = "float32") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           dtype: str = "float32", strategy: tf.distribute.Strategy | None = None,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """extract() over a records split, cached under cache_dir keyed by the model's name and
-    weights, its output, the split's shard checksums, image size and flip."""
+    weights, its output, the split's shard checksums, image size and flip.
+
+    Under a multi-worker strategy each worker extracts every K-th photo, the parts are
+    assembled on every worker (distribute.gather_rows) and only the chief writes the cache."""
+    strategy = strategy or tf.distribute.get_strategy()
+    w = distribute.workers(strategy)
     shards = records.split_shards(records_dir, split, fold)
     shas = sorted(sh["sha256"] for sh in shards)
     key = hashlib.sha256(json.dumps([feature_model.name, _weights_fingerprint(feature_model),
                                      list(feature_model.output_shape), image_size, flip, shas]).encode()).hexdigest()[:20]
-    path = Path(cache_dir) / f"{feature_model.name}-{split}{'' if fold is None else fold}-{'flip-' if flip else ''}{key}.npz" \
-        if cache_dir else None
-    if path and path.exists():
-        z = np.load(path, allow_pickle=False)
+    path = files.join(cache_dir, f"{feature_model.name}-{split}{'' if fold is None else fold}-{'flip-' if flip else ''}"
+                                 f"{key}.npz") if cache_dir else None
+    # Decided together: a worker that saw no cache would extract, and wait for the others forever.
+    if path and distribute.agree(strategy, files.exists(path)):
+        z = files.load_npz(path)
         return z["features"], z["labels"], z["ids"].astype(object)
-    ds = pipeline.make_dataset(records_dir, split, image_size, batch_size, fold=fold, with_ids=True)
     total = sum(sh["count"] for sh in shards)
-    feats, labels, ids = extract(feature_model, ds, total, desc=f"{feature_model.name} {split}{' flipped' if flip else ''}",
-                                 flip=flip)
+    order = pipeline.example_ids(records_dir, split, fold) if w.count > 1 else None
+    mine = np.arange(w.rank, total, w.count)
+    desc = f"{feature_model.name} {split}{' flipped' if flip else ''}"
+    print(f"features: worker {w.rank}/{w.count} extracts {len(mine)} of {total} photos ({desc})", file=sys.stderr,
+          flush=True)
+    # batch_size per device: a global batch of batch_size x this worker's replicas.
+    ds = pipeline.make_dataset(records_dir, split, image_size, batch_size * distribute.local_replicas(strategy),
+                               fold=fold, with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
+    feats, labels, ids = extract(feature_model, ds, len(mine), desc=desc, flip=flip, strategy=strategy)
+    if w.count > 1:
+        if list(ids) != order[w.rank::w.count]:
+            raise ValueError(f"{split}: worker {w.rank} read its photos out of the records' order")
+        feats = distribute.gather_rows(strategy, feats.reshape(len(mine), -1), mine, total)
+        feats = feats.reshape(total, *feature_model.output_shape[1:])
+        labels = distribute.gather_rows(strategy, labels.astype(np.float32), mine, total)
+        ids = np.asarray(order, dtype=object)
     feats = feats.astype(dtype)
-    if path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, features=feats, labels=labels, ids=ids.astype(str))
-        os.replace(tmp, path)
+    if path and w.chief:
+        files.save_npz(path, features=feats, labels=labels, ids=ids.astype(str))
     return feats, labels, ids
 
 
@@ -111,11 +131,11 @@ class FeatureSet:
 
 def load(feature_model: keras.Model, records_dir: str, splits: list[str], image_size: int, *, flip: bool = False,
          fold: int | None = None, cache_dir: str | None = None, dtype: str = "float32",
-         batch_size: int = 64) -> FeatureSet:
+         batch_size: int = 64, strategy: tf.distribute.Strategy | None = None) -> FeatureSet:
     """The cached activations of every photo of `splits` (each cached as one file), in order;
     with flip, those of the mirror images too."""
     parts, fparts, ys, id_parts = [], [], [], []
-    kw = dict(fold=fold, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size)
+    kw = dict(fold=fold, cache_dir=cache_dir, dtype=dtype, batch_size=batch_size, strategy=strategy)
     for split in splits:
         x, y, ids = cached(feature_model, records_dir, split, image_size, **kw)
         parts.append(x)

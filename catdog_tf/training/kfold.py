@@ -20,18 +20,19 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from catdog_tf import metrics
+from catdog_tf import files, metrics
 from catdog_tf.config import KFoldConfig, default_cache_dir
 from catdog_tf.data import records
 from catdog_tf.errors import UserError
 from catdog_tf.models import imagenet
-from catdog_tf.models.head import average_heads, imagenet_classifier, pooled_head_model, pooled_model
-from catdog_tf.training import features
-from catdog_tf.training.fit import FitConfig, fit_head
+from catdog_tf.models.head import average_heads, build_head, imagenet_classifier, pooled_head_model, pooled_model
+from catdog_tf.training import distribute, features
+from catdog_tf.training.fit import FitConfig, fit
 from catdog_tf.training.tblog import ScalarLog
 
 OOF_HEADER = "id,label,fold,p_dog"
@@ -61,19 +62,22 @@ def _groups(folds: list[str], cache_groups: list[str] | None) -> list[str]:
     return list(cache_groups)
 
 
-def load_features(cfg: KFoldConfig, folds: list[str]):
+def load_features(cfg: KFoldConfig, folds: list[str], strategy=None):
     """Pooled features of every photo of `folds`, backbones side by side: (feature models,
     FeatureSet, fold index of each photo, excluded-from-training mask, ImageNet [cat, dog]
-    mass per photo from the first backbone's classifier or None)."""
+    mass per photo from the first backbone's classifier or None). Extracted under `strategy`
+    (each worker its share, every local device its slice of each batch)."""
+    strategy = strategy or tf.distribute.get_strategy()
     names = cfg.backbone.split("+")
     if len(names) > 1 and cfg.image_size:
         raise UserError("--image_size applies to a single backbone, not a fusion")
     cache_dir = cfg.cache_dir or default_cache_dir(cfg.resolved_out())
     models, sets = [], []
     for name in names:
-        pm = pooled_model(name, cfg.weights, cfg.image_size)
+        with strategy.scope():
+            pm = pooled_model(name, cfg.weights, cfg.image_size)
         fs = features.load(pm, cfg.records, _groups(folds, cfg.cache_groups), int(pm.input_shape[1]),
-                           flip=cfg.flip or cfg.tta_flip, cache_dir=cache_dir)
+                           flip=cfg.flip or cfg.tta_flip, cache_dir=cache_dir, strategy=strategy)
         if sets and list(fs.ids) != list(sets[0].ids):
             raise ValueError(f"{name}: photos in a different order than {names[0]}")
         models.append(pm)
@@ -100,23 +104,24 @@ def _result_settings(config: dict) -> dict:
     """The settings that change a run's result (where features are cached does not); a setting
     added since a run was made counts at its default."""
     full = {**json.loads(json.dumps(dataclasses.asdict(KFoldConfig()))), **_BEFORE, **json.loads(json.dumps(config))}
-    return {k: v for k, v in full.items() if k not in ("cache_dir", "cache_groups")}
+    return {k: v for k, v in full.items() if k not in ("cache_dir", "cache_groups", "strategy")}
 
 
 def run(cfg: KFoldConfig) -> dict:
     folds = cfg.folds or fold_names(cfg.records)
     if len(folds) < 2:
         raise UserError(f"k-fold needs at least 2 folds, got {folds}")
-    out = Path(cfg.resolved_out())
-    done = out / "kfold.json"
-    if done.exists() and (out / "model.keras").exists():
-        report = json.loads(done.read_text())
-        if _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and report["folds"] == folds \
-                and report.get("records") == records.content_fingerprint(cfg.records):
-            log(f"{out} holds a finished run with these settings: nothing to do")
-            return report
-    out.mkdir(parents=True, exist_ok=True)
-    models, fs, fold_idx, excluded, masses = load_features(cfg, folds)
+    out = cfg.resolved_out()
+    strategy, why = distribute.choose_strategy(cfg.strategy)
+    w = distribute.workers(strategy)
+    log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}; "
+        f"worker {w.rank}/{w.count}{' (chief: writes the outputs)' if w.chief else ''}")
+    report = _finished(cfg, out, folds)
+    # Decided together: a worker that went on alone would wait for the others' collectives forever.
+    if distribute.agree(strategy, report is not None):
+        log(f"{out} holds a finished run with these settings: nothing to do")
+        return report
+    models, fs, fold_idx, excluded, masses = load_features(cfg, folds, strategy)
     x, xf, y = fs.x, fs.x_flip, fs.y
     # Scored as the exported model scores: with tta_flip, the mean features of image and mirror
     # give the mean of their logits (the head is linear).
@@ -133,8 +138,11 @@ def run(cfg: KFoldConfig) -> dict:
         tr, va = (fold_idx != k) & ~excluded, fold_idx == k
         t = targets[tr]
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
-        head, hist = fit_head(xt, yt, (xs[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
-                              tb=ScalarLog(str(out / "tensorboard" / name)))
+        keras.utils.set_random_seed(cfg.seed + k)
+        with strategy.scope():
+            head = build_head(x.shape[1], cfg.dropout, cfg.seed + k)
+        hist = fit(head, (xt, yt), (xs[va], y[va]), fit_cfg, strategy=strategy, verbose=0, log=log,
+                   tb=ScalarLog(files.join(out, "tensorboard", name)) if w.chief else None)
         # Called directly: predict() would retrace for every new head (and warn each time).
         oof[va] = np.asarray(head(xs[va], training=False)).reshape(-1)
         heads.append(head)
@@ -152,19 +160,33 @@ def run(cfg: KFoldConfig) -> dict:
     log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f} (95% CI {report['oof_log_loss_ci95'][0]:.5f}"
         f"-{report['oof_log_loss_ci95'][1]:.5f}), accuracy {report['oof_accuracy']:.4f} on all {len(y)} photos; "
         f"{report['cleaned_oof_log_loss']:.5f} without the {int(excluded.sum())} excluded")
-    write_oof(out / "oof_predictions.csv", fs.ids, y, [folds[j] for j in fold_idx], oof, excluded, masses)
+    if not w.chief:  # every worker holds the same heads and predictions; one writes them
+        log(f"worker {w.rank}/{w.count}: done; the chief writes {out}")
+        return report
+    write_oof(files.join(out, "oof_predictions.csv"), fs.ids, y, [folds[j] for j in fold_idx], oof, excluded, masses)
 
     # Every fold head's weights, for inspection and tests (a few KB).
-    np.savez(out / "fold_heads.npz", **{f"{folds[k]}/{j}": w for k, h in enumerate(heads)
-                                        for j, w in enumerate(h.get_weights())})
+    files.save_npz(files.join(out, "fold_heads.npz"), **{f"{folds[k]}/{j}": v for k, h in enumerate(heads)
+                                                         for j, v in enumerate(h.get_weights())})
     # The export: frozen backbone(s) -> pooled features -> the k heads averaged (one head).
     model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.backbone.replace('+', '_')}",
                               mirror=cfg.tta_flip)
-    model.save(str(out / "model.keras"))
-    (out / "kfold.json").write_text(json.dumps(report, indent=1))
-    log(f"wrote {out / 'model.keras'} (mean of {len(heads)} fold heads), {out / 'oof_predictions.csv'}; "
-        f"TensorBoard: {out / 'tensorboard'}")
+    model.save(files.join(out, "model.keras"))
+    files.write_text(files.join(out, "kfold.json"), json.dumps(report, indent=1))
+    log(f"wrote {files.join(out, 'model.keras')} (mean of {len(heads)} fold heads), "
+        f"{files.join(out, 'oof_predictions.csv')}; TensorBoard: {files.join(out, 'tensorboard')}")
     return report
+
+
+def _finished(cfg: KFoldConfig, out: str, folds: list[str]) -> dict | None:
+    """The report of a finished run in `out` with the same result settings, records and folds."""
+    done = files.join(out, "kfold.json")
+    if not (files.exists(done) and files.exists(files.join(out, "model.keras"))):
+        return None
+    report = json.loads(files.read_text(done))
+    same = _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and \
+        report["folds"] == folds and report.get("records") == records.content_fingerprint(cfg.records)
+    return report if same else None
 
 
 def _soft_targets(path: str, ids) -> np.ndarray:
@@ -181,10 +203,9 @@ def write_oof(path, ids, labels, folds, p_dog, excluded=None, masses=None) -> No
     n = len(ids)
     excluded = np.zeros(n, bool) if excluded is None else excluded
     mass = [("", "")] * n if masses is None else [(f"{c:.6g}", f"{d:.6g}") for c, d in masses]
-    with open(path, "w") as f:
-        f.write(OOF_HEADER + OOF_EXTRA + "\n")
-        f.writelines(f"{i},{int(t)},{k},{q:.8f},{int(e)},{c},{d}\n"
-                     for i, t, k, q, e, (c, d) in zip(ids, labels, folds, p_dog, excluded, mass))
+    files.write_text(path, OOF_HEADER + OOF_EXTRA + "\n" + "".join(
+        f"{i},{int(t)},{k},{q:.8f},{int(e)},{c},{d}\n"
+        for i, t, k, q, e, (c, d) in zip(ids, labels, folds, p_dog, excluded, mass)))
 
 
 @dataclasses.dataclass
@@ -201,16 +222,13 @@ class OOF:
 
 def read_oof(path: str) -> OOF:
     """A k-fold run's folder or its oof_predictions.csv (older files lack the extra columns)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "oof_predictions.csv"
-    rows = []
-    with open(p) as f:
-        header = f.readline().strip()
-        if header not in (OOF_HEADER, OOF_HEADER + OOF_EXTRA):
-            raise UserError(f"{p}: not an out-of-fold predictions file (header {header!r})")
-        for line in f:
-            rows.append(line.rstrip("\n").split(","))
+    p = files.join(path, "oof_predictions.csv") if files.isdir(path) else str(path)
+    if not files.exists(p):
+        raise UserError(f"{p}: no out-of-fold predictions file (a k-fold run's folder or its oof_predictions.csv)")
+    header, *lines = files.read_text(p).splitlines()
+    if header.strip() not in (OOF_HEADER, OOF_HEADER + OOF_EXTRA):
+        raise UserError(f"{p}: not an out-of-fold predictions file (header {header.strip()!r})")
+    rows = [line.split(",") for line in lines]
     ids = [r[0] for r in rows]
     labels = np.asarray([float(r[1]) for r in rows])
     excluded = np.asarray([len(r) > 4 and r[4] == "1" for r in rows], bool)
