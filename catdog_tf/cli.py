@@ -85,12 +85,26 @@ def no_extra_args(argv: list[str]) -> None:
 def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename:
         return f"{e.filename}: {e.strerror or e}"
+    if _file_error(e):
+        return e.message.strip()
     return str(e).strip() or type(e).__name__
+
+
+def _file_error(e: BaseException) -> bool:
+    """A tf.io.gfile error about a path (catdog_tf.files reads and writes through gfile, whose
+    errors are not OSErrors): missing, not a folder, permission, ... (TensorFlow is looked up,
+    never imported here: a tool that never loaded it raised none of these)."""
+    tf = sys.modules.get("tensorflow")
+    errors = getattr(tf, "errors", None)
+    return errors is not None and isinstance(e, (
+        errors.NotFoundError, errors.PermissionDeniedError, errors.AlreadyExistsError,
+        errors.FailedPreconditionError, errors.UnauthenticatedError))
 
 
 def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
     """`app.run(main)` after `define()`; a UserError or an OSError (missing file, disk full,
-    permission) ends the run with `error: <one line>` and exit status 2."""
+    permission; or the same from tf.io.gfile) ends the run with `error: <one line>` and exit
+    status 2."""
     define()
 
     def guarded(argv):
@@ -104,5 +118,10 @@ def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
+        except Exception as e:  # noqa: BLE001 - re-raised unless a gfile file error
+            if not _file_error(e):
+                raise
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            sys.exit(2)
 
     app.run(guarded)

@@ -155,7 +155,9 @@ class EvaluateConfig:
     out: str | None = f(None, "Folder for plots (default: next to --json_out).")
     tta: str = f("none", "Test-time augmentation.", choices=TTA)
     clip: list[float] | None = f(None, "Also report the log loss under this clip, e.g. 1e-3 (repeatable).", multi=True)
-    batch_size: int = f(32, "Batch size.")
+    strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
+                      "(the chief writes).", choices=STRATEGIES)
+    batch_size: int = f(32, "Batch size (per device).")
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel).")
 
 
@@ -167,7 +169,9 @@ class PredictConfig:
     out: str = f("submission.csv", "Submission CSV path.")
     clip: float = f(1e-15, "Clip P(dog) to [clip, 1-clip] in the submission.")
     tta: str = f("flip", "Test-time augmentation.", choices=TTA)
-    batch_size: int = f(32, "Batch size.")
+    strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
+                      "(the chief writes).", choices=STRATEGIES)
+    batch_size: int = f(32, "Batch size (per device).")
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel); every "
                         "test id needs a row, so the limit is higher than records'.")
 

@@ -29,7 +29,8 @@ def main(argv):
         report = ensemble.run(cfg.member, cfg.records, cfg.out, split=cfg.split, fold=cfg.fold, weights=cfg.weights,
                               space=cfg.space, temperature=cfg.temperature, tta=cfg.tta, batch_size=cfg.batch_size)
         keys = ("space", "weights", "temperature", "log_loss", "accuracy")
-    print(json.dumps({k: report[k] for k in keys}))
+    if report:  # {}: a worker that is not the chief of a multi-worker job (it said so)
+        print(json.dumps({k: report[k] for k in keys}))
 
 
 def run():

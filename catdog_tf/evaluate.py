@@ -6,19 +6,23 @@ and a contact sheet of the worst mistakes (see catdog_tf/inference/evaluate.py).
 """
 
 import json
-from pathlib import Path
+import posixpath
 
-from catdog_tf import cli
+from catdog_tf import cli, files
 from catdog_tf.config import EvaluateConfig
 from catdog_tf.errors import UserError
 from catdog_tf.inference import evaluate, predict
+from catdog_tf.training import distribute
 
 
 def main(argv):
     cli.no_extra_args(argv)
     cfg = cli.from_flags(EvaluateConfig)
-    out_dir = cfg.out or (str(Path(cfg.json_out).with_suffix("")) + "_plots" if cfg.json_out else None)
+    # eval.json -> eval_plots (string rules: the path may be gs://... as well as local)
+    out_dir = cfg.out or (posixpath.splitext(cfg.json_out)[0] + "_plots" if cfg.json_out else None)
     clips = tuple(evaluate.DEFAULT_CLIPS) + tuple(cfg.clip or ())
+    strategy, w = distribute.choose(cfg.strategy)
+    out_dir = out_dir if w.chief else None  # every worker gets every prediction; the chief writes
     if cfg.predictions:
         if cfg.images:
             raise UserError("--predictions scores a CSV: give --records (for the photos), not --images")
@@ -28,9 +32,9 @@ def main(argv):
     else:
         if bool(cfg.images) == bool(cfg.records):
             raise UserError("give exactly one of --images=FOLDER or --records=FOLDER")
-        s = evaluate.evaluate(predict.load_model(cfg.model), images=cfg.images, records_dir=cfg.records,
+        s = evaluate.evaluate(predict.load_model(cfg.model, strategy), images=cfg.images, records_dir=cfg.records,
                               split=cfg.split, fold=cfg.fold, tta=cfg.tta, batch_size=cfg.batch_size, out_dir=out_dir,
-                              clips=clips, max_pixels=cfg.max_pixels, worst=cfg.worst)
+                              clips=clips, max_pixels=cfg.max_pixels, worst=cfg.worst, strategy=strategy)
         s["model"] = cfg.model
         s["data"] = cfg.images or f"{cfg.records}:{cfg.split}"
     lo, hi = s["log_loss_ci95"]
@@ -42,9 +46,8 @@ def main(argv):
               f"(95% CI {c['log_loss_ci95'][0]:.5f}-{c['log_loss_ci95'][1]:.5f}) on {c['count']}")
     for c, v in s["log_loss_clipped"].items():
         print(f"  clipped to [{c}, 1-{c}]: {v:.5f}")
-    if cfg.json_out:
-        Path(cfg.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.json_out).write_text(json.dumps(s, indent=1))
+    if cfg.json_out and w.chief:
+        files.write_text(cfg.json_out, json.dumps(s, indent=1))  # parent folders made
         print(f"wrote {cfg.json_out}" + (f" and plots in {out_dir}" if out_dir else ""))
 
 

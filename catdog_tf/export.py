@@ -15,6 +15,8 @@ def main(argv):
     cli.no_extra_args(argv)
     cfg = cli.from_flags(ExportConfig)
     report = export.export(cfg.model, cfg.out, tuple(cfg.quantize))
+    if not report:  # a worker that is not the chief of a multi-worker job (it said so)
+        return
     if cfg.measure_records:
         report = export.measure(cfg.out, cfg.measure_records, cfg.measure_split)
     print(json.dumps(report.get("measured", {}).get("results") or report["bytes"]))

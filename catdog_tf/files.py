@@ -67,6 +67,14 @@ def rmtree(path: str | os.PathLike) -> None:
         gfile.rmtree(str(path))
 
 
+def size(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of every file under a folder (e.g. a SavedModel)."""
+    path = str(path)
+    if gfile.isdir(path):
+        return sum(gfile.stat(join(d, f)).length for d, _, names in gfile.walk(path) for f in names)
+    return gfile.stat(path).length
+
+
 def open(path: str | os.PathLike, mode: str = "r"):  # noqa: A001 - the gfile twin of builtins.open
     return gfile.GFile(str(path), mode)
 

@@ -1,11 +1,16 @@
-"""Pictures for people: contact sheets and calibration plots (PNG, via matplotlib Agg)."""
+"""Pictures for people: contact sheets and calibration plots (PNG, via matplotlib Agg).
+
+Figures are rendered to PNG bytes in memory and written through catdog_tf.files, so a report
+folder may be local or remote (gs://, hdfs://); photos given by path are read the same way.
+"""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
+
+from catdog_tf import files
 
 
 def _plt():
@@ -20,7 +25,7 @@ def _plt():
 def _open(src):
     from PIL import Image
 
-    im = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
+    im = Image.open(io.BytesIO(src if isinstance(src, (bytes, bytearray)) else files.read_bytes(src)))
     im.draft("RGB", (256, 256))  # fast reduced JPEG decode for thumbnails
     return im.convert("RGB")
 
@@ -46,9 +51,7 @@ def contact_sheet(items: list[tuple[object, str]], out_png: str, title: str = ""
         fig.suptitle(title, fontsize=12)
     # Leave the title its own strip: tight_layout alone lets the first row's captions run into it.
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
+    _save(plt, fig, out_png, dpi=80)
     return out_png
 
 
@@ -81,7 +84,13 @@ def calibration_plot(y: np.ndarray, p: np.ndarray, out_png: str, title: str = ""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
+    _save(plt, fig, out_png, dpi=90)
     return out_png
+
+
+def _save(plt, fig, out_png: str, dpi: int) -> None:
+    """The figure as PNG bytes, written (atomically, parent folders made) through catdog_tf.files."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    files.write_bytes(out_png, buf.getvalue())

@@ -13,15 +13,17 @@ from catdog_tf import cli
 from catdog_tf.config import PredictConfig
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
+from catdog_tf.training import distribute
 
 
 def main(argv):
     cfg = cli.from_flags(PredictConfig)
-    model = predict.load_model(cfg.model)
+    strategy, w = distribute.choose(cfg.strategy)
+    model = predict.load_model(cfg.model, strategy)
     files = argv[1:]
     if files:
-        p = predict.predict_files(model, files, cfg.batch_size, cfg.tta)
-        for f, v in zip(files, p):
+        p = predict.predict_files(model, files, cfg.batch_size, cfg.tta, strategy)
+        for f, v in zip(files, p) if w.chief else ():
             print(f"{f}\t{v:.6f}")
         return
     if bool(cfg.images) == bool(cfg.records):
@@ -37,9 +39,12 @@ def main(argv):
                             "no submission written")
         print(photos.describe(), file=sys.stderr)
         ids = photos.ids
-        p = predict.predict_photos(model, photos, cfg.batch_size, cfg.tta)
+        p = predict.predict_photos(model, photos, cfg.batch_size, cfg.tta, strategy)
     else:
-        ids, _, p = predict.predict_records(model, cfg.records, "test", cfg.batch_size, cfg.tta)
+        ids, _, p = predict.predict_records(model, cfg.records, "test", cfg.batch_size, cfg.tta, strategy=strategy)
+    if not w.chief:  # every worker holds every prediction; the chief writes them
+        print(f"worker {w.rank}/{w.count}: done; the chief writes {cfg.out}", file=sys.stderr)
+        return
     predict.write_submission(cfg.out, ids, p, cfg.clip)
     print(f"wrote {cfg.out}: {len(ids)} rows, mean P(dog) {np.mean(p):.3f}", file=sys.stderr)
 

@@ -226,3 +226,49 @@ def test_two_workers_share_the_extraction_and_the_chief_writes_once(rec, lite0_r
     assert abs(report["oof_log_loss"] - single["oof_log_loss"]) < 0.25 * single["oof_log_loss"] + 0.01
     model = predict.load_model(str(out))
     assert model.name == "catdog_kfold_efficientnet_lite0"
+
+
+def test_two_workers_evaluate_and_predict_like_one_process(rec, lite0_run, kaggle_dir, tmp_path):
+    """evaluate and predict under two MultiWorkerMirrored workers: each scores half the photos,
+    both get all of them, the chief writes one JSON / one submission equal to one process's."""
+    cfg, _ = lite0_run
+    model = predict.load_model(cfg.out)
+    ids, y, p = predict.predict_records(model, rec, "fold0", 16)
+    outs = run_workers("catdog_tf.evaluate", [f"--model={cfg.out}", f"--records={rec}", "--split=fold0",
+                                              "--batch_size=16", f"--json_out={tmp_path / 'ev' / 'ev.json'}"])
+    assert all("MultiWorkerMirroredStrategy with 2 replica(s)" in o for o in outs)
+    s = json.loads((tmp_path / "ev" / "ev.json").read_text())
+    assert s["count"] == len(ids) == 24
+    assert abs(s["log_loss"] - metrics.log_loss(y, p)) < 1e-6
+    assert sorted(f.name for f in (tmp_path / "ev").iterdir()) == ["ev.json", "ev_plots"]
+    sub = tmp_path / "sub.csv"
+    outs = run_workers("catdog_tf.predict", [f"--model={cfg.out}", f"--images={kaggle_dir / 'test'}", f"--out={sub}"])
+    assert "the chief writes" in outs[1]
+    photos = predict.scan_folder(str(kaggle_dir / "test"), labeled=False)
+    one = predict.predict_photos(model, photos, tta="flip")
+    rows = dict(line.split(",") for line in sub.read_text().splitlines()[1:])
+    assert sorted(rows) == sorted(photos.ids)
+    np.testing.assert_allclose([float(rows[i]) for i in photos.ids], one, atol=2e-6)
+
+
+def test_kfold_on_tf_filesystem(rec, lite0_run):
+    """Records, feature cache and run folder on TF's in-memory ram:// filesystem (any gfile
+    scheme: gs://, hdfs://): the same out-of-fold predictions as on local disk."""
+    import uuid
+
+    from catdog_tf import files
+
+    cfg, _ = lite0_run
+    root = f"ram://kfold-{uuid.uuid4().hex[:8]}"
+    for f in Path(rec).iterdir():  # the records as they are, copied onto the other filesystem
+        if f.is_file():
+            files.write_bytes(files.join(root, "records", f.name), f.read_bytes())
+    ram = dataclasses.replace(cfg, records=f"{root}/records", out=f"{root}/runs/lite0", cache_dir=None)
+    report = kfold.run(ram)
+    assert files.listdir(f"{root}/runs") == ["cache", "lite0"]
+    assert {"kfold.json", "model.keras", "oof_predictions.csv", "fold_heads.npz"} <= set(files.listdir(ram.out))
+    a, b = kfold.read_oof(ram.out), kfold.read_oof(cfg.out)
+    assert a.ids == b.ids
+    np.testing.assert_allclose(a.p_dog, b.p_dog, atol=1e-6)
+    assert kfold.run(ram)["oof_log_loss"] == report["oof_log_loss"]  # finished: found, not redone
+    assert predict.load_model(ram.out).name == "catdog_kfold_efficientnet_lite0"

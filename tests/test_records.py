@@ -1,13 +1,13 @@
 import io
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
 import zipfile
 import zlib
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,7 +200,8 @@ def test_interrupted_build_leaves_no_half_shard_and_resumes(kaggle_dir, tmp_path
         calls.append(path)
         if len(calls) > 2:
             # die half-way through writing: a temp file with partial content exists
-            path.with_name(f".{path.name}.tmp-dead").write_bytes(b"partial")
+            p = Path(path)  # a str: records writes through catdog_tf.files (gfile paths)
+            p.with_name(f".{p.name}.tmp-dead").write_bytes(b"partial")
             raise KeyboardInterrupt
         return real(path, items, *a)
 

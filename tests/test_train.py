@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, real_records
+from conftest import REPO, real_records, run_workers
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
@@ -66,44 +65,23 @@ def test_mirrored_two_devices_matches_one(rec, tmp_path):
     assert abs(a["val_log_loss"] - b["val_log_loss"]) < 2e-3 * max(1.0, a["val_log_loss"])
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture(scope="module")
 def rec40(tmp_path_factory):
     """40 real photos (20 per class), 30 % validation: the issue's two-worker command."""
     return real_records(tmp_path_factory, range(2100, 2120), val_fraction=0.3, min_shards=1)
 
 
-def run_workers(args, n=2, timeout=600):
-    """`python -m catdog_tf.train ARGS` as n local workers of one MultiWorkerMirroredStrategy job."""
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(n)]}
-    procs = []
-    for i in range(n):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
-        procs.append(subprocess.Popen([sys.executable, "-u", "-m", "catdog_tf.train", *args], cwd=REPO, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outs = [p.communicate(timeout=timeout)[0] for p in procs]
-    for p, o in zip(procs, outs):
-        assert p.returncode == 0, o[-3000:]
-    return outs
-
-
 @pytest.mark.parametrize("extra", [[], ["--mixed_precision=on"]], ids=["float32", "mixed_float16"])
 def test_multiworker_both_stages_write_one_model(rec40, tmp_path, extra):
     """Stage 1 on cached features and stage 2 on full images, two workers on 127.0.0.1."""
     out = tmp_path / "mw"
-    outs = run_workers(["--backbone=efficientnet_lite0", "--epochs1=1", "--epochs2=1", "--unfreeze_blocks=1",
+    outs = run_workers("catdog_tf.train", ["--backbone=efficientnet_lite0", "--epochs1=1", "--epochs2=1", "--unfreeze_blocks=1",
                         "--stage2_cache=off", "--steps_per_epoch=2", "--batch_size=8", f"--records={rec40}",
                         f"--model_dir={out}", f"--cache_dir={tmp_path / 'cache'}", *extra])
     assert all("MultiWorkerMirroredStrategy with 2 replica(s)" in o for o in outs)
+    # The cached features: each worker extracts its half of each split, once.
+    for i, o in enumerate(outs):
+        assert o.count(f"features: worker {i}/2 extracts") >= 2 and f"worker {1 - i}/2" not in o
     assert "stage 2: top 1 block(s)" in outs[0] and "custom distributed loop" in outs[0]
     if extra:
         assert "mixed precision: on" in outs[0]

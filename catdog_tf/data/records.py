@@ -22,15 +22,18 @@ import io
 import json
 import math
 import os
+import socket
 import sys
 import threading
 import time
-from pathlib import Path
+import uuid
 from typing import Callable, Iterable
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from catdog_tf import files
 from catdog_tf.config import MAX_PIXELS as DEFAULT_MAX_PIXELS
 from catdog_tf.config import BuildConfig
 from catdog_tf.data import kaggle, schema, sources
@@ -104,7 +107,7 @@ def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | No
 
 def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Checked:
     """One photo file given by name (any name), checked; an unreadable one is a RecordsError."""
-    res = check(Candidate(Path(path).name, kaggle.UNLABELED, str(path),
+    res = check(Candidate(files.name(path), kaggle.UNLABELED, str(path),
                           functools.partial(sources.read_file, path, sources.MAX_FILE_BYTES)), max_pixels)
     if isinstance(res, dict):
         raise RecordsError(f"{path}: {res['reason']}")
@@ -153,9 +156,11 @@ def read_exclusions(path: str) -> set[str]:
     """One id per line (cat.123, dog.7 or 42; a file suffix is allowed); # starts a comment."""
     ids = set()
     try:
-        text = Path(path).read_text()
+        text = files.read_text(path)
     except OSError as e:
         raise RecordsError(f"{path}: cannot read exclusion file ({e.strerror or e})") from e
+    except tf.errors.OpError as e:  # gfile: NotFoundError, PermissionDeniedError, ...
+        raise RecordsError(f"{path}: cannot read exclusion file ({_why(e)})") from e
     for n, line in enumerate(text.splitlines(), 1):
         token = line.split("#", 1)[0].strip()
         if token:
@@ -210,28 +215,30 @@ def _shard_fingerprint(items: list[Checked], cfg: BuildConfig, fold: int) -> str
     return h.hexdigest()
 
 
-def _write_shard(path: Path, items: list[Checked], cfg: BuildConfig, fold: int, fingerprint: str) -> dict:
-    import tensorflow as tf
+def _why(e: Exception) -> str:
+    return getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
 
-    marker = path.parent / ".done" / (path.name + ".json")
-    if path.exists() and marker.exists():
-        done = json.loads(marker.read_text())
-        if done.get("fingerprint") == fingerprint and done.get("bytes") == path.stat().st_size:
+
+def _write_shard(path: str, items: list[Checked], cfg: BuildConfig, fold: int, fingerprint: str) -> dict:
+    out, name = files.parent(path), files.name(path)
+    marker = files.join(out, ".done", name + ".json")
+    if files.exists(path) and files.exists(marker):
+        done = json.loads(files.read_text(marker))
+        if done.get("fingerprint") == fingerprint and done.get("bytes") == files.size(path):
             return {**done, "reused": True}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp = files.join(out, f".{name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
-        with tf.io.TFRecordWriter(str(tmp)) as w:
+        with tf.io.TFRecordWriter(tmp) as w:
             for it in items:
                 w.write(schema.encode(encoded=stored_bytes(it, cfg.max_side, cfg.jpeg_quality), id=it.id,
                                       label=it.label, height=it.height, width=it.width, fold=fold))
+        tf.io.gfile.rename(tmp, path, overwrite=True)  # atomic: a reader never sees half a shard
     except (tf.errors.OpError, OSError) as e:  # disk full, file-size limit, ...
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"cannot write {path}: {getattr(e, 'message', None) or e}") from None
-    os.replace(tmp, path)  # atomic: a reader never sees half a shard
-    done = {"file": path.name, "count": len(items), "bytes": path.stat().st_size,
+        files.remove(tmp)
+        raise OSError(f"cannot write {path}: {_why(e)}") from None
+    done = {"file": name, "count": len(items), "bytes": files.size(path),
             "sha256": sha256_file(path), "fingerprint": fingerprint}
-    marker.parent.mkdir(exist_ok=True)
-    marker.write_text(json.dumps(done))
+    files.write_text(marker, json.dumps(done))
     return {**done, "reused": False}
 
 
@@ -258,15 +265,16 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
     previous build's shards removed, so OUT always holds one whole build. Two builds into one
     OUT at once are refused (a lock file)."""
     t0 = time.time()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with _lock(out):
+    out = str(cfg.out)
+    files.makedirs(out)
+    with (_remote_lock(out) if files.is_remote(out) else _lock(out)):
         return _build(inputs, cfg, out, t0)
 
 
 @contextlib.contextmanager
-def _lock(out: Path):
-    f = open(out / ".lock", "a+")
+def _lock(out: str):
+    """A local OUT: an flock on OUT/.lock, released by the OS even when the build is killed."""
+    f = open(os.path.join(out, ".lock"), "a+")  # local only: flock has no gs:// or hdfs:// twin
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -285,11 +293,35 @@ def _lock(out: Path):
         f.close()  # releases the lock
 
 
-def _previous_shards(out: Path) -> set[str]:
+@contextlib.contextmanager
+def _remote_lock(out: str):
+    """A remote OUT (gs://, hdfs://, ...): object stores have no flock and no O_EXCL, so this is
+    a best-effort lock FILE through gfile: refused when OUT/.lock exists, else written and read
+    back (two builds starting in the same instant can still both win), removed at the end. A
+    build killed here leaves the file behind: the error says how to clear it."""
+    path = files.join(out, ".lock")
+    token = f"pid {os.getpid()} on {socket.gethostname()} ({uuid.uuid4().hex[:8]})"
+
+    def refuse(holder: str):
+        return RecordsError(f"{out}: another build is writing this folder ({holder or 'another process'}); wait for "
+                            f"it or choose another --out (a build that was killed leaves {path}: delete it then)")
+
+    if files.exists(path):
+        raise refuse(files.read_text(path).strip())
+    files.write_text(path, f"{token}\n")
+    if (holder := files.read_text(path).strip()) != token:
+        raise refuse(holder)
     try:
-        m = json.loads((out / MANIFEST).read_text())
+        yield
+    finally:
+        files.remove(path)
+
+
+def _previous_shards(out: str) -> set[str]:
+    try:
+        m = json.loads(files.read_text(files.join(out, MANIFEST)))
         return {sh["file"] for s in m["splits"].values() for sh in s["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, tf.errors.OpError, ValueError, KeyError, TypeError):
         return set()
 
 
@@ -297,11 +329,11 @@ def _first(skipped: list[dict]) -> str:
     return f"first: {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else "nothing found"
 
 
-def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> dict:
+def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> dict:
     workers = cfg.workers or os.cpu_count() or 1
     if inputs:
         candidates, skipped = discover(inputs, int(cfg.max_file_mb * 2**20))
-        source = [str(Path(i).resolve()) for i in inputs]
+        source = [str(i) if files.is_remote(i) else os.path.realpath(i) for i in inputs]
     else:
         candidates, skipped = sources.tfds_candidates()
         source = ["tfds:cats_vs_dogs"]
@@ -344,10 +376,11 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
             fold = fold_of(split)
             fp = _shard_fingerprint(part, cfg, fold)
             # Named by content: a new build never overwrites a shard the current manifest lists.
-            jobs.append((split, out / f"{split}-{k:05d}-of-{n:05d}-{fp[:12]}{SHARD_SUFFIX}", part, fold, fp))
+            jobs.append((split, files.join(out, f"{split}-{k:05d}-of-{n:05d}-{fp[:12]}{SHARD_SUFFIX}"), part, fold,
+                         fp))
     previous = _previous_shards(out)
-    for partial in out.glob(f".*{SHARD_SUFFIX}.tmp-*"):  # a killed build's unfinished shards
-        partial.unlink()
+    for partial in files.glob(files.join(out, f".*{SHARD_SUFFIX}.tmp-*")):  # a killed build's unfinished shards
+        files.remove(partial)
 
     results: dict[str, dict] = {}
     # The bar closes (ends its line) before an error propagates, so the error is a line of its own.
@@ -357,7 +390,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
                 for split, path, part, fold, fp in jobs}
         for fut in concurrent.futures.as_completed(futs):
             split, path, part = futs[fut]
-            results[path.name] = fut.result()
+            results[files.name(path)] = fut.result()
             bar.update(len(part))
 
     manifest = {
@@ -378,7 +411,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
         "splits": {},
     }
     for split, items in splits.items():
-        shards = sorted((j for j in jobs if j[0] == split), key=lambda j: j[1].name)
+        shards = sorted((j for j in jobs if j[0] == split), key=lambda j: files.name(j[1]))
         manifest["splits"][split] = {
             "count": len(items),
             "cat": sum(it.label == 0 for it in items),
@@ -386,18 +419,16 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
             "unlabeled": sum(it.label == UNLABELED for it in items),
             "excluded": sum(it.id.lower() in excluded_candidates for it in items),
             "fold": fold_of(split),
-            "shards": [{k: results[j[1].name][k] for k in ("file", "count", "bytes", "sha256")} for j in shards],
+            "shards": [{k: results[files.name(j[1])][k] for k in ("file", "count", "bytes", "sha256")} for j in shards],
         }
     assert manifest["seen"] == manifest["written"] + len(skipped), "count reconciliation failed"
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
-    _remove_old_shards(out, {j[1].name for j in jobs}, previous)
+    files.write_text(files.join(out, MANIFEST), json.dumps(manifest, indent=1))  # atomic: temp name + rename
+    _remove_old_shards(out, {files.name(j[1]) for j in jobs}, previous)
     reused = sum(r["reused"] for r in results.values())
     dt = time.time() - t0
     print(f"records: seen {seen}, written {len(checked)}, skipped {len(skipped)}"
           f", {len(excluded)} of them excluded from training, {len(jobs)} shards ({reused} reused) in {dt:.1f}s"
-          f" ({len(checked) / max(dt, 1e-9):.0f} img/s) -> {out / MANIFEST}", file=sys.stderr)
+          f" ({len(checked) / max(dt, 1e-9):.0f} img/s) -> {files.join(out, MANIFEST)}", file=sys.stderr)
     for split, s in manifest["splits"].items():
         print(f"  {split:<11} {s['count']:>6} images  cat {s['cat']:>6}  dog {s['dog']:>6}"
               f"  {len(s['shards'])} shards", file=sys.stderr)
@@ -408,24 +439,25 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: Path, t0: float) -> 
 
 
 def load_manifest(records_dir: str) -> dict:
-    path = Path(records_dir) / MANIFEST
+    path = files.join(records_dir, MANIFEST)
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
+        return json.loads(files.read_text(path))
+    except tf.errors.NotFoundError:
         raise RecordsError(f"{path}: no manifest; build records first: python -m catdog_tf.records "
                            f"--input=FOLDER --out={records_dir}") from None
 
 
-def _remove_old_shards(out: Path, current: set[str], previous: set[str]) -> None:
+def _remove_old_shards(out: str, current: set[str], previous: set[str]) -> None:
     """Shards the previous manifest listed, or that an interrupted build here wrote (they have
     a .done marker), are removed; any other *.tfrecord is someone else's: left alone, said."""
-    ours = {m.name[:-len(".json")] for m in (out / ".done").glob(f"*{SHARD_SUFFIX}.json")}
-    for f in sorted(out.glob(f"*{SHARD_SUFFIX}")):
-        if f.name in current:
+    ours = {files.name(m)[:-len(".json")] for m in files.glob(files.join(out, ".done", f"*{SHARD_SUFFIX}.json"))}
+    for f in files.glob(files.join(out, f"*{SHARD_SUFFIX}")):
+        name = files.name(f)
+        if name in current:
             continue
-        if f.name in previous or f.name in ours:
-            f.unlink()
-            (out / ".done" / (f.name + ".json")).unlink(missing_ok=True)
+        if name in previous or name in ours:
+            files.remove(f)
+            files.remove(files.join(out, ".done", name + ".json"))
         else:
             print(f"warning: {f}: not written by a build here; left alone", file=sys.stderr)
 
@@ -436,16 +468,16 @@ def _checked_shards(records_dir: str, m: dict, names: list[str]) -> list[str]:
     paths = []
     for n in names:
         for sh in m["splits"][n]["shards"]:
-            path = Path(records_dir) / sh["file"]
+            path = files.join(records_dir, sh["file"])
             try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise RecordsError(f"{path}: listed in {Path(records_dir) / MANIFEST} but missing; rebuild the "
+                size = files.size(path)
+            except tf.errors.NotFoundError:
+                raise RecordsError(f"{path}: listed in {files.join(records_dir, MANIFEST)} but missing; rebuild the "
                                    "records") from None
             if size != sh["bytes"]:
                 raise RecordsError(f"{path}: {size} bytes where the manifest says {sh['bytes']}: the folder "
                                    "changed after its build; rebuild the records")
-            paths.append(str(path))
+            paths.append(path)
     return paths
 
 
@@ -478,7 +510,7 @@ def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[s
 def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[dict]:
     """The manifest entries (file, count, bytes, sha256) of a split's shards."""
     m = load_manifest(records_dir)
-    names = {Path(f).name for f in shard_files(records_dir, split, fold)}
+    names = {files.name(f) for f in shard_files(records_dir, split, fold)}
     return [sh for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names]
 
 
@@ -505,8 +537,6 @@ def excluded_ids(records_dir: str) -> list[str]:
 
 def read_examples(records_dir: str, split: str | None = None) -> Iterable[dict]:
     """Every example as a dict of Python values (schema.to_python), for tools and tests."""
-    import tensorflow as tf
-
     m = load_manifest(records_dir)
     names = [split] if split else sorted(m["splits"])
     files = _checked_shards(records_dir, m, names)

@@ -3,6 +3,10 @@
 Discovery only lists files and what their names mean (catdog_tf.data.kaggle); reading and
 checking the bytes is records.py's job. Every file found is either a Candidate or a
 `skipped` entry with the reason.
+
+A local input keeps its checks of what only exists locally (FIFOs, devices, symlinked
+folders); a remote one (gs://, hdfs://, ram://, ...) is listed with tf.io.gfile.walk and read
+through catdog_tf.files, under the same name rules and size limit.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterable
 
+import tensorflow as tf
+
+from catdog_tf import files
 from catdog_tf.data import kaggle
 from catdog_tf.errors import UserError
 
@@ -44,6 +51,8 @@ def read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
     """The bytes of a regular file (a symlink is followed), at most max_bytes of them.
     Anything else (a FIFO, a device, a folder) or a larger file raises OSError with the reason;
     nothing here can block or read without bound."""
+    if files.is_remote(path):
+        return _read_remote(str(path), max_bytes)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -64,6 +73,23 @@ def read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+def _read_remote(path: str, max_bytes: int) -> bytes:
+    """read_file for a URL path: no FIFOs or devices exist there; size and kind from gfile."""
+    try:
+        st = tf.io.gfile.stat(path)
+        if st.is_directory:
+            raise OSError("a folder, not a file")
+        if st.length > max_bytes:
+            raise OSError(f"file too large ({st.length:,} bytes; the limit is {max_bytes:,})")
+        with files.open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except tf.errors.OpError as e:
+        raise OSError(e.message) from None
+    if len(data) > max_bytes:
+        raise OSError(f"file too large (grew past {max_bytes:,} bytes while read)")
+    return data
+
+
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
 
@@ -72,7 +98,7 @@ class _ZipReader:
     """Reads members of one zip; one ZipFile handle per thread (ZipFile is not thread-safe).
     A member is streamed and bounded: a zip bomb or a lying header can't exhaust memory."""
 
-    def __init__(self, path: Path, max_bytes: int):
+    def __init__(self, path: str, max_bytes: int):
         self.path, self.max_bytes = path, max_bytes
         self._local = threading.local()
 
@@ -84,7 +110,7 @@ class _ZipReader:
                 raise OSError(f"zip member too large ({info.file_size:,} bytes; the limit is {self.max_bytes:,})")
             zf = getattr(self._local, "zf", None)
             if zf is None:
-                zf = self._local.zf = zipfile.ZipFile(self.path)
+                zf = self._local.zf = _open_zip(self.path)
             try:
                 with zf.open(info) as f:
                     data = f.read(self.max_bytes + 1)
@@ -120,7 +146,7 @@ def _classify_group(names: list[tuple[str, str, Callable[[], bytes]]], skipped: 
 def _discover_dir(root: Path, skipped: list[dict], max_bytes: int) -> list[Candidate]:
     """Every folder under root (symlinked folders are not followed), each classified on its own."""
     found = []
-    for folder, dirs, files in os.walk(root, followlinks=False):
+    for folder, dirs, leaves in os.walk(root, followlinks=False):
         for d in list(dirs):
             full = os.path.join(folder, d)
             if d.startswith("."):
@@ -132,15 +158,39 @@ def _discover_dir(root: Path, skipped: list[dict], max_bytes: int) -> list[Candi
                 skipped.append({"file": full, "reason": "a folder named like a photo (not searched)"})
         dirs.sort()
         names = [(f, os.path.join(folder, f), functools.partial(read_file, os.path.join(folder, f), max_bytes))
-                 for f in sorted(files) if not f.startswith(".")]  # .DS_Store and friends are not data
+                 for f in sorted(leaves) if not f.startswith(".")]  # .DS_Store and friends are not data
         found += _classify_group(names, skipped) if names else []
     return found
 
 
-def _discover_zip(path: Path, skipped: list[dict], max_bytes: int) -> list[Candidate]:
+def _discover_remote_dir(root: str, skipped: list[dict], max_bytes: int) -> list[Candidate]:
+    """_discover_dir for a URL folder (gs://, hdfs://, ram://): listed with tf.io.gfile.walk,
+    read through catdog_tf.files; there are no symlinks or special files to refuse there."""
+    found = []
+    for folder, dirs, names in tf.io.gfile.walk(root):
+        for d in list(dirs):
+            full = files.join(folder, d.rstrip("/"))
+            if d.startswith("."):
+                dirs.remove(d)  # .git, .ipynb_checkpoints and friends are not data
+            elif kaggle.parse(d.rstrip("/")) is not None:
+                dirs.remove(d)
+                skipped.append({"file": full, "reason": "a folder named like a photo (not searched)"})
+        dirs.sort()
+        group = [(f, files.join(folder, f), functools.partial(read_file, files.join(folder, f), max_bytes))
+                 for f in sorted(names) if not f.startswith(".")]
+        found += _classify_group(group, skipped) if group else []
+    return found
+
+
+def _open_zip(path: str) -> zipfile.ZipFile:
+    """A local zip by name; a remote one through a (seekable) gfile handle."""
+    return zipfile.ZipFile(files.open(path, "rb") if files.is_remote(path) else path)
+
+
+def _discover_zip(path: str, skipped: list[dict], max_bytes: int) -> list[Candidate]:
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
+        zf = _open_zip(path)
+    except (zipfile.BadZipFile, OSError, tf.errors.OpError) as e:
         raise RecordsError(f"{path}: not a readable zip archive, truncated or damaged ({e})") from None
     reader = _ZipReader(path, max_bytes)
     groups: dict[str, list] = {}
@@ -162,6 +212,12 @@ def discover(inputs: Iterable[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[li
     candidates: list[Candidate] = []
     skipped: list[dict] = []
     for inp in inputs:
+        if files.is_remote(inp):
+            found = _discover_remote(str(inp), skipped, max_bytes)
+            if not found:
+                print(f"warning: {inp}: no cat.N.jpg / dog.N.jpg / N.jpg files found", file=sys.stderr)
+            candidates.extend(found)
+            continue
         path = Path(inp)
         if path.is_dir():
             found = _discover_dir(path, skipped, max_bytes)
@@ -175,6 +231,16 @@ def discover(inputs: Iterable[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[li
             print(f"warning: {path}: no cat.N.jpg / dog.N.jpg / N.jpg files found", file=sys.stderr)
         candidates.extend(found)
     return dedupe(candidates, skipped), skipped
+
+
+def _discover_remote(path: str, skipped: list[dict], max_bytes: int) -> list[Candidate]:
+    if files.isdir(path):
+        return _discover_remote_dir(path, skipped, max_bytes)
+    if files.exists(path):
+        if path.lower().endswith(".zip"):
+            return _discover_zip(path, skipped, max_bytes)
+        raise RecordsError(f"{path}: --input must be a folder or a .zip archive")
+    raise RecordsError(f"{path}: --input does not exist")
 
 
 def dedupe(candidates: list[Candidate], skipped: list[dict]) -> list[Candidate]:

@@ -6,19 +6,22 @@ The ensemble takes a raw image batch at its input size (the largest member's), r
 it per member inside the graph (antialiased bilinear, as the pipeline does), runs each
 member with its own preprocessing, and combines the members' P(dog) with weights in
 probability or logit space, then divides the logit by a fitted temperature.
+
+Outputs go through catdog_tf.files (local, gs://, hdfs://). Under a multi-worker TF_CONFIG
+only the chief writes them: any other worker says so and returns an empty report.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 
+from catdog_tf import files
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import LOGIT_EPS as EPS
 from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss
@@ -26,7 +29,7 @@ from catdog_tf.models import imagenet
 from catdog_tf.models.head import imagenet_classifier, split_pooled_head
 from catdog_tf.models.layers import CombineProbabilities
 from catdog_tf.inference import predict
-from catdog_tf.training import kfold
+from catdog_tf.training import distribute, kfold
 
 
 def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0, hedge=None,
@@ -141,11 +144,24 @@ def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool
     return sp, w, (fit_temperature(combine(P, w, sp), y) if temperature else 1.0), fitted
 
 
+def _not_chief(out: str) -> bool:
+    """True (and said in one line) on a worker of a multi-worker job that is not its chief:
+    the chief alone writes `out`."""
+    if distribute.is_chief():
+        return False
+    print(f"ensemble: worker {distribute.worker_index()} is not the chief; the chief writes the outputs to {out}",
+          file=sys.stderr)
+    return True
+
+
 def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "validation", fold: int | None = None,
         weights: list[float] | None = None, space: str = "auto", temperature: bool = True, tta: str = "none",
         batch_size: int = 32) -> dict:
     """Predicts the validation split with each member, fits the combination, exports the
-    ensemble to out/model.keras (+ out/saved_model) and returns the report."""
+    ensemble to out/model.keras (+ out/saved_model) and returns the report ({} on a worker
+    that is not the chief: nothing is computed or written there)."""
+    if _not_chief(out):
+        return {}
     members = [predict.load_model(p) for p in member_paths]
     cols, y, ids0 = [], None, None
     for path, m in zip(member_paths, members):
@@ -165,16 +181,15 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     report.update(space=space, weights=[float(v) for v in w], temperature=t, log_loss=log_loss(y, final),
                   log_loss_ci95=bootstrap_ci(y, final), accuracy=accuracy(y, final))
     model = build_ensemble(members, w, space, t)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    model.save(str(outp / "model.keras"))
+    files.makedirs(out)
+    model.save(files.join(out, "model.keras"))
     try:
-        model.export(str(outp / "saved_model"), verbose=False)
+        model.export(files.join(out, "saved_model"), verbose=False)
     except Exception as e:  # noqa: BLE001 - the .keras file is the product; serving export is extra
         print(f"SavedModel export failed: {type(e).__name__}: {e}", file=sys.stderr)
-    (outp / "ensemble.json").write_text(json.dumps(report, indent=1))
+    files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))
     print(f"ensemble ({space} space, weights {np.round(w, 3).tolist()}, T={t:.3f}): {split} log loss "
-          f"{report['log_loss']:.5f} (tuned on this split) -> {outp / 'model.keras'}", file=sys.stderr)
+          f"{report['log_loss']:.5f} (tuned on this split) -> {files.join(out, 'model.keras')}", file=sys.stderr)
     return report
 
 
@@ -215,7 +230,10 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     The reported figure is cross-fitted: each fold's photos are combined with weights,
     temperature and hedge fitted on the other folds only, so no photo steers its own prediction.
     hedge: 'auto' keeps the ImageNet-mass hedge when it lowers the cross-fitted log loss, 'on',
-    'off'. The exported model uses the combination fitted on every fold."""
+    'off'. The exported model uses the combination fitted on every fold. Returns {} on a worker
+    that is not the chief."""
+    if _not_chief(out):
+        return {}
     if hedge not in ("auto", "on", "off"):
         raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")
     ids, y, folds, P, excluded, masses = _read_members(member_dirs)
@@ -250,20 +268,20 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     members = [predict.load_model(d) for d in member_dirs]
     classifiers = None
     if h is not None:
-        cfgs = [json.loads((Path(d) / "kfold.json").read_text())["config"] for d in member_dirs]
+        cfgs = [json.loads(files.read_text(files.join(d, "kfold.json")))["config"] for d in member_dirs]
         classifiers = [imagenet_classifier(c["backbone"], c["weights"], c["image_size"], name=f"member{k}_imagenet")
                        for k, c in enumerate(cfgs)]
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
+    files.makedirs(out)
     build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers).save(
-        str(outp / "model.keras"))
-    (outp / "ensemble.json").write_text(json.dumps(report, indent=1))
-    kfold.write_oof(outp / "oof_predictions.csv", ids, y, folds, cross[use], excluded, masses)
+        files.join(out, "model.keras"))
+    files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))
+    kfold.write_oof(files.join(out, "oof_predictions.csv"), ids, y, folds, cross[use], excluded, masses)
     lo, hi = report["oof_log_loss_ci95"]
     print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, "
           f"{'hedge ' + str(np.round(h, 3).tolist()) if h is not None else f'T={t:.3f}'}): out-of-fold log loss "
           f"{report['oof_log_loss']:.5f} (95% CI {lo:.5f}-{hi:.5f}) on all {len(y)} photos, cross-fitted "
           f"({report['fitted_log_loss']:.5f} fitted on all); {report['cleaned_oof_log_loss']:.5f} on the "
           f"{report['cleaned_count']} not excluded; hedge tried: "
-          f"{ {k: round(v, 5) for k, v in report['hedge_tried'].items()} } -> {outp / 'model.keras'}", file=sys.stderr)
+          f"{ {k: round(v, 5) for k, v in report['hedge_tried'].items()} } -> {files.join(out, 'model.keras')}",
+          file=sys.stderr)
     return report

@@ -14,6 +14,9 @@ convolution when channels are reordered or scaled unequally); FlipLeftRight -> P
 fixed reversing Dense, Permute; an ensemble's
 CombineProbabilities (logit space) -> each member's head returns its logit, clamped as the
 layer clamps it, then Concatenate -> Dense (weight / temperature, no bias) -> sigmoid.
+
+DIR may be local or remote (gs://, hdfs://): every file goes through catdog_tf.files. Under a
+multi-worker TF_CONFIG only the chief exports.
 """
 
 from __future__ import annotations
@@ -22,13 +25,12 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import metrics
+from catdog_tf import files, metrics
 from catdog_tf.data import pipeline, records
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
@@ -36,6 +38,7 @@ from catdog_tf.metrics import LOGIT_EPS
 from catdog_tf.progress import Progress
 from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.layers import CombineProbabilities, FlipLeftRight, ImagePreprocess
+from catdog_tf.training import distribute
 
 LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
 
@@ -205,13 +208,19 @@ LiteRT: `interpreter = tf.lite.Interpreter("model.tflite")` (or `ai_edge_litert.
 
 
 def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
+    """Writes DIR's files (see the module doc); returns the report ({} on a worker of a
+    multi-worker job that is not its chief: the chief alone writes DIR)."""
+    if not distribute.is_chief():
+        print(f"export: worker {distribute.worker_index()} is not the chief; the chief writes the outputs to {out}",
+              file=sys.stderr)
+        return {}
     model = predict.load_model(model_path)
     plain = plain_keras(model)
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
-    plain.save(str(outp / "model.keras"))
-    size = write_saved_model(plain, str(outp / "saved_model"))
-    files = {"model.keras": "keras", "saved_model": "savedmodel"}
+    files.makedirs(out)
+    plain.save(files.join(out, "model.keras"))
+    saved_model = files.join(out, "saved_model")
+    size = write_saved_model(plain, saved_model)
+    written = {"model.keras": "keras", "saved_model": "savedmodel"}
     extra = ""
     if _resizes(plain):
         # Members of different input sizes resize with antialiasing (ScaleAndTranslate), an op
@@ -221,39 +230,34 @@ def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
         quantize = ()
         extra = "| `model.tflite` | not written: the members resize inside (antialiased), which LiteRT cannot run | |\n"
     else:
-        (outp / "model.tflite").write_bytes(litert(str(outp / "saved_model")))
-        files["model.tflite"] = "litert"
+        files.write_bytes(files.join(out, "model.tflite"), litert(saved_model))
+        written["model.tflite"] = "litert"
     for q in quantize:
         name = f"model_{q}.tflite"
-        (outp / name).write_bytes(litert(str(outp / "saved_model"), q))
-        files[name] = f"litert {q}"
+        files.write_bytes(files.join(out, name), litert(saved_model, q))
+        written[name] = f"litert {q}"
         extra += f"| `{name}` | as `model.tflite` ({q} weights) | as `model.tflite` |\n"
-    (outp / "README.md").write_text(README.format(name=model.name, size=size, extra=extra))
-    report = {"model": model_path, "input_size": size, "files": files,
-              "bytes": {f: _size(outp / f) for f in files}}
-    (outp / "export.json").write_text(json.dumps(report, indent=1))
+    files.write_text(files.join(out, "README.md"), README.format(name=model.name, size=size, extra=extra))
+    report = {"model": model_path, "input_size": size, "files": written,
+              "bytes": {f: files.size(files.join(out, f)) for f in written}}
+    files.write_text(files.join(out, "export.json"), json.dumps(report, indent=1))
     return report
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
 
 
 def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dict:
     """Log loss, accuracy and images/s of every exported model file on a records split (the
     Keras model through predict, each LiteRT file through the interpreter), measured one after
     the other on the same photos; written into export.json."""
-    outp = Path(out)
-    report = json.loads((outp / "export.json").read_text())
-    model = keras.saving.load_model(str(outp / "model.keras"))
+    report = json.loads(files.read_text(files.join(out, "export.json")))
+    model = keras.saving.load_model(files.join(out, "model.keras"))
     size = predict.input_size(model)
     variants = {"model.keras": None, **{f: f for f in sorted(report["files"]) if f.endswith(".tflite")}}
     results = {}
     for name, tfl in variants.items():
         ds = pipeline.make_dataset(records_dir, split, size, batch_size)
-        interp = tf.lite.Interpreter(model_path=str(outp / tfl), num_threads=os.cpu_count()) if tfl else None
+        # model_content: the interpreter reads local files only; the bytes come through gfile.
+        interp = tf.lite.Interpreter(model_content=files.read_bytes(files.join(out, tfl)),
+                                     num_threads=os.cpu_count()) if tfl else None
         ps, ys, t0 = [], [], time.perf_counter()
         bar = Progress(records.split_count(records_dir, split), f"measure {name}")
         for x, y in ds:
@@ -263,11 +267,11 @@ def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dic
             bar.update(len(ps[-1]))
         p, y = np.concatenate(ps).astype(np.float64), np.concatenate(ys)
         results[name] = {"log_loss": metrics.log_loss(y, p), "accuracy": metrics.accuracy(y, p), "count": int(len(y)),
-                         "images_per_s": len(y) / (time.perf_counter() - t0), "bytes": _size(outp / name)}
+                         "images_per_s": len(y) / (time.perf_counter() - t0), "bytes": files.size(files.join(out, name))}
         print(f"{name}: log loss {results[name]['log_loss']:.5f} on {len(y)} photos, "
               f"{results[name]['images_per_s']:.1f} img/s, {results[name]['bytes'] / 2**20:.1f} MB", file=sys.stderr)
     report["measured"] = {"records": records_dir, "split": split, "results": results}
-    (outp / "export.json").write_text(json.dumps(report, indent=1))
+    files.write_text(files.join(out, "export.json"), json.dumps(report, indent=1))
     return report
 
 

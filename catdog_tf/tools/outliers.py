@@ -9,20 +9,21 @@ the reverse) are the other kind of outlier and are flagged too.
 
 Writes OUT/candidates.csv, OUT/contact_sheet-*.png + OUT/index.html for human review, and
 OUT/exclude.txt: the flagged ids in the format `records --exclude` reads. Review it (delete
-the lines of photos that are fine) before building records with it.
+the lines of photos that are fine) before building records with it. OUT may be local or
+remote (gs://, hdfs://): every file goes through catdog_tf.files.
 """
 
 from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from catdog_tf import plots
+from catdog_tf import files, plots
 from catdog_tf.config import OutliersConfig
 from catdog_tf.data import pipeline, records
 from catdog_tf.inference import predict
@@ -89,51 +90,51 @@ def run(cfg: OutliersConfig) -> dict:
         want = {ids[i] for i in flagged}
         sources = {e["id"]: e["encoded"] for e in records.read_examples(records_dir) if e["id"] in want}
 
-    outp = Path(out)
-    outp.mkdir(parents=True, exist_ok=True)
+    files.makedirs(out)
     top5 = imagenet.decode_predictions(probs[flagged], top=5) if len(flagged) else []
-    with open(outp / "candidates.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "label", "score", *[c for k in range(1, 6) for c in (f"top{k}", f"p{k}")],
-                    "p_cat", "p_dog", "reason"])
-        for i, t5 in zip(flagged, top5):
-            reason = "no_animal" if s["no_animal"][i] else "label_conflict"
-            w.writerow([ids[i], "dog" if labels[i] == 1 else "cat", f"{s['score'][i]:.5f}",
-                        *[v for _, name, p in t5 for v in (name, f"{p:.4f}")],
-                        f"{s['p_cat'][i]:.5f}", f"{s['p_dog'][i]:.5f}", reason])
-    with open(outp / "exclude.txt", "w") as f:
-        f.write(f"# outlier candidates from {backbone}, top_n={top_n}: REVIEW, delete lines of photos that are fine,\n"
-                f"# then: python -m catdog_tf.records --exclude={outp / 'exclude.txt'} ...\n")
-        for i, t5 in zip(flagged, top5):
-            reason = "no cat/dog in top-N" if s["no_animal"][i] else "label conflict"
-            f.write(f"{ids[i]}  # {reason}; {t5[0][1]} {t5[0][2]:.2f}\n")
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["id", "label", "score", *[c for k in range(1, 6) for c in (f"top{k}", f"p{k}")],
+                "p_cat", "p_dog", "reason"])
+    for i, t5 in zip(flagged, top5):
+        reason = "no_animal" if s["no_animal"][i] else "label_conflict"
+        w.writerow([ids[i], "dog" if labels[i] == 1 else "cat", f"{s['score'][i]:.5f}",
+                    *[v for _, name, p in t5 for v in (name, f"{p:.4f}")],
+                    f"{s['p_cat'][i]:.5f}", f"{s['p_dog'][i]:.5f}", reason])
+    files.write_text(files.join(out, "candidates.csv"), table.getvalue())
+    exclude = [f"# outlier candidates from {backbone}, top_n={top_n}: REVIEW, delete lines of photos that are fine,\n"
+               f"# then: python -m catdog_tf.records --exclude={files.join(out, 'exclude.txt')} ...\n"]
+    for i, t5 in zip(flagged, top5):
+        reason = "no cat/dog in top-N" if s["no_animal"][i] else "label conflict"
+        exclude.append(f"{ids[i]}  # {reason}; {t5[0][1]} {t5[0][2]:.2f}\n")
+    files.write_text(files.join(out, "exclude.txt"), "".join(exclude))
     pages, sheet_ids = [], []
     for k in range(0, len(flagged), per_page):
         chunk = list(zip(flagged[k:k + per_page], top5[k:k + per_page]))
         items = [(sources[ids[i]], f"{ids[i]} ({'no animal' if s['no_animal'][i] else 'conflict'})\n"
                   f"{t5[0][1][:22]} {t5[0][2]:.2f}\n{t5[1][1][:22]} {t5[1][2]:.2f}") for i, t5 in chunk]
         colors = ["firebrick" if s["no_animal"][i] else "darkorange" for i, _ in chunk]
-        pages.append(plots.contact_sheet(items, str(outp / f"contact_sheet-{k // per_page + 1:02d}.png"),
+        pages.append(plots.contact_sheet(items, files.join(out, f"contact_sheet-{k // per_page + 1:02d}.png"),
                                           f"outlier candidates {k + 1}-{k + len(chunk)} of {len(flagged)} "
                                           f"({backbone}, top {top_n})", colors=colors))
         sheet_ids.append([ids[i] for i, _ in chunk])
-    _write_index(outp, pages, len(ids), len(flagged), backbone, top_n)
+    _write_index(out, pages, len(ids), len(flagged), backbone, top_n)
     # How the candidate count depends on N, from the same predictions (the reference used 30).
     by_n = {str(n): int(screen(probs, labels, n, conflict)["no_animal"].sum()) for n in (1, 3, 5, 10, 30, 100)}
     summary = {"backbone": backbone, "top_n": top_n, "screened": len(ids), "flagged": len(flagged),
                "no_animal_by_top_n": by_n,
                "no_animal": int(s["no_animal"].sum()), "label_conflict": int(s["label_conflict"].sum()),
                "skipped": skipped, "ids": [ids[i] for i in flagged],
-               "contact_sheets": [{"file": Path(p).name, "ids": i} for p, i in zip(pages, sheet_ids)]}
-    (outp / "summary.json").write_text(json.dumps(summary, indent=1))
+               "contact_sheets": [{"file": files.name(p), "ids": i} for p, i in zip(pages, sheet_ids)]}
+    files.write_text(files.join(out, "summary.json"), json.dumps(summary, indent=1))
     print(f"outliers: {len(flagged)} of {len(ids)} flagged ({summary['no_animal']} no cat/dog in top {top_n}, "
-          f"{summary['label_conflict']} label conflicts) -> {outp / 'candidates.csv'}", file=sys.stderr)
+          f"{summary['label_conflict']} label conflicts) -> {files.join(out, 'candidates.csv')}", file=sys.stderr)
     return summary
 
 
-def _write_index(outp: Path, pages, screened, flagged, backbone, top_n):
-    imgs = "\n".join(f'<p><img src="{html.escape(Path(p).name)}" style="max-width:100%"></p>' for p in pages)
-    (outp / "index.html").write_text(
+def _write_index(out: str, pages, screened, flagged, backbone, top_n):
+    imgs = "\n".join(f'<p><img src="{html.escape(files.name(p))}" style="max-width:100%"></p>' for p in pages)
+    files.write_text(files.join(out, "index.html"),
         f"<!doctype html><meta charset=utf-8><title>Outlier candidates</title>"
         f"<h1>Outlier candidates: {flagged} of {screened}</h1>"
         f"<p>{html.escape(backbone)}, top {top_n}. Red: no cat/dog class in the top {top_n}; orange: label "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -127,6 +128,16 @@ def workers(strategy: tf.distribute.Strategy | None = None) -> Workers:
     chiefs = len(cluster.get("chief", []))
     rank = 0 if task.get("type") == "chief" else chiefs + int(task.get("index", 0))
     return Workers(rank, tf_config_workers(), is_chief())
+
+
+def choose(name: str = "auto", log=None) -> tuple[tf.distribute.Strategy, Workers]:
+    """choose_strategy + this process's place among the workers, logged in one line."""
+    strategy, why = choose_strategy(name)
+    w = workers(strategy)
+    (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+        f"strategy: {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}; "
+        f"worker {w.rank}/{w.count}{' (chief: writes the outputs)' if w.chief else ''}")
+    return strategy, w
 
 
 def local_replicas(strategy: tf.distribute.Strategy) -> int:

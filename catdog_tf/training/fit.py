@@ -17,12 +17,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import tempfile
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from catdog_tf import files
 from catdog_tf.models.head import build_head
 from catdog_tf.training import loop
 from catdog_tf.training.tblog import KerasTensorBoard, ScalarLog
@@ -63,11 +63,13 @@ def _optimizer(cfg: FitConfig, decay_steps: int):
     raise ValueError(f"schedule must be one of {SCHEDULES}, not {cfg.schedule!r}")
 
 
-def _callbacks(cfg: FitConfig, work_dir: Path | None, has_val: bool, tb: ScalarLog | None) -> list:
+def _callbacks(cfg: FitConfig, work_dir: str | None, has_val: bool, tb: ScalarLog | None) -> list:
     monitor = "val_loss" if has_val else "loss"
     cbs = [keras.callbacks.TerminateOnNaN()]
     if work_dir is not None:
-        cbs.append(keras.callbacks.BackupAndRestore(str(work_dir / "backup")))
+        # Keras's file_utils route a URL path (gs://, hdfs://, ram://) through tf.io.gfile: the
+        # backup can live wherever the run does.
+        cbs.append(keras.callbacks.BackupAndRestore(files.join(work_dir, "backup")))
     if cfg.schedule == "plateau":
         cbs += [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.3, patience=2, min_lr=1e-7, verbose=1),
                 keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True,
@@ -82,7 +84,7 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
     """Fits `model` in place; returns its History (.history: metric -> per-epoch values, .epoch).
     work_dir: backups for resuming after a kill (None: no backups)."""
     strategy = strategy or tf.distribute.get_strategy()
-    work = Path(work_dir) if work_dir else None
+    work = str(work_dir) if work_dir else None
     arrays = isinstance(train, tuple)
     decay_steps = cfg.epochs * (math.ceil(len(train[0]) / cfg.batch_size) if arrays else (cfg.steps_per_epoch or 1))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -95,7 +97,7 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
             options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
             val = val.with_options(options)
         return loop.fit(model, strategy, train, val, epochs=cfg.epochs, lr=cfg.lr, global_batch=cfg.batch_size,
-                        backup_dir=str(work / "backup") if work else tempfile.mkdtemp(prefix="catdog-fit-"),
+                        backup_dir=files.join(work, "backup") if work else tempfile.mkdtemp(prefix="catdog-fit-"),
                         schedule=cfg.schedule,
                         decay_steps=decay_steps, patience=cfg.patience, label_smoothing=cfg.label_smoothing,
                         steps_per_epoch=None if arrays else cfg.steps_per_epoch, tb=tb, log=log)

@@ -112,10 +112,7 @@ def run(cfg: KFoldConfig) -> dict:
     if len(folds) < 2:
         raise UserError(f"k-fold needs at least 2 folds, got {folds}")
     out = cfg.resolved_out()
-    strategy, why = distribute.choose_strategy(cfg.strategy)
-    w = distribute.workers(strategy)
-    log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}; "
-        f"worker {w.rank}/{w.count}{' (chief: writes the outputs)' if w.chief else ''}")
+    strategy, w = distribute.choose(cfg.strategy, log)
     report = _finished(cfg, out, folds)
     # Decided together: a worker that went on alone would wait for the others' collectives forever.
     if distribute.agree(strategy, report is not None):

@@ -11,14 +11,13 @@ dir, like Keras's BackupAndRestore), loss scaling under mixed_float16, TensorBoa
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from catdog_tf import files
 from catdog_tf.training.tblog import ScalarLog, current_lr
 
 
@@ -102,18 +101,18 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train: tf.data.Dat
             total += [float(v) for v in eval_step(x, y)]
         return total[0] / max(total[2], 1), total[1] / max(total[2], 1)
 
-    backup = Path(backup_dir)
+    backup = str(backup_dir)
     state = {"epoch": 0, "best": float("inf"), "wait": 0, "plateau": 0, "lr": lr}
-    if (backup / "state.json").exists():  # resume where a killed run stopped
-        state = json.loads((backup / "state.json").read_text())
-        model.load_weights(str(backup / "latest.weights.h5"))
-        opt_vars = np.load(backup / "optimizer.npz")
-        for v, k in zip(opt.variables, sorted(opt_vars.files, key=lambda s: int(s.split("_")[1]))):
+    if files.exists(files.join(backup, "state.json")):  # resume where a killed run stopped
+        state = json.loads(files.read_text(files.join(backup, "state.json")))
+        model.load_weights(files.join(backup, "latest.weights.h5"))
+        opt_vars = files.load_npz(files.join(backup, "optimizer.npz"))
+        for v, k in zip(opt.variables, sorted(opt_vars, key=lambda s: int(s.split("_")[1]))):
             v.assign(opt_vars[k])
         log(f"restored backup: resuming after epoch {state['epoch']}")
     if schedule != "cosine":
         opt.learning_rate.assign(state["lr"])
-    best_path = backup / "best.weights.h5"
+    best_path = files.join(backup, "best.weights.h5")
     hist = History()
     for epoch in range(state["epoch"], epochs):
         logs = {}
@@ -131,8 +130,8 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train: tf.data.Dat
             tb.epoch(epoch, logs)
         if monitor < state["best"]:
             state.update(best=monitor, wait=0, plateau=0)
-            backup.mkdir(parents=True, exist_ok=True)
-            model.save_weights(str(best_path))
+            files.makedirs(backup)
+            model.save_weights(best_path)
         else:
             state["wait"] += 1
             state["plateau"] += 1
@@ -141,17 +140,16 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train: tf.data.Dat
                 opt.learning_rate.assign(state["lr"])
                 state["plateau"] = 0
         state["epoch"] = epoch + 1
-        backup.mkdir(parents=True, exist_ok=True)
-        model.save_weights(str(backup / "latest.weights.h5"))
-        np.savez(backup / "optimizer.npz", **{f"v_{i}": v.numpy() for i, v in enumerate(opt.variables)})
-        tmp = backup / "state.json.tmp"
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, backup / "state.json")  # the epoch counts only once all files are written
+        files.makedirs(backup)
+        model.save_weights(files.join(backup, "latest.weights.h5"))
+        files.save_npz(files.join(backup, "optimizer.npz"), **{f"v_{i}": v.numpy() for i, v in enumerate(opt.variables)})
+        # Atomic (temp name + rename): the epoch counts only once all files are written.
+        files.write_text(files.join(backup, "state.json"), json.dumps(state))
         if schedule != "cosine" and state["wait"] >= patience:
             log(f"early stopping after epoch {epoch + 1}")
             break
-    if schedule != "cosine" and best_path.exists():
-        model.load_weights(str(best_path))  # EarlyStopping(restore_best_weights=True)
+    if schedule != "cosine" and files.exists(best_path):
+        model.load_weights(best_path)  # EarlyStopping(restore_best_weights=True)
     if tb is not None:
         tb.close()
     return hist

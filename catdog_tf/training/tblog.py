@@ -11,12 +11,13 @@ multi-worker loop (loop.py), so both write the same tags.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Callable
 
 import keras
 import tensorflow as tf
+
+from catdog_tf import files
 
 
 class ScalarLog:
@@ -30,7 +31,7 @@ class ScalarLog:
 
     def writer(self, kind: str) -> tf.summary.SummaryWriter:
         if kind not in self._writers:
-            self._writers[kind] = tf.summary.create_file_writer(os.path.join(self.log_dir, kind))
+            self._writers[kind] = tf.summary.create_file_writer(files.join(self.log_dir, kind))
         return self._writers[kind]
 
     def step(self, step: int, values: Callable[[], tuple[float, float]]) -> None:
@@ -90,7 +91,7 @@ class KerasTensorBoard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._count += 1
         if self.profile and self._count == self.profile[0]:
-            tf.profiler.experimental.start(os.path.join(self.log.log_dir, "train"))
+            tf.profiler.experimental.start(files.join(self.log.log_dir, "train"))
         if self.profile and self._count == self.profile[1]:
             tf.profiler.experimental.stop()
         per_epoch = self.params.get("steps")  # known: a resumed run (BackupAndRestore) keeps its place

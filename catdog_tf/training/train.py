@@ -15,14 +15,13 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from catdog_tf import metrics
+from catdog_tf import files, metrics
 from catdog_tf.config import TrainConfig, default_cache_dir
 from catdog_tf.data import augment, pipeline, records
 from catdog_tf.files import sha256_file
@@ -40,28 +39,28 @@ def log(msg: str):
     print(f"[train {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _stage_done(work: Path, stage: int) -> dict | None:
-    p = work / f"stage{stage}.done.json"
-    return json.loads(p.read_text()) if p.exists() else None
+def _stage_done(work: str, stage: int) -> dict | None:
+    p = files.join(work, f"stage{stage}.done.json")
+    return json.loads(files.read_text(p)) if files.exists(p) else None
 
 
-def _finish_stage(work: Path, stage: int, model, history, tb: ScalarLog | None, offsets: dict) -> dict:
-    model.save_weights(str(work / f"stage{stage}.weights.h5"))
+def _finish_stage(work: str, stage: int, model, history, tb: ScalarLog | None, offsets: dict) -> dict:
+    model.save_weights(files.join(work, f"stage{stage}.weights.h5"))
     h = {k: [float(v) for v in vs] for k, vs in (history.history if history else {}).items()}
     # 1-based epoch numbers this process ran (a resumed run starts after the restored epoch)
     h["epoch"] = [e + 1 for e in (history.epoch if history else [])]
     # Where TensorBoard's global step and epoch stand after this stage: the next one continues there.
     h["tb_step"] = offsets["step"] + (tb.last_step if tb else 0)
     h["tb_epoch"] = offsets["epoch"] + (tb.last_epoch if tb else 0)
-    (work / f"stage{stage}.done.json").write_text(json.dumps(h))
+    files.write_text(files.join(work, f"stage{stage}.done.json"), json.dumps(h))
     return h
 
 
-def _log_images(cfg: TrainConfig, work: Path, size: int, stage: int, policy: str, cached: bool):
+def _log_images(cfg: TrainConfig, work: str, size: int, stage: int, policy: str, cached: bool):
     """A few training images as the stage sees them, in TensorBoard's images tab."""
     x, _ = next(iter(pipeline.make_dataset(cfg.records, cfg.train_split, size, 8, training=True, seed=cfg.seed,
                                            fold=cfg.fold)))
-    with tf.summary.create_file_writer(str(work / "tensorboard" / "images")).as_default():
+    with tf.summary.create_file_writer(files.join(work, "tensorboard", "images")).as_default():
         tf.summary.image(f"stage{stage}/original", x / 255.0, step=0, max_outputs=8)
         if cached and policy == "flip":  # the cached path trains on every photo and its mirror image
             tf.summary.image(f"stage{stage}/mirror images (cached activations)",
@@ -72,9 +71,9 @@ def _log_images(cfg: TrainConfig, work: Path, size: int, stage: int, policy: str
                              max_outputs=8)
 
 
-def _log_hparams(cfg: TrainConfig, work: Path, results: dict):
+def _log_hparams(cfg: TrainConfig, work: str, results: dict):
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(cfg).items()}
-    with tf.summary.create_file_writer(str(work / "tensorboard" / "hparams")).as_default():
+    with tf.summary.create_file_writer(files.join(work, "tensorboard", "hparams")).as_default():
         hp.hparams(hparams)
         for k in ("val_log_loss", "val_accuracy"):
             if k in results:
@@ -84,21 +83,21 @@ def _log_hparams(cfg: TrainConfig, work: Path, results: dict):
 def _identity(cfg: TrainConfig) -> dict:
     """What makes a run this run: its settings and the exact records (a rebuilt folder is new data)."""
     return {"config": json.loads(json.dumps(dataclasses.asdict(cfg))),
-            "records_manifest_sha256": sha256_file(Path(cfg.records) / records.MANIFEST)}
+            "records_manifest_sha256": sha256_file(files.join(cfg.records, records.MANIFEST))}
 
 
-def _finished(out: Path, identity: dict) -> dict | None:
-    flags_file, done = out / "flags.json", out / "metrics.json"
-    if done.exists() and (out / "model.keras").exists() and flags_file.exists() \
-            and json.loads(flags_file.read_text()) == identity:
-        return json.loads(done.read_text())
+def _finished(out: str, identity: dict) -> dict | None:
+    flags_file, done = files.join(out, "flags.json"), files.join(out, "metrics.json")
+    if files.exists(done) and files.exists(files.join(out, "model.keras")) and files.exists(flags_file) \
+            and json.loads(files.read_text(flags_file)) == identity:
+        return json.loads(files.read_text(done))
     return None
 
 
 class _Run:
     """One train() call: its strategy, model, data and stage helpers."""
 
-    def __init__(self, cfg: TrainConfig, strategy, xla: bool, work: Path, chief: bool, has_val: bool):
+    def __init__(self, cfg: TrainConfig, strategy, xla: bool, work: str, chief: bool, has_val: bool):
         self.cfg, self.strategy, self.xla, self.work, self.chief = cfg, strategy, xla, work, chief
         self.has_val = has_val
         self.cache_dir = cfg.cache_dir or default_cache_dir(cfg.out)
@@ -141,7 +140,9 @@ class _Run:
     def arrays(self, feature_model, flip: bool, dtype="float32"):
         """Cached activations of the training split (+ mirror images) and of the validation split."""
         c = self.cfg
-        kw = dict(fold=c.fold, cache_dir=self.cache_dir, dtype=dtype, batch_size=max(c.batch_size, 32))
+        # Extracted under the strategy: each worker its share, each device its slice of a batch.
+        kw = dict(fold=c.fold, cache_dir=self.cache_dir, dtype=dtype, strategy=self.strategy,
+                  batch_size=max(c.batch_size // self.strategy.num_replicas_in_sync, 32))
         x, y = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw) \
             .without(records.excluded_ids(c.records)).with_mirrors()
         val = None
@@ -176,7 +177,7 @@ class _Run:
     def tb(self, offsets: dict) -> ScalarLog | None:
         if not self.chief:
             return None
-        return ScalarLog(str(self.work / "tensorboard"), self.cfg.log_every, offsets["step"], offsets["epoch"])
+        return ScalarLog(files.join(self.work, "tensorboard"), self.cfg.log_every, offsets["step"], offsets["epoch"])
 
     def validate(self, model) -> dict:
         c = self.cfg
@@ -188,9 +189,8 @@ class _Run:
             ids += [i.decode() for i in x["id"].numpy()]
         ys, ps = np.concatenate(ys), np.concatenate(ps)
         if self.chief:
-            with open(self.work / "val_predictions.csv", "w") as f:
-                f.write("id,label,p_dog\n")
-                f.writelines(f"{i},{int(t)},{p:.8f}\n" for i, t, p in zip(ids, ys, ps))
+            files.write_text(files.join(self.work, "val_predictions.csv"),
+                             "id,label,p_dog\n" + "".join(f"{i},{int(t)},{p:.8f}\n" for i, t, p in zip(ids, ys, ps)))
         return {"val_log_loss": metrics.log_loss(ys, ps), "val_accuracy": metrics.accuracy(ys, ps),
                 "val_count": int(len(ys))}
 
@@ -198,7 +198,7 @@ class _Run:
 def train(cfg: TrainConfig) -> dict:
     """Runs both stages, exports the model; returns the final metrics."""
     keras.utils.set_random_seed(cfg.seed)
-    out = Path(cfg.out)
+    out = str(cfg.out)
     # Bad records, splits or folds: one clear line before anything slow.
     records.shard_files(cfg.records, cfg.train_split, cfg.fold)
     has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
@@ -219,10 +219,10 @@ def train(cfg: TrainConfig) -> dict:
 
     chief = distribute.is_chief()
     # Non-chief workers of a multi-worker job write to a scratch folder, never the output folder.
-    work = out if chief else out / f".worker-{distribute.worker_index()}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = out if chief else files.join(out, f".worker-{distribute.worker_index()}")
+    files.makedirs(work)
     if chief:
-        (work / "flags.json").write_text(json.dumps(identity, indent=1))
+        files.write_text(files.join(work, "flags.json"), json.dumps(identity, indent=1))
     run = _Run(cfg, strategy, xla, work, chief, has_val)
     clf = run.clf
     results: dict = {"config": dataclasses.asdict(cfg)}
@@ -237,7 +237,7 @@ def train(cfg: TrainConfig) -> dict:
         _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached1)
     done = _stage_done(work, 1)
     if done is not None:
-        clf.model.load_weights(str(work / "stage1.weights.h5"))
+        clf.model.load_weights(files.join(work, "stage1.weights.h5"))
         log("stage 1 already done: loaded its weights")
         results["history1"] = done
     elif cfg.epochs1 > 0:
@@ -250,13 +250,13 @@ def train(cfg: TrainConfig) -> dict:
                     val[1], np.asarray(clf.head(val[0], training=False)).reshape(-1))
                 log(f"untrained head: validation log loss {results['untrained_val_loss']:.4f}")
             hist = fit(clf.head, (x, y), val, run.fit_config(1, True), strategy=strategy,
-                       work_dir=str(work / "stage1"), tb=tb, log=log)
+                       work_dir=files.join(work, "stage1"), tb=tb, log=log)
         else:
             log(f"stage 1: head on full images with augmentation {cfg.head_augmentation!r}")
             data, val = run.full_image_data(cfg.head_augmentation)
             model = clf.training_model("none" if xla else cfg.head_augmentation)
             hist = fit(model, data, val, run.fit_config(1, False), strategy=strategy,
-                       work_dir=str(work / "stage1"), tb=tb, log=log)
+                       work_dir=files.join(work, "stage1"), tb=tb, log=log)
         results["history1"] = _finish_stage(work, 1, clf.model, hist, tb, offsets)
     if "history1" in results:
         offsets = {"step": results["history1"].get("tb_step", 0), "epoch": results["history1"].get("tb_epoch", 0)}
@@ -268,7 +268,7 @@ def train(cfg: TrainConfig) -> dict:
             _log_images(cfg, work, run.size, 2, policy2, stage2_cached)
         done = _stage_done(work, 2)
         if done is not None:
-            clf.model.load_weights(str(work / "stage2.weights.h5"))
+            clf.model.load_weights(files.join(work, "stage2.weights.h5"))
             log("stage 2 already done: loaded its weights")
             results["history2"] = done
         else:
@@ -285,11 +285,11 @@ def train(cfg: TrainConfig) -> dict:
                     inp = keras.Input(top.input_shape[1:])
                     stage_model = keras.Model(inp, clf.head(clf.pooling(top(inp, training=False))))
                 hist = fit(stage_model, (x, y), val, run.fit_config(2, True), strategy=strategy,
-                           work_dir=str(work / "stage2"), tb=tb, log=log)
+                           work_dir=files.join(work, "stage2"), tb=tb, log=log)
             else:
                 data, val = run.full_image_data(cfg.augmentation)
                 hist = fit(clf.model, data, val, run.fit_config(2, False), strategy=strategy,
-                           work_dir=str(work / "stage2"), tb=tb, log=log)
+                           work_dir=files.join(work, "stage2"), tb=tb, log=log)
             results["history2"] = _finish_stage(work, 2, clf.model, hist, tb, offsets)
 
     # ---------------------------------------------------------------- export + measure
@@ -299,14 +299,15 @@ def train(cfg: TrainConfig) -> dict:
         log(f"validation: log loss {results['val_log_loss']:.5f}, accuracy {results['val_accuracy']:.4f} "
             f"on {results['val_count']} images")
     if chief:
-        final.save(str(work / "model.keras"))
+        final.save(files.join(work, "model.keras"))
         try:
-            final.export(str(work / "saved_model"), verbose=False)
+            final.export(files.join(work, "saved_model"), verbose=False)
         except Exception as e:  # noqa: BLE001 - serving export is a bonus; the .keras model is the product
             log(f"SavedModel export failed: {type(e).__name__}: {e}")
-        (work / "metrics.json").write_text(json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
+        files.write_text(files.join(work, "metrics.json"),
+                         json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
         _log_hparams(cfg, work, results)
-        log(f"wrote {work / 'model.keras'}")
+        log(f"wrote {files.join(work, 'model.keras')}")
     return results
 
 

@@ -2,7 +2,8 @@
 and the summary lines the command line prints (`summary_lines`).
 
 Plots use matplotlib's object API on an Agg canvas (no pyplot): writing a report neither
-switches the caller's backend nor leaves figures open.
+switches the caller's backend nor leaves figures open. They are rendered to PNG bytes in
+memory; every file is written through scan.write_bytes (a URL folder: tf.io.gfile).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import io
 import json
 import math
 import os
+import posixpath
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,7 +26,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from PIL import Image
 
 from catdog_tf.tools.explore.analysis import PERCENTILES, ExploreResult
-from catdog_tf.tools.explore.scan import CLASSES, ImageInfo, iter_records
+from catdog_tf.tools.explore.scan import CLASSES, ImageInfo, as_path, iter_records, read_bytes, write_bytes
 
 _CLASS_COLORS = {"cat": "#d95f02", "dog": "#1b9e77", "unlabeled": "#7570b3", "other": "#777777"}
 
@@ -37,6 +38,12 @@ def _figure(**kw: Any) -> Figure:
     fig = Figure(**kw)
     FigureCanvasAgg(fig)  # attaches itself as fig.canvas (a renderer for _separate_boxes)
     return fig
+
+
+def _save(fig: Figure, path: Any) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_bytes(path, buf.getvalue())
 
 
 def _separate_boxes(fig: Figure, groups: list[list[Any]], lim: float) -> None:
@@ -64,7 +71,7 @@ def _separate_boxes(fig: Figure, groups: list[list[Any]], lim: float) -> None:
             placed.append(box(ann))
 
 
-def _plot_scatter(result: ExploreResult, path: Path) -> None:
+def _plot_scatter(result: ExploreResult, path: Any) -> None:
     classes = [c for c in CLASSES if c in result.extremes]
     n = max(1, len(classes))
     fig = _figure(figsize=(6.2 * n, 5.8))
@@ -119,7 +126,7 @@ def _plot_scatter(result: ExploreResult, path: Path) -> None:
                  "dotted: aspect ratios; boxes name the extreme ids)", fontsize=11)
     fig.tight_layout()
     _separate_boxes(fig, all_notes, lim)
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 def _plain_log_ticks(ax: Any, lo: float, hi: float, *, aspect: bool) -> None:
@@ -134,7 +141,7 @@ def _plain_log_ticks(ax: Any, lo: float, hi: float, *, aspect: bool) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _plot_hist(result: ExploreResult, path: Path, *, what: str) -> None:
+def _plot_hist(result: ExploreResult, path: Any, *, what: str) -> None:
     fig = _figure(figsize=(8, 4.5))
     ax = fig.subplots()
     if what == "filesize":
@@ -165,7 +172,7 @@ def _plot_hist(result: ExploreResult, path: Path, *, what: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.25)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
 
 
 # --------------------------------------------------------------------------- thumbnails
@@ -178,13 +185,13 @@ def _load_bytes(items: Sequence[ImageInfo]) -> dict[str, bytes]:
     for it in items:
         if it.path:
             try:
-                out[it.id] = Path(it.path).read_bytes()
+                out[it.id] = read_bytes(it.path)
             except OSError:
                 pass
         elif it.record:
             want_rec[it.record] = it.id
     if want_rec:
-        folders = {str(Path(s).parent) for s, _ in want_rec}
+        folders = {posixpath.dirname(s) if "://" in s else os.path.dirname(s) for s, _ in want_rec}
         for folder in folders:
             for rec in iter_records(folder):
                 key = (rec["shard"], rec["index"])
@@ -279,19 +286,15 @@ def _html_groups(groups: list[dict[str, Any]], thumbs: dict[str, str | None], li
 
 
 def write_report(result: ExploreResult, out_dir: str | os.PathLike, *, max_groups: int = 150,
-                 thumbnails: bool = True) -> dict[str, Path]:
-    """Write summary.json, the PNG plots and index.html into `out_dir`; return their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "summary": out / "summary.json",
-        "scatter": out / "sizes_scatter.png",
-        "filesize": out / "filesize_hist.png",
-        "aspect": out / "aspect_hist.png",
-        "index": out / "index.html",
-    }
+                 thumbnails: bool = True) -> dict[str, Any]:
+    """Write summary.json, the PNG plots and index.html into `out_dir` (a local folder or a
+    URL: gs://, hdfs://); return their paths (Paths; strings for a URL)."""
+    out = as_path(out_dir)
+    names = {"summary": "summary.json", "scatter": "sizes_scatter.png", "filesize": "filesize_hist.png",
+             "aspect": "aspect_hist.png", "index": "index.html"}
+    paths = {k: f"{out}/{v}" if isinstance(out, str) else out / v for k, v in names.items()}
     summary = result.summary()
-    paths["summary"].write_text(json.dumps(summary, indent=1))
+    write_bytes(paths["summary"], json.dumps(summary, indent=1).encode("utf-8"))
     _plot_scatter(result, paths["scatter"])
     _plot_hist(result, paths["filesize"], what="filesize")
     _plot_hist(result, paths["aspect"], what="aspect")
@@ -329,13 +332,13 @@ Near-duplicates (pHash Hamming distance &le; {result.params['near_dup_threshold'
 {len(result.near_duplicates)} groups ({lc['near_duplicates']} with labels disagreeing).</p>
 <h2>Counts</h2>{_html_counts(result)}
 <h2>Image sizes</h2>
-<img class=plot src="{paths['scatter'].name}" alt="width/height scatter per class">
+<img class=plot src="{names['scatter']}" alt="width/height scatter per class">
 <h3>Extremes</h3><table><tr><th class=l>class</th><th class=l>smallest / largest (pixels), widest / tallest
 (aspect)</th></tr>{''.join(ext_rows)}</table>
 {_html_stats(result)}
-<img class=plot src="{paths['aspect'].name}" alt="aspect ratio histogram">
+<img class=plot src="{names['aspect']}" alt="aspect ratio histogram">
 <h2>File sizes</h2>
-<img class=plot src="{paths['filesize'].name}" alt="file size histogram">
+<img class=plot src="{names['filesize']}" alt="file size histogram">
 <h2>Exact duplicates (sha256)</h2>{_html_groups(result.duplicates, thumbs, max_groups, near=False)}
 <h2>Near-duplicates (pHash &le; {result.params['near_dup_threshold']})</h2>
 {_html_groups(result.near_duplicates, thumbs, max_groups, near=True)}
@@ -345,11 +348,11 @@ Near-duplicates (pHash Hamming distance &le; {result.params['near_dup_threshold'
 <p class=muted>Machine-readable: <a href="summary.json">summary.json</a></p>
 </body></html>
 """
-    paths["index"].write_text(page, encoding="utf-8")
+    write_bytes(paths["index"], page.encode("utf-8"))
     return paths
 
 
-def summary_lines(result: ExploreResult, paths: dict[str, Path]) -> list[str]:
+def summary_lines(result: ExploreResult, paths: dict[str, Any]) -> list[str]:
     """What `python -m catdog_tf.explore` prints: counts, sizes, duplicates, undecodable files."""
     s = result.summary()
     lines = [f"{s['n_files']:,} files in {result.seconds:.1f} s ({result.files_per_s:,.0f} files/s)",

@@ -11,6 +11,10 @@ Perceptual hash: the standard pHash (as in the `imagehash` package: grayscale, 3
 Lanczos resize, 2-D DCT-II, the 8x8 lowest frequencies against their median -> 64 bits),
 written in numpy (a 8x32 cosine matrix) instead of depending on `imagehash`; see
 `phash` for the reasoning.
+
+Paths: a local folder is read with plain file I/O, so exploring it never imports TensorFlow
+(and the pool can fork); a URL (gs://, hdfs://, ram://) goes through tf.io.gfile, imported on
+first use (see "storage" below; report.py writes through the same helpers).
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import posixpath
 import re
 import sys
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -71,6 +77,74 @@ class ImageInfo:
         return self.error is None
 
 
+# --------------------------------------------------------------------------- storage
+# catdog_tf.files imports TensorFlow at its top, which explore's folder path must not pay for
+# (tests/test_layout.py; a forked pool): URL paths use tf.io.gfile here, imported on first use.
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """A URL-like path (gs://, hdfs://, ram://, ...), as catdog_tf.files.is_remote."""
+    return "://" in str(path)
+
+
+def _tf() -> Any:
+    import tensorflow as tf  # only remote paths (and records) pay for TensorFlow
+
+    return tf
+
+
+def as_path(path: str | os.PathLike) -> Any:
+    """A local path as a Path (as before), a URL as a string (Path would fold its '//')."""
+    return str(path).rstrip("/") if is_remote(path) else Path(path)
+
+
+def _name(path: str | os.PathLike) -> str:
+    return posixpath.basename(str(path).rstrip("/"))
+
+
+def _join(base: Any, name: str) -> Any:
+    return f"{base}/{name}" if isinstance(base, str) else base / name
+
+
+def _isdir(path: Any) -> bool:
+    return _tf().io.gfile.isdir(path) if is_remote(path) else Path(path).is_dir()
+
+
+def _isfile(path: Any) -> bool:
+    if is_remote(path):
+        g = _tf().io.gfile
+        return g.exists(path) and not g.isdir(path)
+    return Path(path).is_file()
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """A file's bytes; OSError when it cannot be read (a URL's gfile errors too)."""
+    if not is_remote(path):
+        with open(path, "rb") as f:
+            return f.read()
+    tf = _tf()
+    try:
+        with tf.io.gfile.GFile(str(path), "rb") as f:
+            return f.read()
+    except tf.errors.OpError as e:
+        raise OSError(e.message) from None
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes a report file (parent folders made); a URL atomically (temp name + rename), as
+    catdog_tf.files.write_bytes does."""
+    if not is_remote(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(data)
+        return
+    g = _tf().io.gfile
+    g.makedirs(posixpath.dirname(str(path)))
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with g.GFile(tmp, "wb") as f:
+        f.write(data)
+    g.rename(tmp, str(path), overwrite=True)
+
+
 # --------------------------------------------------------------------------- names and files
 
 
@@ -85,27 +159,32 @@ def natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def list_image_files(folder: str | os.PathLike) -> list[tuple[Path, str]]:
+def list_image_files(folder: str | os.PathLike) -> list[tuple[Any, str]]:
     """Files of a Kaggle-layout folder as (path, id) pairs, naturally sorted.
 
     A plain folder gives its regular, non-hidden files (all of them: a stray non-image
     file shows up as class "other" and as undecodable). A Kaggle root (a folder with a
     `train/` or `test/` sub-folder) gives the files of those sub-folders, with ids
     prefixed by the sub-folder ("train/cat.1", "test/7"). An id is the file name without
-    its suffix, so two files never share one.
+    its suffix, so two files never share one. Paths are Paths, or strings for a URL folder.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
+    folder = as_path(folder)
+    if not _isdir(folder):
         raise FileNotFoundError(f"not a folder: {folder}")
-    splits = [folder / s for s in KAGGLE_SPLITS if (folder / s).is_dir()]
+    splits = [_join(folder, s) for s in KAGGLE_SPLITS if _isdir(_join(folder, s))]
     if splits:
-        out: list[tuple[Path, str]] = []
+        out: list[tuple[Any, str]] = []
         for sub in splits:
-            out += [(p, f"{sub.name}/{i}") for p, i in list_image_files(sub)]
+            out += [(p, f"{_name(sub)}/{i}") for p, i in list_image_files(sub)]
         return out
-    files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
-    files.sort(key=lambda p: natural_key(p.name))
-    return [(p, _strip_ext(p.name)) for p in files]
+    if isinstance(folder, str):
+        g = _tf().io.gfile
+        files = [_join(folder, n.rstrip("/")) for n in g.listdir(folder) if not n.startswith(".")]
+        files = [p for p in files if not g.isdir(p)]
+    else:
+        files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
+    files.sort(key=lambda p: natural_key(_name(p)))
+    return [(p, _strip_ext(_name(p))) for p in files]
 
 
 def _strip_ext(name: str) -> str:
@@ -199,8 +278,7 @@ def analyze_bytes(data: bytes, *, with_hash: bool = True) -> dict[str, Any]:
 
 def _analyze_file(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_bytes(path)
     except OSError as e:
         return {"nbytes": 0, "sha256": "", "error": f"cannot read: {e}", "error_kind": "unreadable"}
     return analyze_bytes(data)
@@ -279,10 +357,11 @@ def _pool_map(fn: Callable[[Any], Any], args: Iterable[Any], workers: int, total
 # --------------------------------------------------------------------------- folders
 
 
-def _source_names(folders: Sequence[Path]) -> list[str]:
+def _source_names(folders: Sequence[Any]) -> list[str]:
     """Short, distinct display names for source folders (last 1, 2, ... path parts)."""
+    parts = [f.split("://", 1)[1].split("/") if isinstance(f, str) else f.resolve().parts for f in folders]
     for depth in range(1, 8):
-        names = ["/".join(f.resolve().parts[-depth:]) for f in folders]
+        names = ["/".join(p[-depth:]) for p in parts]
         if len(set(names)) == len(names):
             return names
     return [str(f) for f in folders]
@@ -296,9 +375,9 @@ def scan_images(folders: str | os.PathLike | Sequence[str | os.PathLike], *, wor
     """
     if isinstance(folders, (str, os.PathLike)):
         folders = [folders]
-    folders = [Path(f) for f in folders]
+    folders = [as_path(f) for f in folders]
     names = _source_names(folders)
-    entries: list[tuple[Path, str, str]] = []
+    entries: list[tuple[Any, str, str]] = []
     for folder, name in zip(folders, names):
         for path, id_ in list_image_files(folder):
             full_id = f"{name}/{id_}" if len(folders) > 1 else id_
@@ -307,35 +386,37 @@ def scan_images(folders: str | os.PathLike | Sequence[str | os.PathLike], *, wor
                         progress, "explore")
     items = []
     for (path, id_, src), r in zip(entries, results):
-        items.append(ImageInfo(id=id_, label=classify_name(path.name), source=src, path=str(path), **r))
+        items.append(ImageInfo(id=id_, label=classify_name(_name(path)), source=src, path=str(path), **r))
     return items
 
 
 # --------------------------------------------------------------------------- records
 
 
-def record_shards(folder: str | os.PathLike) -> list[Path]:
+def record_shards(folder: str | os.PathLike) -> list[Any]:
     """The shards of a records folder, sorted: every shard its manifest.json lists (all
-    splits), or, in a folder without a manifest, its *.tfrecord files."""
-    folder = Path(folder)
-    if not folder.is_dir():
+    splits), or, in a folder without a manifest, its *.tfrecord files (Paths; strings for a
+    URL folder)."""
+    folder = as_path(folder)
+    if not _isdir(folder):
         raise FileNotFoundError(f"not a folder: {folder}")
-    manifest = folder / MANIFEST
-    if manifest.is_file():
+    manifest = _join(folder, MANIFEST)
+    if _isfile(manifest):
         try:
-            splits = json.loads(manifest.read_text())["splits"]
+            splits = json.loads(read_bytes(manifest).decode("utf-8"))["splits"]
             names = {sh["file"] for split in splits.values() for sh in split["shards"]}
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise UserError(f"{manifest}: not a records manifest ({type(e).__name__}: {e})") from None
-        shards = sorted(folder / name for name in names)
-        missing = [p for p in shards if not p.is_file()]
+        shards = sorted(_join(folder, name) for name in names)
+        missing = [p for p in shards if not _isfile(p)]
         if missing:
             raise FileNotFoundError(f"{missing[0]}: listed in {manifest} but missing "
                                     f"({len(missing)} of {len(shards)} shards missing)")
         if not shards:
             raise FileNotFoundError(f"{manifest} lists no shards")
         return shards
-    shards = sorted(folder.glob(f"*{SHARD_SUFFIX}"))
+    shards = sorted(_tf().io.gfile.glob(f"{folder}/*{SHARD_SUFFIX}") if isinstance(folder, str)
+                    else folder.glob(f"*{SHARD_SUFFIX}"))
     if not shards:
         raise FileNotFoundError(f"no {MANIFEST} and no *{SHARD_SUFFIX} shards in {folder}")
     return shards
@@ -361,7 +442,7 @@ def iter_records(folder: str | os.PathLike) -> Iterator[dict[str, Any]]:
             try:
                 ex = schema.to_python(raw)
             except ValueError as e:
-                rec.update(id=f"{shard.name}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
+                rec.update(id=f"{_name(shard)}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
                            encoded=b"", error=f"bad record: {e}")
             else:
                 rec.update({k: ex[k] for k in ("id", "label", "height", "width", "encoded")})
