@@ -99,3 +99,16 @@ def run_workers(module: str, args: list[str], n: int = 2, timeout: int = 900) ->
     for p, o in zip(procs, outs):
         assert p.returncode == 0, o[-3000:]
     return outs
+
+
+def tiny_classifier(size: int, seed: int, name: str):
+    """A small random image classifier (0..255 input, P(dog) out): a cheap model or ensemble member."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(1, activation="sigmoid")(x)
+    return keras.Model(inp, out, name=name)

@@ -5,16 +5,7 @@ import tensorflow as tf
 
 from catdog_tf import metrics
 from catdog_tf.inference import ensemble, predict
-
-
-def tiny(size, seed, name):
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inp)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(1, activation="sigmoid")(x)
-    return keras.Model(inp, out, name=name)
+from conftest import tiny_classifier as tiny
 
 
 @pytest.fixture

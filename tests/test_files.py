@@ -14,6 +14,7 @@ from PIL import Image
 from catdog_tf import files, plots
 from catdog_tf.data import pipeline, records
 from conftest import jpeg_bytes
+from conftest import tiny_classifier as tiny
 
 
 @pytest.fixture(autouse=True)
@@ -140,16 +141,6 @@ def test_records_from_a_ram_input_folder_match_the_local_folder(kaggle_dir, tmp_
 
 
 # --------------------------------------------------------------------------- ensemble, export, plots
-
-
-def tiny(size, seed, name):
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inp)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(1, activation="sigmoid")(x)
-    return keras.Model(inp, out, name=name)
 
 
 def test_ensemble_export_and_plots_on_ram(kaggle_dir, monkeypatch):
