@@ -98,7 +98,8 @@ def _file_error(e: BaseException) -> bool:
     errors = getattr(tf, "errors", None)
     return errors is not None and isinstance(e, (
         errors.NotFoundError, errors.PermissionDeniedError, errors.AlreadyExistsError,
-        errors.FailedPreconditionError, errors.UnauthenticatedError))
+        errors.FailedPreconditionError, errors.UnauthenticatedError,
+        errors.UnimplementedError))  # e.g. a scheme with no filesystem here (s3:// without its plugin)
 
 
 def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:

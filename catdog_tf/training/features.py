@@ -69,7 +69,6 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     Under a multi-worker strategy each worker extracts every K-th photo, the parts are
     assembled on every worker (distribute.gather_rows) and only the chief writes the cache."""
     strategy = strategy or tf.distribute.get_strategy()
-    w = distribute.workers(strategy)
     shards = records.split_shards(records_dir, split, fold)
     shas = sorted(sh["sha256"] for sh in shards)
     key = hashlib.sha256(json.dumps([feature_model.name, _weights_fingerprint(feature_model),
@@ -81,8 +80,7 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
         z = files.load_npz(path)
         return z["features"], z["labels"], z["ids"].astype(object)
     total = sum(sh["count"] for sh in shards)
-    order = pipeline.example_ids(records_dir, split, fold) if w.count > 1 else None
-    mine = np.arange(w.rank, total, w.count)
+    w, mine = distribute.share(strategy, total)
     desc = f"{feature_model.name} {split}{' flipped' if flip else ''}"
     print(f"features: worker {w.rank}/{w.count} extracts {len(mine)} of {total} photos ({desc})", file=sys.stderr,
           flush=True)
@@ -91,14 +89,11 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
                                fold=fold, with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
     feats, labels, ids = extract(feature_model, ds, len(mine), desc=desc, flip=flip, strategy=strategy)
     if w.count > 1:
-        if list(ids) != order[w.rank::w.count]:
-            raise ValueError(f"{split}: worker {w.rank} read its photos out of the records' order")
-        feats = distribute.gather_rows(strategy, feats.reshape(len(mine), -1), mine, total)
-        feats = feats.reshape(total, *feature_model.output_shape[1:])
-        labels = distribute.gather_rows(strategy, labels.astype(np.float32), mine, total)
+        order = pipeline.example_ids(records_dir, split, fold)
+        feats, labels = distribute.assemble(strategy, [feats, labels.astype(np.float32)], list(ids), order, split)
         ids = np.asarray(order, dtype=object)
     feats = feats.astype(dtype)
-    if path and w.chief:
+    if path and distribute.workers(strategy).chief:
         files.save_npz(path, features=feats, labels=labels, ids=ids.astype(str))
     return feats, labels, ids
 

@@ -163,8 +163,14 @@ def run(cfg: KFoldConfig) -> dict:
     if w.count > 1:  # every worker gets every fold's head and predictions
         rows = np.flatnonzero(np.isin(fold_idx, mine))
         oof = distribute.gather_rows(strategy, oof[rows], rows, len(y)).astype(np.float64)
-        weights = distribute.gather_rows(strategy, weights[mine], np.asarray(mine), len(folds))
-        val_losses = distribute.gather_rows(strategy, val_losses[mine], np.asarray(mine), len(folds))
+        weights = distribute.gather_rows(strategy, weights[mine], np.asarray(mine, np.int64), len(folds))
+        val_losses = distribute.gather_rows(strategy, val_losses[mine], np.asarray(mine, np.int64), len(folds))
+        for k in sorted(set(range(len(folds))) - set(mine)) if w.chief else ():
+            # The chief logs the other workers' folds too: their validation loss, epoch by epoch.
+            tb = ScalarLog(files.join(out, "tensorboard", folds[k]))
+            for e, v in enumerate(val_losses[k]):
+                tb.epoch(e, {"val_loss": v})
+            tb.close()
     heads, per_fold = [], []
     for k, name in enumerate(folds):
         head = build_head(dim, cfg.dropout)
@@ -247,7 +253,7 @@ def read_oof(path: str) -> OOF:
     p = files.join(path, "oof_predictions.csv") if files.isdir(path) else str(path)
     if not files.exists(p):
         raise UserError(f"{p}: no out-of-fold predictions file (a k-fold run's folder or its oof_predictions.csv)")
-    header, *lines = files.read_text(p).splitlines()
+    header, *lines = files.read_text(p).splitlines() or [""]
     if header.strip() not in (OOF_HEADER, OOF_HEADER + OOF_EXTRA):
         raise UserError(f"{p}: not an out-of-fold predictions file (header {header.strip()!r})")
     rows = [line.split(",") for line in lines]

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from catdog_tf import files
+from catdog_tf.training import distribute
 from catdog_tf.training.tblog import ScalarLog, current_lr
 
 
@@ -103,8 +104,13 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train: tf.data.Dat
 
     backup = str(backup_dir)
     state = {"epoch": 0, "best": float("inf"), "wait": 0, "plateau": 0, "lr": lr}
-    if files.exists(files.join(backup, "state.json")):  # resume where a killed run stopped
-        state = json.loads(files.read_text(files.join(backup, "state.json")))
+    saved = json.loads(files.read_text(files.join(backup, "state.json"))) \
+        if files.exists(files.join(backup, "state.json")) else None
+    # Every worker keeps its own backup: resume only when all of them stopped after the same
+    # epoch (else all start over), so their collectives stay in step.
+    if distribute.same_everywhere(strategy, saved["epoch"] if saved else 0) and \
+            distribute.agree(strategy, saved is not None):  # resume where a killed run stopped
+        state = saved
         model.load_weights(files.join(backup, "latest.weights.h5"))
         opt_vars = files.load_npz(files.join(backup, "optimizer.npz"))
         for v, k in zip(opt.variables, sorted(opt_vars, key=lambda s: int(s.split("_")[1]))):

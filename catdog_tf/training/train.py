@@ -203,14 +203,17 @@ def train(cfg: TrainConfig) -> dict:
     records.shard_files(cfg.records, cfg.train_split, cfg.fold)
     has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
     identity = _identity(cfg)
-    if (done := _finished(out, identity)) is not None:
+    strategy, why = distribute.choose_strategy(cfg.strategy)
+    log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
+    # Each "already done?" is decided together: a worker that skipped a stage alone would leave
+    # the others waiting in their collectives.
+    done = _finished(out, identity)
+    if distribute.agree(strategy, done is not None):
         log(f"{out} holds a finished run with these flags and records: nothing to do")
         return {"config": dataclasses.asdict(cfg), **done}
     if cfg.weights in (None, "none", "random"):
         log("WARNING: --weights=none: the backbone is random and frozen in stage 1, so only the head "
             "learns, on random features; for real results use --weights=auto (pretrained)")
-    strategy, why = distribute.choose_strategy(cfg.strategy)
-    log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
     mp, why = distribute.choose_mixed_precision(cfg.mixed_precision)
     log(f"mixed precision: {'on' if mp else 'off'}: {why}")
     keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
@@ -236,7 +239,7 @@ def train(cfg: TrainConfig) -> dict:
     if chief:
         _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached1)
     done = _stage_done(work, 1)
-    if done is not None:
+    if distribute.agree(strategy, done is not None):
         clf.model.load_weights(files.join(work, "stage1.weights.h5"))
         log("stage 1 already done: loaded its weights")
         results["history1"] = done
@@ -267,7 +270,7 @@ def train(cfg: TrainConfig) -> dict:
         if chief:
             _log_images(cfg, work, run.size, 2, policy2, stage2_cached)
         done = _stage_done(work, 2)
-        if done is not None:
+        if distribute.agree(strategy, done is not None):
             clf.model.load_weights(files.join(work, "stage2.weights.h5"))
             log("stage 2 already done: loaded its weights")
             results["history2"] = done
