@@ -152,10 +152,12 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     that is not the chief: nothing is computed or written there)."""
     if distribute.not_chief("ensemble", out):
         return {}
-    members = [predict.load_model(p) for p in member_paths]
+    # The chief predicts alone, over this host's devices (the other workers have left).
+    strategy = distribute.local_strategy()
+    members = [predict.load_model(p, strategy) for p in member_paths]
     cols, y, ids0 = [], None, None
     for path, m in zip(member_paths, members):
-        ids, labels, p = predict.predict_records(m, records_dir, split, batch_size, tta, fold)
+        ids, labels, p = predict.predict_records(m, records_dir, split, batch_size, tta, fold, strategy)
         if ids0 is not None and ids != ids0:
             raise UserError(f"{path}: validation order differs between members")
         ids0, y = ids, labels

@@ -54,6 +54,13 @@ def choose_strategy(name: str = "auto") -> tuple[tf.distribute.Strategy, str]:
     return tf.distribute.get_strategy(), ("one device" if len(gpus) <= 1 else "asked for default")
 
 
+def local_strategy() -> tf.distribute.Strategy:
+    """Mirrored over this host's GPUs when it has several, else the default: for work one
+    process does alone (the chief's part of a multi-worker job)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.MirroredStrategy([d.name for d in gpus]) if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
     """The public name (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
     for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy", "TPUStrategy"):
