@@ -154,8 +154,6 @@ def choose(name: str = "auto", log=None) -> tuple[tf.distribute.Strategy, Worker
 
 def local_replicas(strategy: tf.distribute.Strategy) -> int:
     """How many replicas this worker runs (the default strategy: one)."""
-    if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
-        return 1
     try:
         return len(strategy.extended.worker_devices)
     except RuntimeError:  # the default strategy has no device list
@@ -231,7 +229,7 @@ def assemble(strategy: tf.distribute.Strategy, parts: list[np.ndarray], ids: lis
     if not agree(strategy, list(ids) == list(order[w.rank::w.count])):
         raise ValueError(f"{what}: a worker read its photos out of the records' order")
     rows = np.arange(w.rank, len(order), w.count)
-    return [gather_rows(strategy, p.reshape(len(rows), *p.shape[1:]), rows, len(order)) for p in parts]
+    return [gather_rows(strategy, p, rows, len(order)) for p in parts]
 
 
 def not_chief(what: str, out: str) -> bool:

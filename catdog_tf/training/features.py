@@ -93,7 +93,7 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
         feats, labels = distribute.assemble(strategy, [feats, labels.astype(np.float32)], list(ids), order, split)
         ids = np.asarray(order, dtype=object)
     feats = feats.astype(dtype)
-    if path and distribute.workers(strategy).chief:
+    if path and w.chief:
         files.save_npz(path, features=feats, labels=labels, ids=ids.astype(str))
     return feats, labels, ids
 

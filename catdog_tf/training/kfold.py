@@ -24,7 +24,6 @@ import json
 import sys
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -35,7 +34,7 @@ from catdog_tf.errors import UserError
 from catdog_tf.models import imagenet
 from catdog_tf.models.head import average_heads, build_head, imagenet_classifier, pooled_head_model, pooled_model
 from catdog_tf.training import distribute, features
-from catdog_tf.training.fit import FitConfig, fit
+from catdog_tf.training.fit import FitConfig, fit_head
 from catdog_tf.training.tblog import ScalarLog
 
 OOF_HEADER = "id,label,fold,p_dog"
@@ -148,10 +147,8 @@ def run(cfg: KFoldConfig) -> dict:
         tr, va = (fold_idx != k) & ~excluded, fold_idx == k
         t = targets[tr]
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
-        keras.utils.set_random_seed(cfg.seed + k)
-        head = build_head(dim, cfg.dropout, cfg.seed + k)
-        hist = fit(head, (xt, yt), (xs[va], y[va]), fit_cfg, verbose=0, log=log,
-                   tb=ScalarLog(files.join(out, "tensorboard", name)) if w.chief else None)
+        head, hist = fit_head(xt, yt, (xs[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
+                              log=log, tb=ScalarLog(files.join(out, "tensorboard", name)) if w.chief else None)
         # Called directly: predict() would retrace for every new head (and warn each time).
         oof[va] = np.asarray(head(xs[va], training=False)).reshape(-1)
         kernel, bias = head.get_weights()
