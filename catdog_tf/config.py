@@ -47,6 +47,9 @@ class BuildConfig:
     exclude: str | None = f(None, "File of ids kept out of training (one per line, # comments); they stay in their "
                             "split or fold, so evaluation still scores them.")
     max_side: int | None = f(None, "Store a re-encoding downscaled to this longest side.")
+    store_size: int | None = f(None, "Store every photo re-encoded at exactly SIZE x SIZE (antialiased, JPEG with "
+                               "full-resolution chroma): the fastest input for models of input size SIZE; the "
+                               "original bytes are not kept.")
     strict: bool = f(False, "Exit non-zero if any file was skipped.")
     max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.")
     max_file_mb: float = f(100.0, "Skip files larger than this (no pet photo is; a bigger one is a mistake).")
@@ -95,7 +98,8 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class KFoldConfig:
-    backbone: str = f("efficientnet_lite0", "Registry name, or names joined with + to fuse their features.")
+    backbone: str = f("efficientnet_lite0", "Registry name, or names joined with + to fuse their features "
+                      "(each may carry its own input size: efficientnet_lite1@300+efficientnet_lite2@380).")
     records: str = f("records", "Records folder built with --folds.")
     out: str | None = f(None, "Output folder (default runs/kfold/<backbone>).")
     folds: list[str] | None = f(None, "Folds to cross-validate over (default: all); others stay untouched.")
@@ -119,7 +123,23 @@ class KFoldConfig:
                                  "still score the labels (and are optimistic: the teacher saw the other folds).")
 
     def resolved_out(self) -> str:
-        return self.out or f"runs/kfold/{self.backbone.replace('+', '_')}"
+        return self.out or f"runs/kfold/{self.slug()}"
+
+    def slug(self) -> str:
+        """The backbone spec as a file and model name: a+b@380 -> a_b_380."""
+        return self.backbone.replace("+", "_").replace("@", "_")
+
+    def parts(self) -> list[tuple[str, int | None]]:
+        """(backbone, input size or None for its own) of each fused backbone: a@300+b -> [(a, 300), (b, None)]."""
+        out = []
+        for part in self.backbone.split("+"):
+            name, _, size = part.partition("@")
+            if size and not size.isdigit():
+                raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels")
+            out.append((name, int(size) if size else self.image_size))
+        if len(out) > 1 and self.image_size:
+            raise ValueError("--image_size applies to a single backbone; give each fused one its size as NAME@SIZE")
+        return out
 
 
 @dataclasses.dataclass

@@ -82,8 +82,8 @@ def test_pick_is_balanced_and_stable(tmp_path):
 
 def test_quick_plan_covers_every_section():
     s = bench.Settings.small()
-    prep = {"work": "/w", "native": {"records": "r", "records_ms": {96: "rm"}, "classes": "c", "flat": "f",
-                                     "zip": "z"},
+    prep = {"work": "/w", "native": {"records": "r", "records_ms": {96: "rm"}, "records_ss": {96: "rs"}, "classes": "c",
+                                     "flat": "f", "zip": "z"},
             "k200": {"records": "k", "classes": "kc", "flat": "kf"}}
     rows = bench.plan(prep, s)
     assert {r.section for r in rows} == set(bench.SECTIONS)
@@ -254,11 +254,14 @@ def test_pipeline_rows_get_fidelity_and_ratios_to_the_keras_loader():
     its ratios to decode alone and to image_dataset_from_directory; the headline shows ours
     against the Keras loader, paired, with the fidelity and the target."""
     s = bench.Settings.small()
-    prep = {"work": "/w", "native": {"records": "r", "records_ms": {96: "rm"}, "classes": "c", "flat": "f", "zip": "z"},
+    prep = {"work": "/w", "native": {"records": "r", "records_ms": {96: "rm"}, "records_ss": {96: "rs"}, "classes": "c",
+                                     "flat": "f", "zip": "z"},
             "k200": {"records": "k", "classes": "kc", "flat": "kf"}}
     rows = [r for r in bench.plan(prep, s) if r.section == "pipeline" and r.table == "native 96"]
     fid_row = next(r for r in rows if r.kind == "fidelity")
-    assert set(fid_row.params["specs"]) == {"ours", "ours --max_side=128", "old", "area", "limit-noaa", "idg", "idfd"}
+    assert set(fid_row.params["specs"]) == {"ours", "ours --max_side=128", "ours --store_size=96", "old", "area",
+                                            "limit-noaa", "idg", "idfd"}
+    assert fid_row.params["specs"]["ours --store_size=96"]["records"] == "rs"
     rates = {"decode": 2000.0, "limit": 1500.0, "ours-train": 1200.0, "ours-eval": 1300.0, "idfd": 1000.0,
              "idg": 100.0, "old": 600.0, "ours-train-old": 1100.0, "limit-noaa": 1400.0, "area": 1350.0}
     results = []
@@ -273,7 +276,8 @@ def test_pipeline_rows_get_fidelity_and_ratios_to_the_keras_loader():
                                                    "ratios": {}, "base": "idfd", "versus": versus}}
         else:
             d["result"] = {**_res(50.0), "fidelity": {"ours": 1.25, "ours --max_side=128": 1.7, "old": 1.1, "area": 0.9,
-                                                      "limit-noaa": 2.2, "idg": 3.0, "idfd": 2.2}}
+                                                      "limit-noaa": 2.2, "idg": 3.0, "idfd": 2.2,
+                                                      "ours --store_size=96": 1.1}}
         results.append(d)
     ratios = tables._pipeline_ratios(results)
     ours = ratios["native 96 | ours, training=True"]
@@ -281,6 +285,7 @@ def test_pipeline_rows_get_fidelity_and_ratios_to_the_keras_loader():
     assert ours["x_idfd_paired"] == pytest.approx(1.2) and ours["x_decode_paired"] == pytest.approx(0.6)
     assert ratios["native 96 | decode_resize, in memory"]["x_old_paired"] == pytest.approx(2.5)
     assert ratios["native 96 | ours, training=True --max_side=128"]["fidelity"] == 1.7
+    assert ratios["native 96 | ours, training=True --store_size=96"]["fidelity"] == 1.1
     assert ratios["native 96 | keras.utils.image_dataset_from_directory"]["fidelity"] == 2.2
     assert ratios["native 96 | decode alone at the chosen DCT scale, in memory"]["fidelity"] is None
     head = tables._headline_pipeline({"pipeline": ratios})

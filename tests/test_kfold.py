@@ -154,15 +154,28 @@ def test_mismatched_members_are_refused(lite0_run, tmp_path):
 def test_feature_fusion_exports_one_graph(rec, tmp_path):
     """Fusion of two real offline backbones (--backbone=a+b): one head on the concatenated
     pooled features, exported as one graph that resizes per backbone."""
-    cfg = KFoldConfig(backbone="efficientnet_lite0+efficientnet_lite1", records=rec, out=str(tmp_path / "fused"),
+    cfg = KFoldConfig(backbone="efficientnet_lite0@200+efficientnet_lite1", records=rec, out=str(tmp_path / "fused"),
                       folds=["fold1", "fold2", "fold3"], epochs=6, batch_size=16, cache_dir=str(tmp_path / "cache"))
     r = kfold.run(cfg)
     assert r["oof_log_loss"] < 0.4
     assert np.load(tmp_path / "fused" / "fold_heads.npz")["fold1/0"].shape == (2560, 1)
+    assert kfold.read_oof(str(tmp_path / "fused")).masses is None  # no one ImageNet classifier for a fusion
+    assert sorted(f.name.split("-")[0] for f in (tmp_path / "cache").glob("*.npz"))[0] == "efficientnet_lite0_200_avg"
     model = predict.load_model(str(tmp_path / "fused"))
-    assert model.input_shape == (None, 240, 240, 3)
+    assert model.input_shape == (None, 240, 240, 3)  # the largest backbone's size; lite0 gets its 200 px in the graph
+    assert model.get_layer("resize0_200").output.shape[1:3] == (200, 200)
     ids, y, p = predict.predict_records(model, rec, "fold0")
     assert len(ids) == 24 and metrics.log_loss(y, p) < 0.5
+
+
+def test_fused_backbones_take_their_own_sizes():
+    assert KFoldConfig(backbone="a@300+b+c@380").parts() == [("a", 300), ("b", None), ("c", 380)]
+    assert KFoldConfig(backbone="a", image_size=260).parts() == [("a", 260)]
+    assert KFoldConfig(backbone="a@300+b@380").slug() == "a_300_b_380"
+    with pytest.raises(ValueError, match="number of pixels"):
+        KFoldConfig(backbone="a@big").parts()
+    with pytest.raises(ValueError, match="NAME@SIZE"):
+        KFoldConfig(backbone="a+b", image_size=300).parts()
 
 
 def test_bad_inputs_get_clear_errors(rec, tmp_path):

@@ -164,3 +164,22 @@ def test_shrinking_up_to_2x_is_a_plain_bilinear_resize():
     data = _jpeg(150, 300)  # width shrinks 1.5x, height grows
     decoded = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
     np.testing.assert_array_equal(_decode_resize(data, 200), tf.image.resize(decoded, [200, 200]).numpy())
+
+
+def test_records_stored_at_the_model_size_are_decoded_only(tmp_path):
+    """records --store_size=S: at image_size S the pipeline decodes the stored S x S JPEG (accurate
+    IDCT) and resizes nothing; at another size it resizes those pixels as any photo."""
+    d = tmp_path / "train"
+    d.mkdir()
+    for i, (h, w) in enumerate([(300, 500), (420, 380), (60, 90)]):
+        (d / f"cat.{i}.jpg").write_bytes(_jpeg(h, w, seed=i))
+        (d / f"dog.{i}.jpg").write_bytes(_jpeg(w, h, seed=10 + i))
+    records.build([str(d)], records.BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.0, store_size=64))
+    stored = {e["id"]: e["encoded"] for e in records.read_examples(str(tmp_path / "rec"))}
+    ids, _, images = collect(pipeline.make_dataset(str(tmp_path / "rec"), "train", 64, 4, with_ids=True))
+    assert sorted(ids) == sorted(stored)
+    for i, img in zip(ids, images):
+        want = tf.io.decode_jpeg(stored[i], channels=3, dct_method="INTEGER_ACCURATE").numpy()
+        assert np.array_equal(img, want.astype(np.float32)), i  # fidelity: test_records, on real photos
+    _, _, other = collect(pipeline.make_dataset(str(tmp_path / "rec"), "train", 48, 4, with_ids=True))
+    assert other.shape == (6, 48, 48, 3)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from catdog_tf.data import records, sources
 from catdog_tf.files import sha256_file
-from conftest import REPO, jpeg_bytes
+from conftest import KAGGLE_NATIVE, REPO, jpeg_bytes, require
 
 
 def build(inputs, out, **kw):
@@ -291,3 +291,34 @@ def test_content_fingerprint_follows_shards_and_exclusions_not_build_time(kaggle
     fa, fb, fc = (records.content_fingerprint(str(tmp_path / k)) for k in "abc")
     assert fa == fb != fc
     assert records.split_shards(str(tmp_path / "a"), "fold0") == records.split_shards(str(tmp_path / "c"), "fold0")
+
+
+def test_store_size_stores_every_photo_at_that_size(tmp_path):
+    d = tmp_path / "train"
+    d.mkdir()
+    native = require(KAGGLE_NATIVE / "train")
+    (d / "cat.1.jpg").symlink_to(native / "cat.1.jpg")  # real photos: 280 x 300, both sides shrink
+    (d / "dog.1.jpg").symlink_to(native / "dog.2.jpg")
+    Image.new("RGB", (150, 90), (200, 10, 30)).save(d / "dog.2.jpg", "PNG")  # PNG content, grows
+    m = build([d], tmp_path / "rec", store_size=224, val_fraction=0.0)
+    assert m["store_size"] == 224 and records.stored_size(str(tmp_path / "rec")) == 224
+    assert {c["id"] for c in m["converted"]} == {"cat.1", "dog.1", "dog.2"}
+    for e in records.read_examples(str(tmp_path / "rec")):
+        assert (e["height"], e["width"]) == (224, 224)
+        with Image.open(io.BytesIO(e["encoded"])) as im:
+            assert im.format == "JPEG" and im.size == (224, 224)
+            assert im.layer == [(1, 1, 1, 0), (2, 1, 1, 1), (3, 1, 1, 1)]  # 4:4:4, chroma at full resolution
+        with Image.open(d / f"{e['id']}.jpg") as src:
+            ref = np.asarray(src.convert("RGB").resize((224, 224), Image.BILINEAR), np.float32)
+        got = tf.io.decode_jpeg(e["encoded"], dct_method="INTEGER_ACCURATE").numpy().astype(np.float32)
+        assert np.abs(got - ref).mean() < 1.5, e["id"]  # squashed, antialiased: a wrong geometry is off by tens
+    build([d], tmp_path / "plain", val_fraction=0.0)
+    assert records.stored_size(str(tmp_path / "plain")) is None
+
+
+def test_store_size_with_max_side_is_refused(tmp_path):
+    d = tmp_path / "train"
+    d.mkdir()
+    (d / "cat.1.jpg").write_bytes(jpeg_bytes(h=30, w=30))
+    with pytest.raises(records.RecordsError, match="--store_size"):
+        build([d], tmp_path / "rec", store_size=64, max_side=100)

@@ -138,7 +138,8 @@ def _pipeline_rows(prep: dict, s: Settings) -> list[Row]:
             table_rows = []
             variants = [("", d["records"])]
             if ds == "native":  # kaggle200 photos are 200 px: --max_side >= 200 stores the same bytes
-                variants.append((f" --max_side={s.max_side[size]}", by_size(d["records_ms"], size)))
+                variants += [(f" --max_side={s.max_side[size]}", by_size(d["records_ms"], size)),
+                             (f" --store_size={size}", by_size(d["records_ss"], size))]
             for suffix, rec in variants:
                 v = dict(common, records=rec, variant=suffix.strip())
                 table_rows += [
@@ -225,7 +226,8 @@ def _scale_rows(prep: dict, tr: dict, s: Settings) -> list[Row]:
         ms = s.max_side[size]
         for cpus in ("0", "0,1") if size == s.sizes[0] else ("0",):
             n = len(cpus.split(","))
-            for suffix, rec in (("", d["records"]), (f" --max_side={ms}", by_size(d["records_ms"], size))):
+            for suffix, rec in (("", d["records"]), (f" --max_side={ms}", by_size(d["records_ms"], size)),
+                                (f" --store_size={size}", by_size(d["records_ss"], size))):
                 rows.append(Row("scale", "native cores", f"{size} px: decode_resize{suffix}, {n} core(s)", "pipe",
                                 dict(common, loader="limit", records=rec), cpus=cpus))
             if size == s.sizes[0]:
@@ -252,7 +254,9 @@ def plan(prep: dict, s: Settings, sections=SECTIONS) -> list[Row]:
         rows += [Row("build", "build", "folder -> shards", "build", dict(bb, source=d["flat"])),
                  Row("build", "build", "zip -> shards", "build", dict(bb, source=d["zip"])),
                  Row("build", "build", f"folder -> shards, --max_side={ms}", "build",
-                     dict(bb, source=d["flat"], max_side=ms))]
+                     dict(bb, source=d["flat"], max_side=ms)),
+                 Row("build", "build", f"folder -> shards, --store_size={s.sizes[0]}", "build",
+                     dict(bb, source=d["flat"], store_size=s.sizes[0]))]
     if "scale" in sections:
         rows += _scale_rows(prep, tr, s)
     return rows

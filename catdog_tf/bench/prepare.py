@@ -45,7 +45,8 @@ def _train_bytes(manifest: dict) -> int:
 
 
 def prepare(work: str, native: str | None, k200: str | None, settings: dict) -> dict:
-    """Symlink folders, records with and without --max_side, and a zip of the native photos.
+    """Symlink folders, records as stored, with --max_side and with --store_size (native photos:
+    one of each per image size), and a zip of the native photos.
     Nothing is copied from the shared photos. A missing folder is replaced by synthetic JPEGs."""
     s = Settings.from_dict(settings)
     prep: dict = {"work": work, "sources": {}}
@@ -67,12 +68,16 @@ def prepare(work: str, native: str | None, k200: str | None, settings: dict) -> 
         m = records.build([str(flat)], BuildConfig(out=str(base / "records"), **cfg))
         d["records"], d["records_bytes"] = str(base / "records"), _train_bytes(m)
         d["records_ms"], d["records_ms_bytes"], d["records_ms_converted"] = {}, {}, {}
+        d["records_ss"], d["records_ss_bytes"] = {}, {}
         if ds == "native":
             for size in s.sizes:
                 out = base / f"records_ms{s.max_side[size]}"
                 m = records.build([str(flat)], BuildConfig(out=str(out), max_side=s.max_side[size], **cfg))
                 d["records_ms"][size], d["records_ms_bytes"][size] = str(out), _train_bytes(m)
                 d["records_ms_converted"][size] = len(m["converted"])
+                out = base / f"records_ss{size}"
+                m = records.build([str(flat)], BuildConfig(out=str(out), store_size=size, **cfg))
+                d["records_ss"][size], d["records_ss_bytes"][size] = str(out), _train_bytes(m)
             z = base / "photos.zip"
             if not z.exists():
                 with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:

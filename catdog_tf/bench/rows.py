@@ -49,8 +49,11 @@ def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
     ex = list(records.read_examples(records_dir, "train"))
     enc = tf.constant([e["encoded"] for e in ex])
     hw = tf.constant([[e["height"], e["width"]] for e in ex], tf.int64)
+    stored = records.stored_size(records_dir) == size  # --store_size records: make_dataset only decodes
     if loader == "decode":  # the decoded pixels are made in full; one of them is kept (any size)
         fn = lambda e, s: tf.cast(pipeline.decode_scaled(e, s[0], s[1], size)[:1, :1], tf.float32)  # noqa: E731
+    elif loader == "limit" and stored:
+        fn = lambda e, s: pipeline.decode_stored(e, size)  # noqa: E731
     else:
         one = fidelity.per_image(loader, size)
         if one is None:
@@ -283,7 +286,8 @@ def row_infer(what: str, members: list, weights, batch: int, chunk: int, repeats
     return clock.summary(warmup, chunk)
 
 
-def row_build(source: str, repeats: int, warmup: int, work: str, max_side: int | None = None) -> dict:
+def row_build(source: str, repeats: int, warmup: int, work: str, max_side: int | None = None,
+              store_size: int | None = None) -> dict:
     """records.build of a folder or zip into a fresh folder each run (no shard reuse)."""
     tmp = Path(tempfile.mkdtemp(prefix="build-", dir=work))
     runs = [0]
@@ -291,7 +295,8 @@ def row_build(source: str, repeats: int, warmup: int, work: str, max_side: int |
     def run_once():
         runs[0] += 1
         out = tmp / f"run{runs[0]}"
-        m = records.build([source], BuildConfig(out=str(out), val_fraction=0.1, max_side=max_side))
+        m = records.build([source], BuildConfig(out=str(out), val_fraction=0.1, max_side=max_side,
+                                                store_size=store_size))
         shutil.rmtree(out)
         return m["written"]
 

@@ -150,6 +150,7 @@ def compute_ratios(results: list[dict], s: Settings) -> dict:
     size, ms = s.sizes[0], s.max_side[s.sizes[0]]
     for label, stem in (("decode_resize", "decode_resize"),
                         (f"decode_resize --max_side={ms}", f"decode_resize --max_side={ms}"),
+                        (f"decode_resize --store_size={size}", f"decode_resize --store_size={size}"),
                         ("ours train", "ours, training=True")):
         one = find(results, "scale", "native cores", name=f"{size} px: {stem}, 1 core(s)")
         two = find(results, "scale", "native cores", name=f"{size} px: {stem}, 2 core(s)")
@@ -158,12 +159,14 @@ def compute_ratios(results: list[dict], s: Settings) -> dict:
 
 
 def _per_core(results, s: Settings, size: int) -> dict:
-    """1-core decode_resize img/s at `size`: native photos, native --max_side, and kaggle200
-    (scaled from native by their 2-core ratio in section 1, same run)."""
+    """1-core decode_resize img/s at `size`: native photos, native --max_side, native --store_size
+    and kaggle200 (scaled from native by their 2-core ratio in section 1, same run)."""
     ms = s.max_side[size]
     one = {"native photos": find(results, "scale", "native cores", name=f"{size} px: decode_resize, 1 core(s)"),
            "native --max_side": find(results, "scale", "native cores",
-                                     name=f"{size} px: decode_resize --max_side={ms}, 1 core(s)")}
+                                     name=f"{size} px: decode_resize --max_side={ms}, 1 core(s)"),
+           "native --store_size": find(results, "scale", "native cores",
+                                       name=f"{size} px: decode_resize --store_size={size}, 1 core(s)")}
     out = {k: (v["images_per_s"] if v else None) for k, v in one.items()}
     k2 = find(results, "pipeline", f"k200 {size}", name="decode_resize, in memory")
     n2 = find(results, "pipeline", f"native {size}", name="decode_resize, in memory")
@@ -307,6 +310,8 @@ def _max_side_table(prep: dict, s: Settings) -> str:
     for z in s.sizes:
         L.append(f"| --max_side={s.max_side[z]} | {_f(n['records_ms_bytes'][str(z)] / 1e6)} | "
                  f"{n['records_ms_converted'][str(z)]} |")
+    for z in s.sizes if "records_ss_bytes" in n else ():  # older runs' JSON has none
+        L.append(f"| --store_size={z} | {_f(n['records_ss_bytes'][str(z)] / 1e6)} | {n['count']} |")
     return "\n".join(L)
 
 
@@ -349,8 +354,11 @@ def _gpu_block(g: dict) -> str:
                  for k in keys]
         L.append(f"| {name} ({b['size']}) | {b['h100_train_est']:,.0f} | {b['h100_infer_est']:,.0f} | "
                  f"{b['rate_size']} px | " + " | ".join(cells) + " |")
-    rates = "; ".join(f"{size} px: " + ", ".join(f"{k.replace('--max_side', '--max_side=' + str(g['max_side'][size]))}"
-                                                 f" {v:.0f} img/s" for k, v in r.items() if v)
+    def label(k: str, size: str) -> str:
+        return k.replace("--max_side", f"--max_side={g['max_side'][size]}").replace("--store_size",
+                                                                                   f"--store_size={size}")
+
+    rates = "; ".join(f"{size} px: " + ", ".join(f"{label(k, size)} {v:.0f} img/s" for k, v in r.items() if v)
                       for size, r in g["per_core_decode"].items())
     return "\n".join(L + ["", f"1-core decode_resize rates measured here: {rates or 'n/a'} (kaggle200 derived from "
                            "its 2-core ratio to native in section 1)."])
@@ -378,7 +386,7 @@ def blocks(data: dict) -> list[Block]:
             ds, size = t.split()
             label = "kaggle_native" if ds == "native" else "kaggle200"
             out.append(Block(f"pipeline-{ds}-{size}", S1, f"{label}, {size}x{size}", _pipeline_table(res, ratios, t)))
-        out.append(Block("max-side", S1, "Records with --max_side", _max_side_table(data["prep"], s)))
+        out.append(Block("max-side", S1, "Records with --max_side and --store_size", _max_side_table(data["prep"], s)))
     if "train" in ran:
         out.append(Block("train-step", "2. Training step", None, _train_block(res, ratios["train"])))
     if ran & {"train", "infer"}:

@@ -84,10 +84,19 @@ def _area_shrink(image: tf.Tensor, size: tf.Tensor, image_size: int) -> tf.Tenso
                    lambda: image)
 
 
-def parse(serialized: tf.Tensor, image_size: int) -> dict:
+def decode_stored(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """A photo records stored at exactly image_size x image_size (records --store_size): the
+    decode alone, with the accurate IDCT, and no control flow (its pixels are Pillow's resize)."""
+    image = tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
+    return tf.reshape(tf.cast(image, tf.float32), [image_size, image_size, 3])
+
+
+def parse(serialized: tf.Tensor, image_size: int, stored: bool = False) -> dict:
+    """stored: every photo is stored at image_size x image_size (records.stored_size)."""
     ex = schema.parse(serialized)
     return {
-        "image": decode_resize(ex["encoded"], ex["height"], ex["width"], image_size),
+        "image": decode_stored(ex["encoded"], image_size) if stored else
+        decode_resize(ex["encoded"], ex["height"], ex["width"], image_size),
         "id": ex["id"],
         "label": tf.cast(ex["label"], tf.float32),
     }
@@ -154,7 +163,8 @@ def make_dataset(
         table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(excluded), tf.ones(len(excluded), tf.int32)), default_value=0)
         ds = ds.filter(lambda s: table.lookup(schema.parse(s)["id"]) == 0)
-    ds = ds.map(lambda s: parse(s, image_size), num_parallel_calls=AUTOTUNE, deterministic=not training)
+    stored = records.stored_size(records_dir) == image_size
+    ds = ds.map(lambda s: parse(s, image_size, stored), num_parallel_calls=AUTOTUNE, deterministic=not training)
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
         if training:  # after the cache, or every epoch would replay the first epoch's order

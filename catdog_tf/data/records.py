@@ -5,7 +5,8 @@
 Every file found is either written or reported in the manifest's `skipped` list with
 the reason, so `seen == written + len(skipped)` always holds. Original JPEG bytes are
 kept; only files a decoder could not read as-is (CMYK, PNG/GIF content, EXIF rotation)
-or files larger than `max_side` are re-encoded.
+or files larger than `max_side` are re-encoded. With `store_size` every photo is stored
+re-encoded at exactly that size (the fast input for a model of that input size).
 
 The record format (one tf.train.Example per photo) is in catdog_tf/data/schema.py.
 """
@@ -65,7 +66,8 @@ class Checked:
 # ---------------------------------------------------------------------------- checking
 
 
-def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> Checked | dict:
+def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
+          store_size: int | None = None) -> Checked | dict:
     """Decodes one file fully; returns Checked, or a skipped-entry dict with the reason."""
     try:
         data = c.read()
@@ -102,6 +104,9 @@ def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | No
         w, h = max(1, round(w * s)), max(1, round(h * s))
     if convert and orientation in (5, 6, 7, 8):  # to_jpeg applies the orientation to any re-encoded photo
         w, h = h, w
+    if store_size:
+        convert = (convert + "; " if convert else "") + f"stored at {store_size}x{store_size}"
+        w = h = store_size
     return Checked(c.id, c.label, c.origin, c.read, h, w, convert)
 
 
@@ -114,11 +119,11 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Checked:
     return res
 
 
-def stored_bytes(it: Checked, max_side: int | None = None, quality: int = 95) -> bytes:
+def stored_bytes(it: Checked, max_side: int | None = None, quality: int = 95, store_size: int | None = None) -> bytes:
     """The JPEG bytes records store for a checked file: its own, or its re-encoding. predict
     decodes the same bytes, so both see the same pixels."""
     data = it.read()
-    return to_jpeg(data, max_side, quality) if it.convert else data
+    return to_jpeg(data, max_side, quality, store_size) if it.convert else data
 
 
 def _rgb8(im: Image.Image) -> Image.Image:
@@ -138,14 +143,20 @@ def _rgb8(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def to_jpeg(data: bytes, max_side: int | None = None, quality: int = 95) -> bytes:
-    """Re-encodes any decodable image as a baseline RGB JPEG the way a browser shows it."""
+def to_jpeg(data: bytes, max_side: int | None = None, quality: int = 95, size: int | None = None) -> bytes:
+    """Re-encodes any decodable image as a baseline RGB JPEG the way a browser shows it.
+
+    size: squashed to size x size first, with Pillow's bilinear filter (widened by the shrink
+    factor: antialiased) and chroma kept at full resolution (4:4:4): BENCHMARKS.md measures
+    both against Pillow's resize of the full photo."""
     im = _rgb8(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
-    if max_side and max(im.size) > max_side:
+    if size:
+        im = im.resize((size, size), Image.BILINEAR)
+    elif max_side and max(im.size) > max_side:
         s = max_side / max(im.size)
         im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS)
     buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
+    im.save(buf, "JPEG", quality=quality, **({"subsampling": 0} if size else {}))
     return buf.getvalue()
 
 
@@ -209,7 +220,8 @@ def fold_of(split: str) -> int:
 
 
 def _shard_fingerprint(items: list[Checked], cfg: BuildConfig, fold: int) -> str:
-    h = hashlib.sha256(json.dumps([cfg.max_side, cfg.jpeg_quality, fold]).encode())
+    h = hashlib.sha256(json.dumps([cfg.max_side, cfg.jpeg_quality, fold] +
+                                 ([cfg.store_size] if cfg.store_size else [])).encode())
     for it in items:
         h.update(f"{it.id}|{it.origin}|{it.height}|{it.width}|{it.convert}\n".encode())
     return h.hexdigest()
@@ -230,7 +242,7 @@ def _write_shard(path: str, items: list[Checked], cfg: BuildConfig, fold: int, f
     try:
         with tf.io.TFRecordWriter(tmp) as w:
             for it in items:
-                w.write(schema.encode(encoded=stored_bytes(it, cfg.max_side, cfg.jpeg_quality), id=it.id,
+                w.write(schema.encode(encoded=stored_bytes(it, cfg.max_side, cfg.jpeg_quality, cfg.store_size), id=it.id,
                                       label=it.label, height=it.height, width=it.width, fold=fold))
         tf.io.gfile.rename(tmp, path, overwrite=True)  # atomic: a reader never sees half a shard
     except (tf.errors.OpError, OSError) as e:  # disk full, file-size limit, ...
@@ -245,7 +257,7 @@ def _write_shard(path: str, items: list[Checked], cfg: BuildConfig, fold: int, f
 def _num_shards(items: list[Checked], cfg: BuildConfig) -> int:
     # TF's guidance: shards of tens to hundreds of MB, and enough of them to feed many
     # parallel readers; for small splits the second rule wins (>= 256 images a shard).
-    est_bytes = len(items) * 40_000 if cfg.max_side else sum(it.height * it.width for it in items) * 0.3
+    est_bytes = len(items) * 40_000 if cfg.max_side or cfg.store_size else sum(it.height * it.width for it in items) * 0.3
     by_size = math.ceil(est_bytes / (cfg.shard_mb * 1e6))
     return max(1, by_size, min(cfg.min_shards, math.ceil(len(items) / 256)))
 
@@ -265,6 +277,8 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
     previous build's shards removed, so OUT always holds one whole build. Two builds into one
     OUT at once are refused (a lock file)."""
     t0 = time.time()
+    if cfg.store_size is not None and (cfg.store_size < 1 or cfg.max_side):
+        raise RecordsError(f"--store_size={cfg.store_size}: must be a positive size, and not combined with --max_side")
     out = str(cfg.out)
     files.makedirs(out)
     with (_remote_lock(out) if files.is_remote(out) else _lock(out)):
@@ -349,7 +363,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
     checked: list[Checked] = []
     bad: list[dict] = []
     with _progress(len(candidates), "checking") as bar, concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for res in pool.map(lambda c: check(c, cfg.max_pixels, cfg.max_side), candidates):
+        for res in pool.map(lambda c: check(c, cfg.max_pixels, cfg.max_side, cfg.store_size), candidates):
             bar.update()
             if isinstance(res, Checked):
                 checked.append(res)
@@ -408,6 +422,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
         "val_fraction": None if cfg.folds else cfg.val_fraction,
         "folds": cfg.folds,
         "max_side": cfg.max_side,
+        "store_size": cfg.store_size,
         "splits": {},
     }
     for split, items in splits.items():
@@ -499,6 +514,11 @@ def _split_names(records_dir: str, m: dict, split: str, fold: int | None) -> lis
     if missing:
         raise RecordsError(f"{records_dir}: no split {missing[0]!r} (have {sorted(splits)})")
     return names
+
+
+def stored_size(records_dir: str) -> int | None:
+    """S when the build stored every photo at S x S (--store_size), else None."""
+    return load_manifest(records_dir).get("store_size")
 
 
 def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[str]:

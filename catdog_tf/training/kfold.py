@@ -70,18 +70,19 @@ def load_features(cfg: KFoldConfig, folds: list[str], strategy=None):
     mass per photo from the first backbone's classifier or None). Extracted under `strategy`
     (each worker its share, every local device its slice of each batch)."""
     strategy = strategy or tf.distribute.get_strategy()
-    names = cfg.backbone.split("+")
-    if len(names) > 1 and cfg.image_size:
-        raise UserError("--image_size applies to a single backbone, not a fusion")
+    try:
+        parts = cfg.parts()
+    except ValueError as e:
+        raise UserError(str(e)) from None
     cache_dir = cfg.cache_dir or default_cache_dir(cfg.resolved_out())
     models, sets = [], []
-    for name in names:
+    for name, size in parts:
         with strategy.scope():
-            pm = pooled_model(name, cfg.weights, cfg.image_size)
+            pm = pooled_model(name, cfg.weights, size)
         fs = features.load(pm, cfg.records, _groups(folds, cfg.cache_groups), int(pm.input_shape[1]),
                            flip=cfg.flip or cfg.tta_flip, cache_dir=cache_dir, strategy=strategy)
         if sets and list(fs.ids) != list(sets[0].ids):
-            raise ValueError(f"{name}: photos in a different order than {names[0]}")
+            raise ValueError(f"{name}: photos in a different order than {parts[0][0]}")
         models.append(pm)
         sets.append(fs)
     fused = features.FeatureSet(np.concatenate([s.x for s in sets], axis=1), sets[0].y.astype(np.float32),
@@ -91,7 +92,8 @@ def load_features(cfg: KFoldConfig, folds: list[str], strategy=None):
     fold_of = {ex["id"]: f for f in folds for ex in records.read_examples(cfg.records, f)}
     fold_idx = np.asarray([folds.index(fold_of[i]) for i in fused.ids])
     excluded = np.isin(fused.ids.astype(str), records.excluded_ids(cfg.records))
-    clf = imagenet_classifier(names[0], cfg.weights, cfg.image_size)
+    # A fusion has no single ImageNet classifier on its features (and the ensemble's hedge needs one).
+    clf = imagenet_classifier(parts[0][0], cfg.weights, parts[0][1]) if len(parts) == 1 else None
     # On the features the exported model computes: with tta_flip, the mean of the image's and its mirror's.
     x0 = sets[0].mirror_mean() if cfg.tta_flip else sets[0].x
     masses = None if clf is None else np.stack(imagenet.cat_dog_probs(np.asarray(clf(x0))), axis=1)
@@ -194,7 +196,7 @@ def run(cfg: KFoldConfig) -> dict:
     files.save_npz(files.join(out, "fold_heads.npz"), **{f"{folds[k]}/{j}": v for k, h in enumerate(heads)
                                                          for j, v in enumerate(h.get_weights())})
     # The export: frozen backbone(s) -> pooled features -> the k heads averaged (one head).
-    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.backbone.replace('+', '_')}",
+    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.slug()}",
                               mirror=cfg.tta_flip)
     model.save(files.join(out, "model.keras"))
     files.write_text(files.join(out, "kfold.json"), json.dumps(report, indent=1))
