@@ -109,6 +109,10 @@ class KFoldConfig:
     lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).")
     dropout: float = f(0.3, "Dropout on the pooled features.")
     batch_size: int = f(64, "Batch size.")
+    head: str = f("adam", "How each fold head is fit: adam (the cosine recipe: --epochs, --lr, --dropout, "
+                  "--batch_size) or lbfgs (L2-regularized logistic regression on standardized features, full batch, "
+                  "deterministic: --l2).", choices=("adam", "lbfgs"))
+    l2: float = f(0.01, "With --head=lbfgs: the L2 penalty on the standardized features' coefficients.")
     flip: bool = f(True, "Also train on the mirror images' features.")
     tta_flip: bool = f(True, "Score each photo and its mirror image and average the logits: in the out-of-fold "
                        "figures and in the exported model (twice the inference cost).")

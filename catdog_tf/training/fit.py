@@ -21,8 +21,11 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.optimize import minimize
+from scipy.special import expit
 
 from catdog_tf import files
+from catdog_tf.metrics import log_loss
 from catdog_tf.models.head import build_head
 from catdog_tf.training import loop
 from catdog_tf.training.tblog import KerasTensorBoard, ScalarLog
@@ -114,6 +117,37 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
                  else train(None))
     return model.fit(train, epochs=cfg.epochs, validation_data=val, steps_per_epoch=cfg.steps_per_epoch,
                      shuffle=False, callbacks=cbs, verbose=verbose)  # datasets shuffle themselves
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, val=None, dropout: float = 0.0,
+                 max_iter: int = 3000) -> tuple[keras.Model, dict]:
+    """The head as an L2-regularized logistic regression, solved by L-BFGS (full batch,
+    deterministic) on standardized features: for many features (a fusion of backbones), where
+    Adam with dropout overfits (RESULTS.md, experiment 32). y may be soft targets. Returns the
+    usual head (models/head.py) with the standardization folded into its Dense weights, and a
+    history dict ({"loss": [final objective], "val_loss": [log loss on val]})."""
+    x = np.asarray(x, np.float64)
+    t = np.asarray(y, np.float64).reshape(-1)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xs = (x - mu) / sd
+    n, d = xs.shape
+
+    def objective(wb):
+        w, b = wb[:-1], wb[-1]
+        z = xs @ w + b
+        g = expit(z) - t
+        return (np.mean(np.logaddexp(0, z) - t * z) + 0.5 * l2 * w @ w,
+                np.concatenate([xs.T @ g / n + l2 * w, [g.mean()]]))
+
+    res = minimize(objective, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    w = res.x[:-1] / sd
+    b = res.x[-1] - mu @ w
+    head = build_head(d, dropout)
+    head.set_weights([w.reshape(d, 1).astype(np.float32), np.asarray([b], np.float32)])
+    hist = {"loss": [float(res.fun)]}
+    if val is not None:
+        hist["val_loss"] = [log_loss(val[1], expit(np.asarray(val[0], np.float64) @ w + b))]
+    return head, hist
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, val, cfg: FitConfig, *, dropout: float, seed: int,

@@ -34,7 +34,7 @@ from catdog_tf.errors import UserError
 from catdog_tf.models import imagenet
 from catdog_tf.models.head import average_heads, build_head, imagenet_classifier, pooled_head_model, pooled_model
 from catdog_tf.training import distribute, features
-from catdog_tf.training.fit import FitConfig, fit_head
+from catdog_tf.training.fit import FitConfig, fit_head, fit_logistic
 from catdog_tf.training.tblog import ScalarLog
 
 OOF_HEADER = "id,label,fold,p_dog"
@@ -142,20 +142,25 @@ def run(cfg: KFoldConfig) -> dict:
     dim = x.shape[1]
     oof = np.zeros(len(y))
     weights = np.zeros((len(folds), dim + 1), np.float32)  # each fold head's kernel and bias
-    val_losses = np.zeros((len(folds), cfg.epochs), np.float32)
+    val_losses = np.zeros((len(folds), cfg.epochs if cfg.head == "adam" else 1), np.float32)  # lbfgs: its end
     t0 = time.time()
     for done_k, k in enumerate(mine):
         name = folds[k]
         tr, va = (fold_idx != k) & ~excluded, fold_idx == k
         t = targets[tr]
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
-        head, hist = fit_head(xt, yt, (xs[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k, verbose=0,
-                              log=log, tb=ScalarLog(files.join(out, "tensorboard", name)) if w.chief else None)
+        if cfg.head == "lbfgs":
+            head, history = fit_logistic(xt, yt, cfg.l2, (xs[va], y[va]), cfg.dropout)
+        else:
+            head, hist = fit_head(xt, yt, (xs[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k,
+                                  verbose=0, log=log,
+                                  tb=ScalarLog(files.join(out, "tensorboard", name)) if w.chief else None)
+            history = hist.history
         # Called directly: predict() would retrace for every new head (and warn each time).
         oof[va] = np.asarray(head(xs[va], training=False)).reshape(-1)
         kernel, bias = head.get_weights()
         weights[k] = np.concatenate([kernel.reshape(-1), bias])
-        val_losses[k] = hist.history["val_loss"]
+        val_losses[k] = history["val_loss"]
         el = time.time() - t0
         log(f"fold {k + 1}/{len(folds)} ({name}): log loss {metrics.log_loss(y[va], oof[va]):.5f} on {int(va.sum())} "
             f"photos; {el:.0f}s, ETA {el / (done_k + 1) * (len(mine) - done_k - 1):.0f}s")
