@@ -127,7 +127,7 @@ class KFoldConfig:
                                  "still score the labels (and are optimistic: the teacher saw the other folds).")
 
     def resolved_out(self) -> str:
-        return self.out or f"runs/kfold/{self.slug()}"
+        return self.out or f"runs/kfold/{self.slug()}{'' if self.head == 'adam' else '_' + self.head}"
 
     def slug(self) -> str:
         """The backbone spec as a file and model name: a+b@380 -> a_b_380."""
@@ -140,9 +140,12 @@ class KFoldConfig:
             name, _, size = part.partition("@")
             if size and not size.isdigit():
                 raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels")
+            if size and int(size) < 1:
+                raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels")
             out.append((name, int(size) if size else self.image_size))
-        if len(out) > 1 and self.image_size:
-            raise ValueError("--image_size applies to a single backbone; give each fused one its size as NAME@SIZE")
+        if self.image_size and (len(out) > 1 or "@" in self.backbone):
+            raise ValueError("--image_size applies to a single backbone without @SIZE; give each fused one its size "
+                             "as NAME@SIZE")
         return out
 
 

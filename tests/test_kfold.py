@@ -176,6 +176,17 @@ def test_fused_backbones_take_their_own_sizes():
         KFoldConfig(backbone="a@big").parts()
     with pytest.raises(ValueError, match="NAME@SIZE"):
         KFoldConfig(backbone="a+b", image_size=300).parts()
+    with pytest.raises(ValueError, match="NAME@SIZE"):
+        KFoldConfig(backbone="a@300", image_size=260).parts()
+    with pytest.raises(ValueError, match="number of pixels"):
+        KFoldConfig(backbone="a@0").parts()
+    assert KFoldConfig(backbone="a@300", head="lbfgs").resolved_out() == "runs/kfold/a_300_lbfgs"
+    # A setting the chosen head never reads does not make a finished run stale.
+    base = dataclasses.asdict(KFoldConfig(head="lbfgs"))
+    assert kfold._result_settings({**base, "epochs": 3, "lr": 1.0}) == kfold._result_settings(base)
+    assert kfold._result_settings({**base, "l2": 0.5}) != kfold._result_settings(base)
+    adam = dataclasses.asdict(KFoldConfig())
+    assert kfold._result_settings({**adam, "l2": 0.5}) == kfold._result_settings(adam)
 
 
 def test_bad_inputs_get_clear_errors(rec, tmp_path):
@@ -315,6 +326,15 @@ def test_lbfgs_head_is_the_regularized_optimum_folded_into_the_head():
         if l2 == 0.01:
             norm_small = np.linalg.norm(ws)
     assert np.linalg.norm(ws) < norm_small
+    with pytest.raises(ValueError, match="l2 must be > 0"):
+        fit_logistic(x, t, 0.0)
+    # A constant feature gets weight 0, not a huge weight cancelled by a huge bias.
+    xc = np.concatenate([x, np.full((400, 1), 7.0, np.float32) + rng.normal(0, 1e-7, (400, 1)).astype(np.float32)], 1)
+    h, _ = fit_logistic(xc, t, 0.01)
+    kernel, bias = h.get_weights()
+    assert kernel[-1, 0] == 0 and abs(bias[0]) < 100
+    assert np.allclose(np.asarray(h(xc, training=False)).reshape(-1), np.asarray(fit_logistic(x, t, 0.01)[0](x)).reshape(-1),
+                       atol=1e-5)
 
 
 def test_kfold_lbfgs_heads_are_deterministic(rec, lite0_run, tmp_path):
@@ -329,3 +349,16 @@ def test_kfold_lbfgs_heads_are_deterministic(rec, lite0_run, tmp_path):
     assert all(np.array_equal(h0[k], h1[k]) for k in h0.files)
     assert r["oof_log_loss"] < 0.4 and all(len(f["val_loss_by_epoch"]) == 1 for f in r["per_fold"])
     assert r["config"]["head"] == "lbfgs"
+
+
+def test_hedged_ensemble_of_a_member_with_its_size_in_the_name(rec, tmp_path):
+    """A single backbone given as NAME@SIZE keeps its ImageNet masses, and the ensemble's hedge
+    builds that backbone's classifier at that size (it once looked up 'NAME@SIZE' as a name)."""
+    cfg = KFoldConfig(backbone="efficientnet_lite0@96", records=rec, out=str(tmp_path / "m"),
+                      folds=["fold1", "fold2", "fold3"], epochs=2, batch_size=16, cache_dir=str(tmp_path / "cache"))
+    kfold.run(cfg)
+    assert kfold.read_oof(cfg.out).masses is not None
+    report = ensemble.run_oof([cfg.out], str(tmp_path / "ens"), hedge="on")
+    assert report["hedge"] is not None
+    model = predict.load_model(str(tmp_path / "ens" / "model.keras"))
+    assert model.input_shape == (None, 96, 96, 3)

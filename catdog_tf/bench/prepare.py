@@ -68,7 +68,7 @@ def prepare(work: str, native: str | None, k200: str | None, settings: dict) -> 
         m = records.build([str(flat)], BuildConfig(out=str(base / "records"), **cfg))
         d["records"], d["records_bytes"] = str(base / "records"), _train_bytes(m)
         d["records_ms"], d["records_ms_bytes"], d["records_ms_converted"] = {}, {}, {}
-        d["records_ss"], d["records_ss_bytes"] = {}, {}
+        d["records_ss"], d["records_ss_bytes"], d["records_ss_count"] = {}, {}, {}
         if ds == "native":
             for size in s.sizes:
                 out = base / f"records_ms{s.max_side[size]}"
@@ -78,6 +78,7 @@ def prepare(work: str, native: str | None, k200: str | None, settings: dict) -> 
                 out = base / f"records_ss{size}"
                 m = records.build([str(flat)], BuildConfig(out=str(out), store_size=size, **cfg))
                 d["records_ss"][size], d["records_ss_bytes"][size] = str(out), _train_bytes(m)
+                d["records_ss_count"][size] = m["written"]  # every photo written is re-encoded
             z = base / "photos.zip"
             if not z.exists():
                 with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:

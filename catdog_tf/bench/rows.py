@@ -49,13 +49,10 @@ def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
     ex = list(records.read_examples(records_dir, "train"))
     enc = tf.constant([e["encoded"] for e in ex])
     hw = tf.constant([[e["height"], e["width"]] for e in ex], tf.int64)
-    stored = records.stored_size(records_dir) == size  # --store_size records: make_dataset only decodes
     if loader == "decode":  # the decoded pixels are made in full; one of them is kept (any size)
         fn = lambda e, s: tf.cast(pipeline.decode_scaled(e, s[0], s[1], size)[:1, :1], tf.float32)  # noqa: E731
-    elif loader == "limit" and stored:
-        fn = lambda e, s: pipeline.decode_stored(e, size)  # noqa: E731
-    else:
-        one = fidelity.per_image(loader, size)
+    else:  # "limit": make_dataset's own per-image work on these records (--store_size ones only decode)
+        one = pipeline.record_decoder(records_dir, size) if loader == "limit" else fidelity.per_image(loader, size)
         if one is None:
             raise ValueError(f"unknown loader {loader!r}")
         fn = lambda e, s: one(e, s[0], s[1])  # noqa: E731

@@ -311,7 +311,8 @@ def _max_side_table(prep: dict, s: Settings) -> str:
         L.append(f"| --max_side={s.max_side[z]} | {_f(n['records_ms_bytes'][str(z)] / 1e6)} | "
                  f"{n['records_ms_converted'][str(z)]} |")
     for z in s.sizes if "records_ss_bytes" in n else ():  # older runs' JSON has none
-        L.append(f"| --store_size={z} | {_f(n['records_ss_bytes'][str(z)] / 1e6)} | {n['count']} |")
+        count = n.get("records_ss_count", {}).get(str(z), n["count"])  # every photo written is re-encoded
+        L.append(f"| --store_size={z} | {_f(n['records_ss_bytes'][str(z)] / 1e6)} | {count} |")
     return "\n".join(L)
 
 

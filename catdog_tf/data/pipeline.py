@@ -8,6 +8,7 @@ Each backbone's preprocessing lives inside its model, so this module knows no ba
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Callable, Iterator
 
 import tensorflow as tf
@@ -91,12 +92,25 @@ def decode_stored(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.reshape(tf.cast(image, tf.float32), [image_size, image_size, 3])
 
 
-def parse(serialized: tf.Tensor, image_size: int, stored: bool = False) -> dict:
-    """stored: every photo is stored at image_size x image_size (records.stored_size)."""
+def record_decoder(records_dir: str, image_size: int) -> Callable:
+    """(JPEG bytes, height, width) -> float image, as a records folder is decoded at image_size:
+    decode_stored when its build stored every photo at exactly that size (--store_size), else
+    decode_resize."""
+    stored = records.stored_size(records_dir)
+    if stored == image_size:
+        return lambda encoded, height, width: decode_stored(encoded, image_size)
+    if stored and stored < image_size:
+        print(f"warning: {records_dir} holds photos stored at {stored}x{stored} (--store_size); at {image_size} px "
+              "they are upscaled, while a photo file would be resized from its own size", file=sys.stderr)
+    return lambda encoded, height, width: decode_resize(encoded, height, width, image_size)
+
+
+def parse(serialized: tf.Tensor, image_size: int, decode: Callable | None = None) -> dict:
+    """decode: record_decoder's function for the records (default decode_resize)."""
     ex = schema.parse(serialized)
+    decode = decode or (lambda encoded, height, width: decode_resize(encoded, height, width, image_size))
     return {
-        "image": decode_stored(ex["encoded"], image_size) if stored else
-        decode_resize(ex["encoded"], ex["height"], ex["width"], image_size),
+        "image": decode(ex["encoded"], ex["height"], ex["width"]),
         "id": ex["id"],
         "label": tf.cast(ex["label"], tf.float32),
     }
@@ -163,8 +177,8 @@ def make_dataset(
         table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(excluded), tf.ones(len(excluded), tf.int32)), default_value=0)
         ds = ds.filter(lambda s: table.lookup(schema.parse(s)["id"]) == 0)
-    stored = records.stored_size(records_dir) == image_size
-    ds = ds.map(lambda s: parse(s, image_size, stored), num_parallel_calls=AUTOTUNE, deterministic=not training)
+    decode = record_decoder(records_dir, image_size)
+    ds = ds.map(lambda s: parse(s, image_size, decode), num_parallel_calls=AUTOTUNE, deterministic=not training)
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
         if training:  # after the cache, or every epoch would replay the first epoch's order
@@ -216,7 +230,8 @@ def encoded_dataset(encoded: Callable[[], Iterator[tuple[bytes, int, int]]], ima
 
 def photos_dataset(items: list[records.Checked], image_size: int, batch_size: int) -> tf.data.Dataset:
     """Checked photo files (records.check) as batches: the bytes records would store for each
-    (its own JPEG bytes, or its re-encoding), so a file and its record give the same pixels."""
+    without --store_size (its own JPEG bytes, or its re-encoding), so a file and its record (of a
+    build without --store_size) give the same pixels."""
     return encoded_dataset(lambda: ((records.stored_bytes(it), it.height, it.width) for it in items),
                            image_size, batch_size)
 

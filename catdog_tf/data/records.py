@@ -104,8 +104,7 @@ def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | No
         w, h = max(1, round(w * s)), max(1, round(h * s))
     if convert and orientation in (5, 6, 7, 8):  # to_jpeg applies the orientation to any re-encoded photo
         w, h = h, w
-    if store_size:
-        convert = (convert + "; " if convert else "") + f"stored at {store_size}x{store_size}"
+    if store_size:  # re-encoded by stored_bytes; `convert` keeps only the reasons a photo needed it
         w = h = store_size
     return Checked(c.id, c.label, c.origin, c.read, h, w, convert)
 
@@ -120,10 +119,12 @@ def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Checked:
 
 
 def stored_bytes(it: Checked, max_side: int | None = None, quality: int = 95, store_size: int | None = None) -> bytes:
-    """The JPEG bytes records store for a checked file: its own, or its re-encoding. predict
-    decodes the same bytes, so both see the same pixels."""
+    """The JPEG bytes records store for a checked file: its own, or its re-encoding (always with
+    store_size). Without store_size, predicting from the file decodes these same bytes, so a photo
+    gives the same pixels from its file and its record; with it, the record holds Pillow's S x S
+    resize and the file path resizes with pipeline.decode_resize (RESULTS.md, experiment 31)."""
     data = it.read()
-    return to_jpeg(data, max_side, quality, store_size) if it.convert else data
+    return to_jpeg(data, max_side, quality, store_size) if it.convert or store_size else data
 
 
 def _rgb8(im: Image.Image) -> Image.Image:
@@ -277,8 +278,12 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
     previous build's shards removed, so OUT always holds one whole build. Two builds into one
     OUT at once are refused (a lock file)."""
     t0 = time.time()
-    if cfg.store_size is not None and (cfg.store_size < 1 or cfg.max_side):
-        raise RecordsError(f"--store_size={cfg.store_size}: must be a positive size, and not combined with --max_side")
+    if cfg.store_size is not None:
+        if cfg.max_side:
+            raise RecordsError("--store_size and --max_side exclude each other: give one")
+        if not 1 <= cfg.store_size ** 2 <= cfg.max_pixels:
+            raise RecordsError(f"--store_size={cfg.store_size}: must be a size in pixels from 1 to "
+                               f"{math.isqrt(cfg.max_pixels)} (--max_pixels={cfg.max_pixels})")
     out = str(cfg.out)
     files.makedirs(out)
     with (_remote_lock(out) if files.is_remote(out) else _lock(out)):

@@ -3,7 +3,7 @@
     python -m catdog_tf.ensemble --member=runs/lite0 --member=runs/lite2 --records=records --out=runs/final
 
 The ensemble takes a raw image batch at its input size (the largest member's), resizes
-it per member inside the graph (antialiased bilinear, as the pipeline does), runs each
+it per member inside the graph (antialiased bilinear), runs each
 member with its own preprocessing, and combines the members' P(dog) with weights in
 probability or logit space, then divides the logit by a fitted temperature.
 
@@ -22,6 +22,7 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 
 from catdog_tf import files
+from catdog_tf.config import KFoldConfig
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import LOGIT_EPS as EPS
 from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss
@@ -261,8 +262,10 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     classifiers = None
     if h is not None:
         cfgs = [json.loads(files.read_text(files.join(d, "kfold.json")))["config"] for d in member_dirs]
-        classifiers = [imagenet_classifier(c["backbone"], c["weights"], c["image_size"], name=f"member{k}_imagenet")
-                       for k, c in enumerate(cfgs)]
+        # A member's backbone, with its size: NAME@SIZE or --image_size (KFoldConfig.parts).
+        parts = [KFoldConfig(backbone=c["backbone"], image_size=c["image_size"]).parts()[0] for c in cfgs]
+        classifiers = [imagenet_classifier(name, c["weights"], size, name=f"member{k}_imagenet")
+                       for k, (c, (name, size)) in enumerate(zip(cfgs, parts))]
     files.makedirs(out)
     build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers).save(
         files.join(out, "model.keras"))

@@ -107,7 +107,7 @@ FEATURES_LAYER = "pooled_features"
 def pooled_head_model(pooled_models: list[keras.Model], head: keras.Model, name: str,
                       mirror: bool = False) -> keras.Model:
     """One graph: image batch at the largest backbone's size -> per-backbone resize
-    (antialiased bilinear, as the pipeline) -> pooled features, concatenated when several
+    (antialiased bilinear) -> pooled features, concatenated when several
     -> head. The export of k-fold members and of feature fusion.
 
     mirror: the features of the image and of its mirror image are averaged before the head,

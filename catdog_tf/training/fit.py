@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import tempfile
 
 import keras
@@ -126,10 +127,16 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, val=None, dropout: flo
     Adam with dropout overfits (RESULTS.md, experiment 32). y may be soft targets. Returns the
     usual head (models/head.py) with the standardization folded into its Dense weights, and a
     history dict ({"loss": [final objective], "val_loss": [log loss on val]})."""
-    x = np.asarray(x, np.float64)
+    if not l2 > 0:
+        raise ValueError(f"l2 must be > 0 (it keeps the solution finite on separable features), not {l2}")
     t = np.asarray(y, np.float64).reshape(-1)
-    mu, sd = x.mean(0), x.std(0) + 1e-6
-    xs = (x - mu) / sd
+    xs = np.array(x, np.float64)  # one float64 copy, standardized in place
+    mu, sd = xs.mean(0), xs.std(0)
+    # A (near-)constant feature carries nothing; dividing by its tiny spread would give a huge
+    # weight and bias that cancel badly in the float32 head, so it gets weight 0 (sd = inf).
+    sd = np.where(sd < 1e-4 * np.maximum(1.0, np.abs(mu)), np.inf, sd)
+    xs -= mu
+    xs /= sd
     n, d = xs.shape
 
     def objective(wb):
@@ -140,6 +147,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, val=None, dropout: flo
                 np.concatenate([xs.T @ g / n + l2 * w, [g.mean()]]))
 
     res = minimize(objective, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    if not res.success:
+        print(f"warning: the logistic head did not converge ({res.message}; {res.nit} iterations)", file=sys.stderr)
     w = res.x[:-1] / sd
     b = res.x[-1] - mu @ w
     head = build_head(d, dropout)

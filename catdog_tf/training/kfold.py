@@ -108,7 +108,11 @@ def _result_settings(config: dict) -> dict:
     """The settings that change a run's result (where features are cached does not); a setting
     added since a run was made counts at its default."""
     full = {**json.loads(json.dumps(dataclasses.asdict(KFoldConfig()))), **_BEFORE, **json.loads(json.dumps(config))}
-    return {k: v for k, v in full.items() if k not in ("cache_dir", "cache_groups", "strategy")}
+    unused = _ADAM_ONLY if full["head"] == "lbfgs" else ("l2",)  # settings the chosen head never reads
+    return {k: v for k, v in full.items() if k not in ("cache_dir", "cache_groups", "strategy", *unused)}
+
+
+_ADAM_ONLY = ("epochs", "lr", "batch_size", "seed", "dropout")
 
 
 def run(cfg: KFoldConfig) -> dict:
