@@ -8,7 +8,7 @@ DATA=${1:-../shared/data/kaggle200}
 NATIVE=${NATIVE:-../shared/data/kaggle_native/train}
 RUNS=${RUNS:-runs}
 # Members as NAME or NAME@INPUT_SIZE (RESULTS.md: upscaling the 200 px photos pays; Lite2 most, at 380).
-MEMBERS=${MEMBERS:-"efficientnet_lite0@300 efficientnet_lite1@300 efficientnet_lite2@380"}
+MEMBERS=${MEMBERS:-"efficientnet_lite0@380 efficientnet_lite1@300 efficientnet_lite2@380"}
 KFOLD_FLAGS=${KFOLD_FLAGS:-"--epochs=20 --lr=1e-3 --dropout=0.3 --batch_size=64"}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 mkdir -p "$RUNS"
@@ -51,7 +51,7 @@ done
 stage "4/7 ensemble: weights, averaging space and temperature or ImageNet-mass hedge fitted on the out-of-fold predictions"
 # Redone (with everything after it) when the member list changed since the last run.
 if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/null)" != "${dirs[*]}" ]; then
-  rm -rf "$RUNS/final"
+  rm -rf "$RUNS/final" "$RUNS/export" "$RUNS/export_first_member"  # made from these members
   python -m catdog_tf.ensemble --oof "${dirs[@]}" --out="$RUNS/final"
   echo "${dirs[*]}" > "$RUNS/final/MEMBERS"
 fi
