@@ -138,9 +138,7 @@ class KFoldConfig:
         out = []
         for part in self.backbone.split("+"):
             name, _, size = part.partition("@")
-            if size and not size.isdigit():
-                raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels")
-            if size and int(size) < 1:
+            if size and (not size.isdigit() or int(size) < 1):
                 raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels")
             out.append((name, int(size) if size else self.image_size))
         if self.image_size and (len(out) > 1 or "@" in self.backbone):

@@ -58,8 +58,6 @@ def area_everywhere(encoded, height, width, size: int):
 def per_image(loader: str, size: int):
     """The per-image function (JPEG bytes, height, width) -> float image of the in-memory
     loaders, or None for a loader that is not one of them."""
-    if loader == "limit":
-        return lambda e, h, w: pipeline.decode_resize(e, h, w, size)
     if loader == "old":
         return lambda e, h, w: old_decode_resize(e, h, w, size)
     if loader == "area":

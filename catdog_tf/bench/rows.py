@@ -69,7 +69,8 @@ def _shuffle_after_decode(records_dir: str, size: int, batch: int, shuffle_buffe
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=0, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
                        deterministic=False)
-    ds = ds.map(lambda s: pipeline.parse(s, size), num_parallel_calls=AUTOTUNE, deterministic=False)
+    decode = pipeline.record_decoder(records_dir, size)
+    ds = ds.map(lambda s: pipeline.parse(s, decode), num_parallel_calls=AUTOTUNE, deterministic=False)
     ds = ds.shuffle(shuffle_buffer, seed=0, reshuffle_each_iteration=True).repeat()
     ds = ds.batch(batch, num_parallel_calls=AUTOTUNE, deterministic=False).map(lambda d: (d["image"], d["label"]))
     options = tf.data.Options()

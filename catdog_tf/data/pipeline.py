@@ -105,10 +105,9 @@ def record_decoder(records_dir: str, image_size: int) -> Callable:
     return lambda encoded, height, width: decode_resize(encoded, height, width, image_size)
 
 
-def parse(serialized: tf.Tensor, image_size: int, decode: Callable | None = None) -> dict:
-    """decode: record_decoder's function for the records (default decode_resize)."""
+def parse(serialized: tf.Tensor, decode: Callable) -> dict:
+    """decode: record_decoder's function for the records."""
     ex = schema.parse(serialized)
-    decode = decode or (lambda encoded, height, width: decode_resize(encoded, height, width, image_size))
     return {
         "image": decode(ex["encoded"], ex["height"], ex["width"]),
         "id": ex["id"],
@@ -178,7 +177,7 @@ def make_dataset(
             tf.constant(excluded), tf.ones(len(excluded), tf.int32)), default_value=0)
         ds = ds.filter(lambda s: table.lookup(schema.parse(s)["id"]) == 0)
     decode = record_decoder(records_dir, image_size)
-    ds = ds.map(lambda s: parse(s, image_size, decode), num_parallel_calls=AUTOTUNE, deterministic=not training)
+    ds = ds.map(lambda s: parse(s, decode), num_parallel_calls=AUTOTUNE, deterministic=not training)
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")
         if training:  # after the cache, or every epoch would replay the first epoch's order
