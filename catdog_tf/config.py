@@ -16,6 +16,9 @@ BATCH_POLICIES = ("none", "mixup", "cutmix")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 AUTO_ON_OFF = ("auto", "on", "off")
 TTA = ("none", "flip")
+# How a feature map becomes the head's input: average, GeM or flattened (models/head.py).
+POOLINGS = ("avg", "gem", "flatten")
+GEM_P = 2.0  # GeM's exponent: RESULTS.md experiment 35; 2 also has an exact standard-Keras form (export.py)
 MAX_PIXELS = 50_000_000  # ~7000x7000; anything larger is almost surely not a pet photo
 
 
@@ -73,7 +76,7 @@ class TrainConfig:
     lr2: float = f(1e-5, "Stage 2 learning rate.")
     unfreeze_blocks: int = f(2, "Top blocks of the backbone trained in stage 2.")
     dropout: float = f(0.2, "Dropout before the sigmoid unit.")
-    pooling: str = f("avg", "Pooling of the last feature map.", choices=("avg", "flatten"))
+    pooling: str = f("avg", "Pooling of the last feature map.", choices=POOLINGS)
     augmentation: str = f("reference", "Augmentation policy of full-image stages.", choices=AUGMENTATIONS)
     head_augmentation: str = f("flip", "Stage 1 augmentation; none/flip use the cached-feature fast path.",
                                choices=AUGMENTATIONS)
@@ -109,6 +112,8 @@ class KFoldConfig:
     lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).")
     dropout: float = f(0.3, "Dropout on the pooled features.")
     batch_size: int = f(64, "Batch size.")
+    pooling: str = f("avg", f"Pooling of each backbone's last feature map: avg, or gem (GeM, p = {GEM_P:g}; its "
+                     "members carry no ImageNet masses, so no hedge).", choices=POOLINGS[:2])
     head: str = f("adam", "How each fold head is fit: adam (the cosine recipe: --epochs, --lr, --dropout, "
                   "--batch_size) or lbfgs (L2-regularized logistic regression on standardized features, full batch, "
                   "deterministic: --l2).", choices=("adam", "lbfgs"))
@@ -127,7 +132,8 @@ class KFoldConfig:
                                  "still score the labels (and are optimistic: the teacher saw the other folds).")
 
     def resolved_out(self) -> str:
-        return self.out or f"runs/kfold/{self.slug()}{'' if self.head == 'adam' else '_' + self.head}"
+        return self.out or "_".join(["runs/kfold/" + self.slug()] + [self.pooling] * (self.pooling != "avg") +
+                                    [self.head] * (self.head != "adam"))
 
     def slug(self) -> str:
         """The backbone spec as a file and model name: a+b@380 -> a_b_380."""

@@ -10,6 +10,8 @@ RUNS=${RUNS:-runs}
 # Members as NAME or NAME@INPUT_SIZE (RESULTS.md: upscaling the 200 px photos pays; Lite2 most, at 380).
 MEMBERS=${MEMBERS:-"efficientnet_lite0@380 efficientnet_lite1@300 efficientnet_lite2@380"}
 KFOLD_FLAGS=${KFOLD_FLAGS:-"--epochs=20 --lr=1e-3 --dropout=0.3 --batch_size=64"}
+# How each member pools its last feature map (RESULTS.md experiment 35: GeM beats the average in the ensemble).
+POOLING=${POOLING:-gem}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 mkdir -p "$RUNS"
 stage() { echo; echo "=== $(date +%H:%M:%S) $*"; }
@@ -43,8 +45,9 @@ dirs=()
 for m in $MEMBERS; do
   name=${m%@*}; size=""; dir="$RUNS/kfold/$name"
   if [[ $m == *@* ]]; then size="--image_size=${m#*@}"; dir="$RUNS/kfold/${name}_${m#*@}"; fi
+  [ "$POOLING" = avg ] || dir="${dir}_$POOLING"
   python -m catdog_tf.kfold --backbone="$name" $size --records="$RUNS/records" --folds=$KFOLDS \
-    --cache_groups=$CACHE_GROUPS --cache_dir="$RUNS/cache" --out="$dir" $KFOLD_FLAGS
+    --cache_groups=$CACHE_GROUPS --cache_dir="$RUNS/cache" --out="$dir" --pooling="$POOLING" $KFOLD_FLAGS
   dirs+=("--member=$dir")
 done
 

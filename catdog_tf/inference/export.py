@@ -11,8 +11,9 @@
 
 The standard-layer rewrite (`plain_keras`): ImagePreprocess -> Rescaling (or a fixed 1x1
 convolution when channels are reordered or scaled unequally); FlipLeftRight -> Permute, a
-fixed reversing Dense, Permute; an ensemble's
-CombineProbabilities (logit space) -> each member's head returns its logit, clamped as the
+fixed reversing Dense, Permute; GeneralizedMeanPooling2D (p = 2) -> the clipped map flattened over
+locations, times its UnitNormalization, averaged and scaled (sqrt(mean x^2) = |x| / sqrt(L)); an
+ensemble's CombineProbabilities (logit space) -> each member's head returns its logit, clamped as the
 layer clamps it, then Concatenate -> Dense (weight / temperature, no bias) -> sigmoid.
 
 DIR may be local or remote (gs://, hdfs://): every file goes through catdog_tf.files. Under a
@@ -37,7 +38,7 @@ from catdog_tf.inference import predict
 from catdog_tf.metrics import LOGIT_EPS
 from catdog_tf.progress import Progress
 from catdog_tf.models.blocks import all_layers
-from catdog_tf.models.layers import CombineProbabilities, FlipLeftRight, ImagePreprocess
+from catdog_tf.models.layers import CombineProbabilities, FlipLeftRight, GeneralizedMeanPooling2D, ImagePreprocess
 from catdog_tf.training import distribute
 
 LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
@@ -64,6 +65,25 @@ def _flip(layer: FlipLeftRight, x):
     x = keras.layers.Permute((1, 3, 2), name=f"{layer.name}_width_last")(x)
     x = _fixed_dense(x, np.eye(width, dtype=np.float32)[::-1], name=f"{layer.name}_reverse")
     return keras.layers.Permute((1, 3, 2), name=layer.name)(x)
+
+
+def _gem(layer: GeneralizedMeanPooling2D, x):
+    """GeM with p = 2 with standard layers: for the clipped map x' over L locations, the mean of
+    x' * x' / |x'| is |x'| / L, and sqrt(L) times that is sqrt(mean x'^2)."""
+    if layer.p != 2:
+        raise UserError(f"{layer.name}: GeM pooling with p = {layer.p:g} cannot be written with standard Keras "
+                        "layers (p = 2 can): export needs members pooled with p = 2")
+    height, width, channels = (int(d) for d in x.shape[1:])
+    locations = height * width
+    # max(x, eps) = relu(x - eps) + eps
+    x = keras.layers.Rescaling(1.0, -layer.eps, name=f"{layer.name}_shift")(x)
+    x = keras.layers.ReLU(name=f"{layer.name}_clip")(x)
+    x = keras.layers.Rescaling(1.0, layer.eps, name=f"{layer.name}_unshift")(x)
+    x = keras.layers.Reshape((locations, channels), name=f"{layer.name}_locations")(x)
+    unit = keras.layers.UnitNormalization(axis=1, name=f"{layer.name}_unit")(x)
+    x = keras.layers.Multiply(name=f"{layer.name}_square_over_norm")([x, unit])
+    x = keras.layers.GlobalAveragePooling1D(name=f"{layer.name}_mean")(x)
+    return keras.layers.Rescaling(float(np.sqrt(locations)), name=layer.name)(x)
 
 
 def _combine(layer: CombineProbabilities, logits: list):
@@ -117,6 +137,8 @@ def plain_keras(model: keras.Model) -> keras.Model:
             return _combine(layer, keras.tree.flatten(args[0]))
         if isinstance(layer, FlipLeftRight):
             return _flip(layer, args[0])
+        if isinstance(layer, GeneralizedMeanPooling2D):
+            return _gem(layer, args[0])
         if has_combine and layer.name == "p_dog" and isinstance(layer, keras.layers.Dense):
             linear = keras.layers.Dense(layer.units, dtype=layer.dtype_policy, name="logit")
             y = linear(*args, **kwargs)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from catdog_tf.config import GEM_P, POOLINGS
 from catdog_tf.models import backbones
-from catdog_tf.models.layers import FlipLeftRight
+from catdog_tf.models.layers import FlipLeftRight, GeneralizedMeanPooling2D
 
 
 def feature_model_name(backbone: str, image_size: int, output: str = "avg") -> str:
@@ -33,9 +34,11 @@ def build_head(feature_dim: int, dropout: float, seed: int | None = None) -> ker
 def make_pooling(kind: str) -> keras.layers.Layer:
     if kind == "avg":
         return keras.layers.GlobalAveragePooling2D(name="pool")
+    if kind == "gem":
+        return GeneralizedMeanPooling2D(p=GEM_P, name="pool")
     if kind == "flatten":
         return keras.layers.Flatten(name="pool")
-    raise ValueError(f"pooling must be 'avg' or 'flatten', not {kind!r}")
+    raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {kind!r}")
 
 
 def pool(backbone_model: keras.Model, backbone: str, pooling: str = "avg",

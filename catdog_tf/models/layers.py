@@ -3,6 +3,7 @@
     ImagePreprocess        per-channel affine normalization in front of a backbone
     CombineProbabilities   weighted average of ensemble members' P(dog), then a temperature
     FlipLeftRight          the mirror image (test-time augmentation inside a model)
+    GeneralizedMeanPooling2D  GeM pooling of a feature map (k-fold members' --pooling=gem)
 """
 
 from __future__ import annotations
@@ -92,3 +93,29 @@ class FlipLeftRight(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+
+@keras.saving.register_keras_serializable(package="catdog_tf")
+class GeneralizedMeanPooling2D(keras.layers.Layer):
+    """GeM pooling (Radenovic et al. 2018): (mean over locations of x^p)^(1/p) per channel, on
+    [N, H, W, C] -> [N, C]. p = 1 is average pooling and p -> inf max pooling; in between, the
+    strongest locations weigh more without one location deciding alone. Inputs are clipped at
+    `eps` first (the backbones' last activations are ReLU6, so only zeros are moved)."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if not p >= 1:
+            raise ValueError(f"GeM pooling needs p >= 1, not {p}")
+        self.p = float(p)
+        self.eps = float(eps)
+
+    def call(self, x):
+        ops = keras.ops
+        x = ops.power(ops.maximum(ops.cast(x, "float32"), self.eps), self.p)
+        return ops.cast(ops.power(ops.mean(x, axis=(1, 2)), 1.0 / self.p), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p, "eps": self.eps}

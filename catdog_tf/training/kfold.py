@@ -78,7 +78,7 @@ def load_features(cfg: KFoldConfig, folds: list[str], strategy=None):
     models, sets = [], []
     for name, size in parts:
         with strategy.scope():
-            pm = pooled_model(name, cfg.weights, size)
+            pm = pooled_model(name, cfg.weights, size, cfg.pooling)
         fs = features.load(pm, cfg.records, _groups(folds, cfg.cache_groups), int(pm.input_shape[1]),
                            flip=cfg.flip or cfg.tta_flip, cache_dir=cache_dir, strategy=strategy)
         if sets and list(fs.ids) != list(sets[0].ids):
@@ -92,8 +92,10 @@ def load_features(cfg: KFoldConfig, folds: list[str], strategy=None):
     fold_of = {ex["id"]: f for f in folds for ex in records.read_examples(cfg.records, f)}
     fold_idx = np.asarray([folds.index(fold_of[i]) for i in fused.ids])
     excluded = np.isin(fused.ids.astype(str), records.excluded_ids(cfg.records))
-    # A fusion has no single ImageNet classifier on its features (and the ensemble's hedge needs one).
-    clf = imagenet_classifier(parts[0][0], cfg.weights, parts[0][1]) if len(parts) == 1 else None
+    # A fusion has no single ImageNet classifier on its features (and the ensemble's hedge needs one);
+    # the classifier was trained on average-pooled features, so GeM ones get none either.
+    clf = imagenet_classifier(parts[0][0], cfg.weights, parts[0][1]) \
+        if len(parts) == 1 and cfg.pooling == "avg" else None
     # On the features the exported model computes: with tta_flip, the mean of the image's and its mirror's.
     x0 = sets[0].mirror_mean() if cfg.tta_flip else sets[0].x
     masses = None if clf is None else np.stack(imagenet.cat_dog_probs(np.asarray(clf(x0))), axis=1)
@@ -101,7 +103,7 @@ def load_features(cfg: KFoldConfig, folds: list[str], strategy=None):
 
 
 # Settings added since runs were made, at the value that gives an older run's behaviour.
-_BEFORE = {"tta_flip": False}
+_BEFORE = {"tta_flip": False, "pooling": "avg"}
 
 
 def _result_settings(config: dict) -> dict:
