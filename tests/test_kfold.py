@@ -13,8 +13,10 @@ import tensorflow as tf
 from catdog_tf import metrics
 from catdog_tf.config import GEM_P, KFoldConfig
 from catdog_tf.data import records
-from catdog_tf.inference import ensemble, predict
+from catdog_tf.inference import ensemble, export, predict
 from catdog_tf.models import head
+from catdog_tf.models.blocks import all_layers
+from catdog_tf.models.layers import GeneralizedMeanPooling2D
 from catdog_tf.training import features, kfold
 from catdog_tf.training.fit import FitConfig, fit_head
 from conftest import KAGGLE200, REPO, real_records, require, run_workers
@@ -367,8 +369,6 @@ def test_hedged_ensemble_of_a_member_with_its_size_in_the_name(rec, tmp_path):
 def test_gem_pooled_member_trains_and_rewrites_to_standard_layers(rec, tmp_path):
     """--pooling=gem: its own feature cache, no ImageNet masses (the classifier was trained on
     average-pooled features), GeM in the exported graph, and a plain-Keras twin that agrees."""
-    from catdog_tf.inference import export
-    from catdog_tf.models.layers import GeneralizedMeanPooling2D
     cfg = KFoldConfig(backbone="efficientnet_lite0", image_size=128, pooling="gem", records=rec,
                       out=str(tmp_path / "gem"), folds=["fold1", "fold2", "fold3"], epochs=6, batch_size=16,
                       cache_dir=str(tmp_path / "cache"))
@@ -377,7 +377,7 @@ def test_gem_pooled_member_trains_and_rewrites_to_standard_layers(rec, tmp_path)
     assert kfold.read_oof(str(tmp_path / "gem")).masses is None
     assert {f.name.split("-")[0] for f in (tmp_path / "cache").glob("*.npz")} == {"efficientnet_lite0_128_gem"}
     model = predict.load_model(str(tmp_path / "gem"))
-    gems = [la for la in export.all_layers(model) if isinstance(la, GeneralizedMeanPooling2D)]
+    gems = [la for la in all_layers(model) if isinstance(la, GeneralizedMeanPooling2D)]
     assert len(gems) == 1 and gems[0].p == GEM_P
     ids, y, p = predict.predict_records(model, rec, "fold0")
     assert metrics.log_loss(y, p) < 0.5

@@ -102,7 +102,7 @@ class GeneralizedMeanPooling2D(keras.layers.Layer):
     strongest locations weigh more without one location deciding alone. Inputs are clipped at
     `eps` first (the backbones' last activations are ReLU6, so only zeros are moved)."""
 
-    def __init__(self, p: float = 3.0, eps: float = 1e-6, **kwargs):
+    def __init__(self, p: float, eps: float = 1e-6, **kwargs):  # p: the package's is config.GEM_P
         super().__init__(**kwargs)
         if not p >= 1:
             raise ValueError(f"GeM pooling needs p >= 1, not {p}")
