@@ -5,13 +5,17 @@ and one wrapper that turns a user's error into one line (no traceback) and a non
 from __future__ import annotations
 
 import dataclasses
+import json
+import pickle
 import sys
 import types
 import typing
+import zipfile
 from typing import Any, Callable
 
 from absl import app, flags, logging
 
+from catdog_tf.config import accepts
 from catdog_tf.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -38,7 +42,9 @@ def define_flags(cls, *, skip: tuple[str, ...] = (), aliases: dict[str, str] | N
         base, is_list = _kind(hints[field.name])
         meta = field.metadata
         default, help_ = getattr(defaults, field.name), meta.get("help", "")
-        if meta.get("choices"):
+        if accepts(field):
+            help_ = f"{help_} ({accepts(field)})"
+        if meta.get("choices") and not is_list:
             flags.DEFINE_enum(field.name, default, list(meta["choices"]), help_, **kw)
         elif is_list and meta.get("multi"):
             definer = flags.DEFINE_multi_float if base is float else flags.DEFINE_multi_string
@@ -85,27 +91,41 @@ def no_extra_args(argv: list[str]) -> None:
 def _one_line(e: BaseException) -> str:
     if isinstance(e, OSError) and e.filename:
         return f"{e.filename}: {e.strerror or e}"
-    if _file_error(e):
-        return e.message.strip()
+    if _tf_error(e):
+        return f"{type(e).__name__}: {e.message.strip().splitlines()[0] if e.message.strip() else ''}"
+    if isinstance(e, _DATA_ERRORS):
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
     return str(e).strip() or type(e).__name__
 
 
-def _file_error(e: BaseException) -> bool:
-    """A tf.io.gfile error about a path (catdog_tf.files reads and writes through gfile, whose
-    errors are not OSErrors): missing, not a folder, permission, ... (TensorFlow is looked up,
-    never imported here: a tool that never loaded it raised none of these)."""
+# Errors a damaged or foreign input file raises inside the libraries that read it, wherever no
+# reader named the file first (catdog_tf.files.reading does where it can).
+_DATA_ERRORS = (json.JSONDecodeError, UnicodeError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError)
+
+
+def _tf_error(e: BaseException) -> bool:
+    """A TensorFlow error (tf.errors.OpError: a missing or damaged file, disk full, a peer that
+    never came, ...): TensorFlow is looked up, never imported here: a tool that never loaded it
+    raised none of these."""
     tf = sys.modules.get("tensorflow")
     errors = getattr(tf, "errors", None)
-    return errors is not None and isinstance(e, (
-        errors.NotFoundError, errors.PermissionDeniedError, errors.AlreadyExistsError,
-        errors.FailedPreconditionError, errors.UnauthenticatedError,
-        errors.UnimplementedError))  # e.g. a scheme with no filesystem here (s3:// without its plugin)
+    return errors is not None and isinstance(e, errors.OpError)
+
+
+def error_line(e: BaseException) -> str | None:
+    """The one line a tool prints for `e` when it is a user's error (bad input, a damaged or
+    missing file, disk full: UserError, OSError, a TensorFlow error, a damaged file's parse
+    error), else None: a bug, which keeps its traceback."""
+    if isinstance(e, (UserError, OSError, *_DATA_ERRORS)) or _tf_error(e):
+        return f"error: {_one_line(e)}"
+    return None
 
 
 def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
-    """`app.run(main)` after `define()`; a UserError or an OSError (missing file, disk full,
-    permission; or the same from tf.io.gfile) ends the run with `error: <one line>` and exit
-    status 2."""
+    """`app.run(main)` after `define()`: the error boundary of every tool. A user's error (a
+    UserError, an OSError, a TensorFlow error on a file, a damaged input) ends the run with
+    `error: <one line>` and exit status 2, never a traceback; anything else is a bug and keeps
+    its traceback."""
     define()
 
     def guarded(argv):
@@ -113,16 +133,21 @@ def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
             logging.set_verbosity(logging.WARNING)
         try:
             return main(argv)
-        except (UserError, OSError) as e:
-            print(f"error: {_one_line(e)}", file=sys.stderr)
-            sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
-        except Exception as e:  # noqa: BLE001 - re-raised unless a gfile file error
-            if not _file_error(e):
+        except Exception as e:  # noqa: BLE001 - re-raised unless a user's error
+            line = error_line(e)
+            if line is None:
                 raise
-            print(f"error: {_one_line(e)}", file=sys.stderr)
+            print(line, file=sys.stderr)
             sys.exit(2)
 
-    app.run(guarded)
+    def parse(argv):
+        try:
+            return FLAGS(argv)
+        except flags.Error as e:  # an unknown flag, a value of the wrong type or not among the choices
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+
+    app.run(guarded, flags_parser=parse)

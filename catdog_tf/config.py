@@ -8,8 +8,12 @@ Field metadata: `help` (the flag's help), `choices` (an enum flag), `multi` (a r
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 import posixpath
+
+from catdog_tf.errors import UserError
 
 AUGMENTATIONS = ("none", "flip", "reference", "randaugment")
 BATCH_POLICIES = ("none", "mixup", "cutmix")
@@ -22,12 +26,73 @@ GEM_P = 2.0  # GeM's exponent: RESULTS.md experiment 35; 2 also has an exact sta
 MAX_PIXELS = 50_000_000  # ~7000x7000; anything larger is almost surely not a pet photo
 
 
-def f(default, help: str, *, choices=None, multi: bool = False):
-    """A dataclass field with its flag help (mutable defaults become factories)."""
-    meta = {"help": help, "choices": choices, "multi": multi}
+def f(default, help: str, *, choices=None, multi: bool = False, ge=None, gt=None, le=None, lt=None,
+      distinct: bool = False):
+    """A dataclass field with its flag help and what it accepts (mutable defaults become
+    factories): `choices`, bounds `ge`/`gt`/`le`/`lt` (each element of a list), `distinct`
+    list elements. validate() checks them; the flag's help states them."""
+    meta = {"help": help, "choices": choices, "multi": multi, "distinct": distinct,
+            "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+_OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+        "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def accepts(field: dataclasses.Field) -> str:
+    """What a field accepts, for its flag's help: '' or e.g. '>= 1' or '>= 0, < 0.5'."""
+    return ", ".join(f"{_OPS[k][0]} {v:g}" for k, v in field.metadata.get("bounds", {}).items())
+
+
+def _problem(field: dataclasses.Field, value) -> str | None:
+    """Why `value` is not acceptable for `field` (None: it is)."""
+    meta = field.metadata
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if meta.get("choices") and v not in meta["choices"]:
+            return f"must be one of {', '.join(map(str, meta['choices']))}"
+        if isinstance(v, float) and not math.isfinite(v):
+            return "must be a finite number"
+        for k, b in meta.get("bounds", {}).items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                return f"must be a number ({accepts(field)})"
+            if not _OPS[k][1](v, b):
+                return f"must be {accepts(field)}"
+    if meta.get("distinct") and len(set(values)) != len(values):
+        return "lists a value twice"
+    return None
+
+
+def validate(cfg) -> None:
+    """Every field of the config dataclass `cfg` within what it declares, then the relations
+    between fields (the class's `relations()`); the first violation is one UserError naming
+    the flag, so a tool refuses it before any work."""
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if value is None:
+            continue
+        why = _problem(field, value)
+        if why:
+            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+            raise UserError(f"--{field.name}={shown}: {why}")
+    why = cfg.relations()
+    if why:
+        raise UserError(why)
+
+
+class _Checked:
+    """Config dataclasses validate themselves when made (from flags, by a notebook, or by
+    dataclasses.replace)."""
+
+    def __post_init__(self):
+        validate(self)
+
+    def relations(self) -> str | None:
+        """What is wrong between fields (None: nothing)."""
+        return None
 
 
 def default_cache_dir(out: str) -> str:
@@ -42,40 +107,50 @@ def default_cache_dir(out: str) -> str:
 
 
 @dataclasses.dataclass
-class BuildConfig:
+class BuildConfig(_Checked):
     out: str = f("records", "Output folder for shards and manifest.json.")
-    val_fraction: float = f(0.1, "Fraction of each class held out for validation.")
-    folds: int = f(0, "K >= 2: assign every labeled image to one of K folds instead.")
-    seed: int = f(0, "Split seed.")
+    val_fraction: float = f(0.1, "Fraction of each class held out for validation.", ge=0, lt=1)
+    folds: int = f(0, "K >= 2: assign every labeled image to one of K folds instead.", ge=0, le=1000)
+    seed: int = f(0, "Split seed.", ge=0, lt=2**32)
     exclude: str | None = f(None, "File of ids kept out of training (one per line, # comments); they stay in their "
                             "split or fold, so evaluation still scores them.")
-    max_side: int | None = f(None, "Store a re-encoding downscaled to this longest side.")
+    max_side: int | None = f(None, "Store a re-encoding downscaled to this longest side.", ge=1)
     store_size: int | None = f(None, "Store every photo re-encoded at exactly SIZE x SIZE (antialiased, JPEG with "
                                "full-resolution chroma): the fastest input for models of input size SIZE; the "
-                               "original bytes are not kept.")
+                               "original bytes are not kept.", ge=1)
     strict: bool = f(False, "Exit non-zero if any file was skipped.")
-    max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.")
-    max_file_mb: float = f(100.0, "Skip files larger than this (no pet photo is; a bigger one is a mistake).")
-    shard_mb: float = f(100.0, "Target shard size in MB.")
-    min_shards: int = f(8, "At least this many shards per split (when it has >= 256 photos a shard).")
-    workers: int = f(0, "Reader/writer threads (0: one per core).")
-    jpeg_quality: int = f(95, "JPEG quality of re-encoded photos.")
+    max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.", ge=1)
+    max_file_mb: float = f(100.0, "Skip files larger than this (no pet photo is; a bigger one is a mistake).", gt=0)
+    shard_mb: float = f(100.0, "Target shard size in MB.", gt=0)
+    min_shards: int = f(8, "At least this many shards per split (when it has >= 256 photos a shard).", ge=1, le=10_000)
+    workers: int = f(0, "Reader/writer threads (0: one per core).", ge=0, le=256)
+    jpeg_quality: int = f(95, "JPEG quality of re-encoded photos.", ge=1, le=100)
+
+    def relations(self):
+        if self.folds == 1:
+            return "--folds=1: must be 0 (a train/validation split) or at least 2"
+        if self.store_size is not None and self.max_side:
+            return "--store_size and --max_side exclude each other: give one"
+        if self.store_size is not None and self.store_size ** 2 > self.max_pixels:
+            return (f"--store_size={self.store_size}: must be at most {math.isqrt(self.max_pixels)} "
+                    f"(--max_pixels={self.max_pixels})")
+        return None
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig(_Checked):
     backbone: str = f("efficientnet_lite0", "Backbone name (python -m catdog_tf.backbones lists them).")
     weights: str | None = f("auto", "auto | imagenet | none | PATH to a weights file.")
     records: str = f("records", "Folder of shards + manifest.json (python -m catdog_tf.records).")
     out: str = f("runs/model", "Output folder: model.keras, saved_model/, metrics, TensorBoard logs.")
-    image_size: int | None = f(None, "Input size (default: the backbone's own).")
-    batch_size: int = f(32, "Global batch size (split across replicas).")
-    epochs1: int = f(10, "Stage 1 (head) epochs.")
-    epochs2: int = f(5, "Stage 2 (top blocks) epochs; 0 skips stage 2.")
-    lr1: float = f(1e-3, "Stage 1 learning rate.")
-    lr2: float = f(1e-5, "Stage 2 learning rate.")
-    unfreeze_blocks: int = f(2, "Top blocks of the backbone trained in stage 2.")
-    dropout: float = f(0.2, "Dropout before the sigmoid unit.")
+    image_size: int | None = f(None, "Input size (default: the backbone's own).", ge=16, le=2048)
+    batch_size: int = f(32, "Global batch size (split across replicas).", ge=1)
+    epochs1: int = f(10, "Stage 1 (head) epochs.", ge=0)
+    epochs2: int = f(5, "Stage 2 (top blocks) epochs; 0 skips stage 2.", ge=0)
+    lr1: float = f(1e-3, "Stage 1 learning rate.", gt=0, le=10)
+    lr2: float = f(1e-5, "Stage 2 learning rate.", gt=0, le=10)
+    unfreeze_blocks: int = f(2, "Top blocks of the backbone trained in stage 2.", ge=0)
+    dropout: float = f(0.2, "Dropout before the sigmoid unit.", ge=0, lt=1)
     pooling: str = f("avg", "Pooling of the last feature map.", choices=POOLINGS)
     augmentation: str = f("reference", "Augmentation policy of full-image stages.", choices=AUGMENTATIONS)
     head_augmentation: str = f("flip", "Stage 1 augmentation; none/flip use the cached-feature fast path.",
@@ -86,42 +161,52 @@ class TrainConfig:
     mixed_precision: str = f("auto", "float16 compute (auto: GPUs with tensor cores only).", choices=AUTO_ON_OFF)
     xla: str = f("auto", "jit_compile the step (auto: a single GPU only).", choices=AUTO_ON_OFF)
     strategy: str = f("auto", "tf.distribute strategy.", choices=STRATEGIES)
-    fold: int | None = f(None, "Cross-validation fold (records built with --folds).")
+    fold: int | None = f(None, "Cross-validation fold (records built with --folds).", ge=0)
     train_split: str = f("train", "Records split(s) to train on ('+' joins splits, e.g. fold2+fold3).")
     val_split: str = f("validation", "Records split for early stopping, the LR schedule and the reported figure "
                        "('none': train without one).")
-    seed: int = f(0, "Random seed.")
-    patience: int = f(6, "EarlyStopping patience (epochs).")
+    seed: int = f(0, "Random seed.", ge=0, lt=2**32)
+    patience: int = f(6, "EarlyStopping patience (epochs).", ge=1)
     cache_dir: str | None = f(None, "Feature cache folder (default: <out>/../cache).")
     profile_batches: str | None = f(None, "TensorBoard profiler window, e.g. '10,20'.")
-    label_smoothing: float = f(0.0, "Label smoothing of the log loss.")
-    steps_per_epoch: int | None = f(None, "Limit full-image epochs to this many steps.")
-    log_every: int = f(20, "TensorBoard: loss, learning rate and steps/s every this many steps.")
+    label_smoothing: float = f(0.0, "Label smoothing of the log loss.", ge=0, lt=1)
+    steps_per_epoch: int | None = f(None, "Limit full-image epochs to this many steps.", ge=1)
+    log_every: int = f(20, "TensorBoard: loss, learning rate and steps/s every this many steps.", ge=1)
+
+    def relations(self):
+        if self.epochs1 == 0 and (self.epochs2 == 0 or self.unfreeze_blocks == 0):
+            return "--epochs1=0 and no stage 2 (--epochs2 or --unfreeze_blocks is 0): nothing would be trained"
+        if self.profile_batches:
+            a, _, b = self.profile_batches.partition(",")
+            if not (a.strip().isdigit() and b.strip().isdigit() and 1 <= int(a) <= int(b)):
+                return f"--profile_batches={self.profile_batches}: must be FIRST,LAST batch numbers, 1 <= FIRST <= LAST"
+        return None
 
 
 @dataclasses.dataclass
-class KFoldConfig:
+class KFoldConfig(_Checked):
     backbone: str = f("efficientnet_lite0", "Registry name, or names joined with + to fuse their features "
                       "(each may carry its own input size: efficientnet_lite1@300+efficientnet_lite2@380).")
     records: str = f("records", "Records folder built with --folds.")
     out: str | None = f(None, "Output folder (default runs/kfold/<backbone>).")
-    folds: list[str] | None = f(None, "Folds to cross-validate over (default: all); others stay untouched.")
+    folds: list[str] | None = f(None, "Folds to cross-validate over (default: all); others stay untouched.",
+                                  distinct=True)
     image_size: int | None = f(None, "Input size (default: the backbone's own; a single backbone only).")
     weights: str | None = f("auto", "Backbone weights: auto, imagenet, none or a file.")
-    epochs: int = f(20, "Epochs per fold head (fixed: no early stopping, so out-of-fold stays honest).")
-    lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).")
-    dropout: float = f(0.3, "Dropout on the pooled features.")
-    batch_size: int = f(64, "Batch size.")
+    epochs: int = f(20, "Epochs per fold head (fixed: no early stopping, so out-of-fold stays honest).", ge=1)
+    lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).", gt=0, le=10)
+    dropout: float = f(0.3, "Dropout on the pooled features.", ge=0, lt=1)
+    batch_size: int = f(64, "Batch size.", ge=1)
     pooling: str = f("avg", f"Pooling of each backbone's last feature map: avg, or gem (GeM, p = {GEM_P:g}; its "
                      "members carry no ImageNet masses, so no hedge).", choices=POOLINGS[:2])
     head: str = f("adam", "How each fold head is fit: adam (the cosine recipe: --epochs, --lr, --dropout, "
                   "--batch_size) or lbfgs (L2-regularized logistic regression on standardized features, full batch, "
                   "deterministic: --l2).", choices=("adam", "lbfgs"))
-    l2: float = f(0.01, "With --head=lbfgs: the L2 penalty on the standardized features' coefficients.")
+    l2: float = f(0.01, "With --head=lbfgs: the L2 penalty on the standardized features' coefficients.", gt=0)
     flip: bool = f(True, "Also train on the mirror images' features.")
     tta_flip: bool = f(True, "Score each photo and its mirror image and average the logits: in the out-of-fold "
                        "figures and in the exported model (twice the inference cost).")
-    seed: int = f(0, "Seed (fold k uses seed + k).")
+    seed: int = f(0, "Seed (fold k uses seed + k).", ge=0, lt=2**32)
     strategy: str = f("auto", "tf.distribute strategy (features are extracted and heads fitted under it).",
                       choices=STRATEGIES)
     cache_dir: str | None = f(None, "Feature cache (default <out>/../cache; shared with train).")
@@ -130,6 +215,18 @@ class KFoldConfig:
     soft_targets: str | None = f(None, "Distillation: train on these P(dog) (an out-of-fold CSV of a teacher, e.g. "
                                  "runs/final/oof_predictions.csv) instead of the 0/1 labels; out-of-fold figures "
                                  "still score the labels (and are optimistic: the teacher saw the other folds).")
+
+    def relations(self):
+        bad = [k for k in self.folds or () if not (k.startswith("fold") and k[4:].isdigit())]
+        if bad:
+            return f"--folds: {bad[0]!r} is not a fold name (fold0, fold1, ...)"
+        if self.folds is not None and len(self.folds) < 2:
+            return f"--folds: k-fold needs at least 2 folds, got {','.join(self.folds) or 'none'}"
+        try:
+            self.parts()
+        except ValueError as e:
+            return str(e)
+        return None
 
     def resolved_out(self) -> str:
         return self.out or "_".join(["runs/kfold/" + self.slug()] + [self.pooling] * (self.pooling != "avg") +
@@ -154,96 +251,107 @@ class KFoldConfig:
 
 
 @dataclasses.dataclass
-class EnsembleConfig:
+class EnsembleConfig(_Checked):
     member: list[str] = f([], "Model (file or folder) to combine; repeat for each member.", multi=True)
     out: str = f("runs/ensemble", "Output folder (model.keras, ensemble.json).")
     oof: bool = f(False, "Members are k-fold runs (catdog_tf.kfold): fit on their out-of-fold predictions "
                   "instead of predicting --split.")
     records: str = f("records", "Records folder whose split fits the combination (without --oof).")
     split: str = f("validation", "Split used to fit weights and temperature (without --oof).")
-    fold: int | None = f(None, "Fold (records built with --folds).")
-    weights: list[float] | None = f(None, "Fixed weights, e.g. 0.2,0.3,0.5 (default: fitted).")
+    fold: int | None = f(None, "Fold (records built with --folds).", ge=0)
+    weights: list[float] | None = f(None, "Fixed weights, e.g. 0.2,0.3,0.5 (default: fitted).", ge=0)
     space: str = f("auto", "Averaging space (auto: the better one).", choices=("auto", "prob", "logit"))
     temperature: bool = f(True, "Fit a temperature.")
     hedge: str = f("auto", "With --oof: scale the logit by the ImageNet cat/dog mass (pulls photos with no "
                    "animal or both toward 0.5); auto keeps it when the cross-fitted log loss improves.",
                    choices=("auto", "on", "off"))
     tta: str = f("none", "Test-time augmentation while fitting.", choices=TTA)
-    batch_size: int = f(32, "Batch size.")
+    batch_size: int = f(32, "Batch size.", ge=1)
+
+    def relations(self):
+        if self.weights is not None:
+            if sum(self.weights) <= 0:
+                return f"--weights={','.join(map(str, self.weights))}: need a positive sum"
+            if self.member and len(self.weights) != len(self.member):
+                return f"--weights: {len(self.weights)} weights for {len(self.member)} members"
+        return None
 
 
 @dataclasses.dataclass
-class EvaluateConfig:
+class EvaluateConfig(_Checked):
     model: str = f("runs/final/model.keras", "Model file or model folder.")
     images: str | None = f(None, "Folder of labeled images cat.N.jpg / dog.N.jpg.")
     records: str | None = f(None, "Records folder.")
     predictions: str | None = f(None, "Score this out-of-fold predictions CSV (or k-fold run folder) instead of a "
                                 "model; --records adds the photos to the contact sheet.")
     split: str = f("validation", "Records split to evaluate.")
-    fold: int | None = f(None, "Fold (records built with --folds).")
-    worst: int = f(24, "Photos on the worst-mistakes contact sheet.")
+    fold: int | None = f(None, "Fold (records built with --folds).", ge=0)
+    worst: int = f(24, "Photos on the worst-mistakes contact sheet.", ge=0, le=10_000)
     json_out: str | None = f(None, "Write the JSON summary here.")
     out: str | None = f(None, "Folder for plots (default: next to --json_out).")
     tta: str = f("none", "Test-time augmentation.", choices=TTA)
-    clip: list[float] | None = f(None, "Also report the log loss under this clip, e.g. 1e-3 (repeatable).", multi=True)
+    clip: list[float] | None = f(None, "Also report the log loss under this clip, e.g. 1e-3 (repeatable).", multi=True,
+                                  ge=0, lt=0.5)
     strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
                       "(the chief writes).", choices=STRATEGIES)
-    batch_size: int = f(32, "Batch size (per device).")
-    max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel).")
+    batch_size: int = f(32, "Batch size (per device).", ge=1)
+    max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel).", ge=1)
 
 
 @dataclasses.dataclass
-class PredictConfig:
+class PredictConfig(_Checked):
     model: str = f("runs/final/model.keras", "Model file or model folder.")
     images: str | None = f(None, "Folder of test images N.jpg.")
     records: str | None = f(None, "Records folder; its 'test' split is predicted.")
     out: str = f("submission.csv", "Submission CSV path.")
-    clip: float = f(1e-15, "Clip P(dog) to [clip, 1-clip] in the submission.")
+    clip: float = f(1e-15, "Clip P(dog) to [clip, 1-clip] in the submission.", ge=0, lt=0.5)
     tta: str = f("flip", "Test-time augmentation.", choices=TTA)
     strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
                       "(the chief writes).", choices=STRATEGIES)
-    batch_size: int = f(32, "Batch size (per device).")
+    batch_size: int = f(32, "Batch size (per device).", ge=1)
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel); every "
-                        "test id needs a row, so the limit is higher than records'.")
+                        "test id needs a row, so the limit is higher than records'.", ge=1)
 
 
 @dataclasses.dataclass
-class OutliersConfig:
+class OutliersConfig(_Checked):
     images: str | None = f(None, "Folder of labeled images cat.N.jpg / dog.N.jpg.")
     records: str | None = f(None, "Records folder (its labeled splits are screened).")
     out: str = f("reports/outliers", "Output folder.")
-    top_n: int = f(30, "A candidate has no cat/dog class among its top N ImageNet classes.")
+    top_n: int = f(30, "A candidate has no cat/dog class among its top N ImageNet classes.", ge=1, le=1000)
     backbone: str = f("efficientnet_lite2", "Registry backbone with an ImageNet head (Lite2: the best offline one).")
     weights: str | None = f("auto", "Backbone weights (auto / imagenet / PATH).")
-    conflict: float = f(0.8, "Summed probability of the opposite group that flags a label conflict.")
-    batch_size: int = f(32, "Batch size.")
-    per_page: int = f(48, "Photos per contact-sheet page.")
+    conflict: float = f(0.8, "Summed probability of the opposite group that flags a label conflict.", gt=0,
+                        le=1)
+    batch_size: int = f(32, "Batch size.", ge=1)
+    per_page: int = f(48, "Photos per contact-sheet page.", ge=1, le=1000)
 
 
 @dataclasses.dataclass
-class BackbonesConfig:
+class BackbonesConfig(_Checked):
     backbone: str = f("efficientnet_lite0", "Registry name.")
     weights: str | None = f("auto", "auto | imagenet | none | PATH to a weights file.")
     classify: bool = f(False, "Print the top ImageNet classes of the photos given as arguments.")
-    top: int = f(5, "How many classes to print per photo.")
-    image_size: int | None = f(None, "Input size (default: the backbone's own).")
+    top: int = f(5, "How many classes to print per photo.", ge=1, le=1000)
+    image_size: int | None = f(None, "Input size (default: the backbone's own).", ge=16, le=2048)
 
 
 @dataclasses.dataclass
-class ExploreConfig:
+class ExploreConfig(_Checked):
     images: list[str] = f([], "Kaggle-layout image folder (cat.N.jpg, dog.N.jpg, N.jpg) or a Kaggle root with "
                           "train/ and test/; repeatable.", multi=True)
     records: str | None = f(None, "Records folder (shards + manifest.json) from catdog_tf.records.")
     out: str = f("reports/explore", "Report folder (index.html, summary.json, PNGs).")
-    near_dup_threshold: int = f(6, "Max Hamming distance (of 64 pHash bits) for two images to be near-duplicates.")
-    workers: int = f(2, "Processes reading and decoding files (1 = no pool, in this process).")
+    near_dup_threshold: int = f(6, "Max Hamming distance (of 64 pHash bits) for two images to be near-duplicates.",
+                                ge=0, le=64)
+    workers: int = f(2, "Processes reading and decoding files (1 = no pool, in this process).", ge=1, le=256)
     progress: bool = f(True, "Show a progress bar.")
 
 
 @dataclasses.dataclass
-class BenchConfig:
+class BenchConfig(_Checked):
     quick: bool = f(False, "Every row on a tiny subset (< 2 min); figures not meaningful.")
-    sections: list[str] = f(["pipeline", "train", "infer", "build", "scale"], "Sections to run.")
+    sections: list[str] = f(["pipeline", "train", "infer", "build", "scale"], "Sections to run.", distinct=True)
     out: str | None = f(None, "Folder for the tables (bench.md) and every row (bench.json); default: a new "
                         "temporary folder.")
     update: bool = f(False, "Also rewrite the generated tables of BENCHMARKS.md (and BENCHMARKS.json) in the "
@@ -256,10 +364,11 @@ class BenchConfig:
 
 
 @dataclasses.dataclass
-class ExportConfig:
+class ExportConfig(_Checked):
     model: str = f("runs/final/model.keras", "Model file or model folder to export.")
     out: str = f("runs/export", "Output folder: model.keras, saved_model/, model.tflite, README.md.")
-    quantize: list[str] = f([], "Also write LiteRT variants: float16 and/or dynamic (int8 weights).")
+    quantize: list[str] = f([], "Also write LiteRT variants: float16 and/or dynamic (int8 weights).",
+                            choices=("float16", "dynamic"), distinct=True)
     measure_records: str | None = f(None, "Then measure log loss and img/s of every written model on this records "
                                     "folder's --measure_split (into export.json).")
     measure_split: str = f("fold0+fold1", "Split for --measure_records.")

@@ -24,8 +24,6 @@ def main(argv):
         keys = ("space", "weights", "temperature", "hedge", "oof_log_loss", "oof_log_loss_ci95", "cleaned_oof_log_loss",
                 "oof_accuracy")
     else:
-        if cfg.weights and len(cfg.weights) != len(cfg.member):
-            raise UserError(f"{len(cfg.weights)} weights for {len(cfg.member)} members")
         report = ensemble.run(cfg.member, cfg.records, cfg.out, split=cfg.split, fold=cfg.fold, weights=cfg.weights,
                               space=cfg.space, temperature=cfg.temperature, tta=cfg.tta, batch_size=cfg.batch_size)
         keys = ("space", "weights", "temperature", "log_loss", "accuracy")

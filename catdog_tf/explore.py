@@ -16,8 +16,6 @@ def main(argv):
     cfg = cli.from_flags(ExploreConfig)
     if bool(cfg.images) == bool(cfg.records):
         raise UserError("give exactly one of --images=FOLDER (repeatable) or --records=FOLDER")
-    if not 0 <= cfg.near_dup_threshold <= 64:
-        raise UserError(f"--near_dup_threshold={cfg.near_dup_threshold}: must be 0..64 (bits of the 64-bit pHash)")
     if cfg.workers < 1:
         raise UserError(f"--workers={cfg.workers}: must be at least 1")
     kw = {"near_dup_threshold": cfg.near_dup_threshold, "workers": cfg.workers, "progress": cfg.progress}

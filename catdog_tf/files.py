@@ -6,14 +6,20 @@ Writes are atomic (a temporary name, then a rename) so a reader never sees half 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import json
 import os
 import posixpath
 import uuid
+import zipfile
 
 import numpy as np
 import tensorflow as tf
+
+from catdog_tf import localio
+from catdog_tf.errors import UserError
 
 gfile = tf.io.gfile
 
@@ -76,16 +82,75 @@ def size(path: str | os.PathLike) -> int:
 
 
 def open(path: str | os.PathLike, mode: str = "r"):  # noqa: A001 - the gfile twin of builtins.open
+    if "r" in mode and not is_remote(path):
+        localio.check_regular(path)  # a FIFO or device would block or never end
     return gfile.GFile(str(path), mode)
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    with gfile.GFile(str(path), "rb") as f:
-        return f.read()
+def check_regular(path: str | os.PathLike, max_bytes: int = localio.MAX_BINARY_BYTES) -> None:
+    """Before a library (Keras, h5py, zipfile) opens `path` itself: a regular file within
+    max_bytes, or a folder (a SavedModel), else OSError naming it."""
+    if is_remote(path):
+        if not gfile.isdir(str(path)) and gfile.stat(str(path)).length > max_bytes:
+            raise OSError(0, f"file too large (the limit is {max_bytes:,} bytes)", str(path))
+    elif not os.path.isdir(path):
+        localio.check_regular(path, max_bytes)
 
 
-def read_text(path: str | os.PathLike) -> str:
-    return read_bytes(path).decode("utf-8")
+def read_bytes(path: str | os.PathLike, max_bytes: int = localio.MAX_BINARY_BYTES) -> bytes:
+    """The bytes of a regular file, at most max_bytes (catdog_tf.localio): anything else is an
+    OSError naming the file, never a hang or an unbounded read."""
+    if not is_remote(path):
+        return localio.read(path, max_bytes)
+    path = str(path)
+    try:
+        st = gfile.stat(path)
+        if st.is_directory:
+            raise OSError(0, "a folder, not a file", path)
+        if st.length > max_bytes:
+            raise OSError(0, f"file too large ({st.length:,} bytes; the limit is {max_bytes:,})", path)
+        with gfile.GFile(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except tf.errors.OpError as e:
+        raise OSError(0, e.message, path) from None
+    if len(data) > max_bytes:
+        raise OSError(0, f"file too large (grew past {max_bytes:,} bytes while read)", path)
+    return data
+
+
+def read_text(path: str | os.PathLike, max_bytes: int = localio.MAX_TEXT_BYTES) -> str:
+    """A UTF-8 text file (lists, manifests, CSVs), bounded; other bytes are a UserError naming it."""
+    data = read_bytes(path, max_bytes)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r})") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """A JSON file, bounded; malformed JSON is a UserError naming the file and the place."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not a valid {what} ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
+@contextlib.contextmanager
+def reading(path: str | os.PathLike, what: str):
+    """Any error while a library reads `path` (a damaged zip, h5 or pickle, a refused layer, a
+    format it does not know) becomes one UserError naming the file: the file is the problem."""
+    try:
+        yield
+    except (UserError, KeyboardInterrupt, MemoryError):
+        raise
+    except OSError as e:
+        if getattr(e, "filename", None):
+            raise
+        raise UserError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - every library failure on a bad file, one line
+        first = (getattr(e, "message", None) or str(e)).strip().splitlines()
+        raise UserError(f"{path}: cannot read {what}: {type(e).__name__}: {first[0] if first else ''}"[:600]) \
+            from None
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -97,9 +162,11 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with gfile.GFile(tmp, "wb") as f:
             f.write(data)
         gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
+    except BaseException as e:
         if gfile.exists(tmp):  # a failed write (disk full, interrupted) leaves nothing behind
             gfile.remove(tmp)
+        if isinstance(e, tf.errors.OpError):  # disk full is an OutOfRangeError here: name the file
+            raise OSError(0, f"cannot write: {e.message.strip().splitlines()[0]}", path) from None
         raise
 
 
@@ -114,13 +181,19 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(read_bytes(path)), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """Arrays of an .npz (no pickles); a damaged file is a UserError naming it."""
+    data = read_bytes(path)
+    with reading(path, "arrays (.npz)"):
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:  # members bounded by the file's real size
+            if sum(i.file_size for i in zf.infolist()) > 2 * len(data) + 2**20:
+                raise ValueError("its members inflate far beyond its size")
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
 
 
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
-    with gfile.GFile(str(path), "rb") as f:
+    with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 from catdog_tf import cli
 from catdog_tf.config import PredictConfig
+from catdog_tf.data import records
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
 from catdog_tf.training import distribute
@@ -32,21 +33,17 @@ def main(argv):
         photos = predict.scan_folder(cfg.images, labeled=False, max_pixels=cfg.max_pixels)
         for s in photos.skipped:
             print(f"skip: {s['file']}: {s['reason']}", file=sys.stderr)
-        missing = photos.missing_ids()
-        if missing:  # every test id needs a row: a submission without some is wrong, not partial
-            raise UserError(f"{len(missing)} test id(s) in {cfg.images} have no readable photo (ids "
-                            f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; reasons above): "
-                            "no submission written")
         print(photos.describe(), file=sys.stderr)
-        ids = photos.ids
+        ids, expected = photos.ids, photos.ids + photos.missing_ids()
         p = predict.predict_photos(model, photos, cfg.batch_size, cfg.tta, strategy)
     else:
         ids, _, p = predict.predict_records(model, cfg.records, "test", cfg.batch_size, cfg.tta, strategy=strategy)
+        expected = ids + records.lost_ids(cfg.records, labeled=False)
     if not w.chief:  # every worker holds every prediction; the chief writes them
         print(f"worker {w.rank}/{w.count}: done; the chief writes {cfg.out}", file=sys.stderr)
         return
-    predict.write_submission(cfg.out, ids, p, cfg.clip)
-    print(f"wrote {cfg.out}: {len(ids)} rows, mean P(dog) {np.mean(p):.3f}", file=sys.stderr)
+    q = predict.write_submission(cfg.out, ids, p, cfg.clip, expected)
+    print(f"wrote {cfg.out}: {len(ids)} rows, mean P(dog) {np.mean(q):.3f}", file=sys.stderr)
 
 
 def run():

@@ -9,7 +9,6 @@ from absl import flags
 from catdog_tf import cli
 from catdog_tf.config import BuildConfig
 from catdog_tf.data import records
-from catdog_tf.errors import UserError
 
 
 def define():
@@ -21,9 +20,7 @@ def define():
 def main(argv):
     cli.no_extra_args(argv)
     cfg = cli.from_flags(BuildConfig)
-    manifest = records.build(flags.FLAGS.input, cfg)
-    if cfg.strict and manifest["skipped"]:
-        raise UserError(f"--strict and {len(manifest['skipped'])} file(s) skipped (see {cfg.out}/{records.MANIFEST})")
+    records.build(flags.FLAGS.input, cfg)
 
 
 def run():

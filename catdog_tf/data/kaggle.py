@@ -30,15 +30,25 @@ class KaggleName:
         return self.label != UNLABELED
 
 
+def _number(digits: str) -> str:
+    """Digits without leading zeros, as text: no int() (Python refuses int() of over 4,300 digits)."""
+    return digits.lstrip("0") or "0"
+
+
+def number_order(id_: str) -> tuple[int, str]:
+    """Sort key of canonical test ids in numeric order (no int(): ids may be arbitrarily long)."""
+    return len(id_), id_
+
+
 def parse(filename: str) -> KaggleName | None:
     """What a file name means, or None when it is not a Kaggle photo name."""
     m = _LABELED.match(filename)
     if m:
         kind = m.group(1).lower()
-        return KaggleName(f"{kind}.{int(m.group(2))}", LABELS[kind])
+        return KaggleName(f"{kind}.{_number(m.group(2))}", LABELS[kind])
     m = _TEST.match(filename)
     if m:
-        return KaggleName(str(int(m.group(1))), UNLABELED)
+        return KaggleName(_number(m.group(1)), UNLABELED)
     return None
 
 
@@ -72,7 +82,7 @@ def normalize_id(token: str) -> str | None:
     m = _ID.match(token)
     if not m:
         return None
-    return f"{m.group(1).lower()}.{int(m.group(2))}" if m.group(1) else str(int(m.group(2)))
+    return f"{m.group(1).lower()}.{_number(m.group(2))}" if m.group(1) else _number(m.group(2))
 
 
 def label_name(label: int) -> str:

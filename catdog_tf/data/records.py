@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -40,13 +40,18 @@ from catdog_tf.config import BuildConfig
 from catdog_tf.data import kaggle, schema, sources
 from catdog_tf.files import sha256_file
 from catdog_tf.data.sources import Candidate, RecordsError, discover  # noqa: F401 - part of this module's API
+# The reading side, re-exported: callers ask `records` for a folder's manifest, shards and examples.
+from catdog_tf.data.manifest import (MANIFEST, content_fingerprint, damage_named, excluded_ids,  # noqa: F401
+                                     load_manifest, lost_ids, manifest_problem, read_examples, require_labeled,
+                                     shard_files, split_count, split_shards, stored_size)
+from catdog_tf.errors import UserError
 
 # Our own pixel limit (BuildConfig.max_pixels) is checked before any decode; Pillow's would
 # refuse some photos that limit allows, with a less clear message.
 Image.MAX_IMAGE_PIXELS = None
 
 UNLABELED = kaggle.UNLABELED
-MANIFEST = "manifest.json"
+JPEG_MAX_SIDE = 65_500  # the JPEG format's limit (libjpeg refuses more)
 SHARD_SUFFIX = ".tfrecord"
 
 
@@ -61,6 +66,7 @@ class Checked:
     height: int
     width: int
     convert: str | None = None
+    digest: str = ""  # sha256 of the bytes checked: the bytes stored must be these (stored_bytes)
 
 
 # ---------------------------------------------------------------------------- checking
@@ -106,7 +112,10 @@ def check(c: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | No
         w, h = h, w
     if store_size:  # re-encoded by stored_bytes; `convert` keeps only the reasons a photo needed it
         w = h = store_size
-    return Checked(c.id, c.label, c.origin, c.read, h, w, convert)
+    if (convert or store_size) and max(w, h) > JPEG_MAX_SIDE:
+        return {"file": c.origin, "reason": f"{w}x{h} pixels cannot be stored as a JPEG (at most {JPEG_MAX_SIDE} "
+                                            "a side); give --max_side"}
+    return Checked(c.id, c.label, c.origin, c.read, h, w, convert, hashlib.sha256(data).hexdigest())
 
 
 def check_file(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Checked:
@@ -124,7 +133,15 @@ def stored_bytes(it: Checked, max_side: int | None = None, quality: int = 95, st
     gives the same pixels from its file and its record; with it, the record holds Pillow's S x S
     resize and the file path resizes with pipeline.decode_resize (RESULTS.md, experiment 31)."""
     data = it.read()
-    return to_jpeg(data, max_side, quality, store_size) if it.convert or store_size else data
+    if it.digest and hashlib.sha256(data).hexdigest() != it.digest:
+        raise RecordsError(f"{it.origin}: changed while the build read it (its bytes differ from the ones checked); "
+                           "run the build again once the folder is still")
+    if not (it.convert or store_size):
+        return data
+    try:
+        return to_jpeg(data, max_side, quality, store_size)
+    except Exception as e:  # noqa: BLE001 - decoded fine at check time: name the photo, not the shard
+        raise RecordsError(f"{it.origin}: cannot be re-encoded as JPEG ({type(e).__name__}: {e})") from None
 
 
 def _rgb8(im: Image.Image) -> Image.Image:
@@ -224,7 +241,7 @@ def _shard_fingerprint(items: list[Checked], cfg: BuildConfig, fold: int) -> str
     h = hashlib.sha256(json.dumps([cfg.max_side, cfg.jpeg_quality, fold] +
                                  ([cfg.store_size] if cfg.store_size else [])).encode())
     for it in items:
-        h.update(f"{it.id}|{it.origin}|{it.height}|{it.width}|{it.convert}\n".encode())
+        h.update(f"{it.id}|{it.origin}|{it.height}|{it.width}|{it.convert}|{it.digest}\n".encode())
     return h.hexdigest()
 
 
@@ -236,8 +253,13 @@ def _write_shard(path: str, items: list[Checked], cfg: BuildConfig, fold: int, f
     out, name = files.parent(path), files.name(path)
     marker = files.join(out, ".done", name + ".json")
     if files.exists(path) and files.exists(marker):
-        done = json.loads(files.read_text(marker))
-        if done.get("fingerprint") == fingerprint and done.get("bytes") == files.size(path):
+        try:
+            done = json.loads(files.read_text(marker))
+        except (UserError, ValueError):
+            done = {}
+        # Reused only when it is the shard this build would write and its bytes are the ones recorded.
+        if isinstance(done, dict) and done.get("fingerprint") == fingerprint and done.get("bytes") == files.size(path) \
+                and done.get("sha256") == sha256_file(path):
             return {**done, "reused": True}
     tmp = files.join(out, f".{name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
@@ -278,12 +300,6 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
     previous build's shards removed, so OUT always holds one whole build. Two builds into one
     OUT at once are refused (a lock file)."""
     t0 = time.time()
-    if cfg.store_size is not None:
-        if cfg.max_side:
-            raise RecordsError("--store_size and --max_side exclude each other: give one")
-        if not 1 <= cfg.store_size ** 2 <= cfg.max_pixels:
-            raise RecordsError(f"--store_size={cfg.store_size}: must be a size in pixels from 1 to "
-                               f"{math.isqrt(cfg.max_pixels)} (--max_pixels={cfg.max_pixels})")
     out = str(cfg.out)
     files.makedirs(out)
     with (_remote_lock(out) if files.is_remote(out) else _lock(out)):
@@ -376,6 +392,9 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
                 bad.append(res)
                 bar.write(f"skip {res['file']}: {res['reason']}", file=sys.stderr)
     skipped += bad
+    if cfg.strict and skipped:  # before anything is written: the folder keeps its previous build
+        raise RecordsError(f"--strict and {len(skipped)} file(s) skipped ({_first(skipped)}); nothing written, "
+                           f"{out} unchanged")
     # A build that silently loses what the user meant to build is an error, not a warning.
     for kind, is_kind in (("labeled", lambda x: x.label != UNLABELED), ("test", lambda x: x.label == UNLABELED)):
         found, written = sum(map(is_kind, candidates)), sum(map(is_kind, checked))
@@ -455,18 +474,6 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
     return manifest
 
 
-# ---------------------------------------------------------------------------- reading back
-
-
-def load_manifest(records_dir: str) -> dict:
-    path = files.join(records_dir, MANIFEST)
-    try:
-        return json.loads(files.read_text(path))
-    except tf.errors.NotFoundError:
-        raise RecordsError(f"{path}: no manifest; build records first: python -m catdog_tf.records "
-                           f"--input=FOLDER --out={records_dir}") from None
-
-
 def _remove_old_shards(out: str, current: set[str], previous: set[str]) -> None:
     """Shards the previous manifest listed, or that an interrupted build here wrote (they have
     a .done marker), are removed; any other *.tfrecord is someone else's: left alone, said."""
@@ -480,92 +487,3 @@ def _remove_old_shards(out: str, current: set[str], previous: set[str]) -> None:
             files.remove(files.join(out, ".done", name + ".json"))
         else:
             print(f"warning: {f}: not written by a build here; left alone", file=sys.stderr)
-
-
-def _checked_shards(records_dir: str, m: dict, names: list[str]) -> list[str]:
-    """The shard paths of splits `names`, each checked against the manifest: a missing or
-    changed shard is an error, never another data set read silently."""
-    paths = []
-    for n in names:
-        for sh in m["splits"][n]["shards"]:
-            path = files.join(records_dir, sh["file"])
-            try:
-                size = files.size(path)
-            except tf.errors.NotFoundError:
-                raise RecordsError(f"{path}: listed in {files.join(records_dir, MANIFEST)} but missing; rebuild the "
-                                   "records") from None
-            if size != sh["bytes"]:
-                raise RecordsError(f"{path}: {size} bytes where the manifest says {sh['bytes']}: the folder "
-                                   "changed after its build; rebuild the records")
-            paths.append(path)
-    return paths
-
-
-def _split_names(records_dir: str, m: dict, split: str, fold: int | None) -> list[str]:
-    """With folds: split 'train' = every fold but `fold`, 'validation' = fold `fold`.
-    Several splits join with '+', e.g. 'fold2+fold3'."""
-    splits = m["splits"]
-    if fold is not None and not m.get("folds"):
-        raise RecordsError(f"{records_dir} was built without --folds, so there is no fold {fold}")
-    if "+" in split:
-        names = split.split("+")
-    elif m.get("folds") and split in ("train", "validation"):
-        if fold is None:
-            raise RecordsError(f"{records_dir} holds {m['folds']} folds: pass fold=0..{m['folds'] - 1}")
-        names = [f"fold{fold}"] if split == "validation" else [s for s in splits if s.startswith("fold") and s != f"fold{fold}"]
-    else:
-        names = [split]
-    missing = [n for n in names if n not in splits]
-    if missing:
-        raise RecordsError(f"{records_dir}: no split {missing[0]!r} (have {sorted(splits)})")
-    return names
-
-
-def stored_size(records_dir: str) -> int | None:
-    """S when the build stored every photo at S x S (--store_size), else None."""
-    return load_manifest(records_dir).get("store_size")
-
-
-def shard_files(records_dir: str, split: str, fold: int | None = None) -> list[str]:
-    """Shard paths of a split (see _split_names), each checked against the manifest."""
-    m = load_manifest(records_dir)
-    return _checked_shards(records_dir, m, _split_names(records_dir, m, split, fold))
-
-
-def split_shards(records_dir: str, split: str, fold: int | None = None) -> list[dict]:
-    """The manifest entries (file, count, bytes, sha256) of a split's shards."""
-    m = load_manifest(records_dir)
-    names = {files.name(f) for f in shard_files(records_dir, split, fold)}
-    return [sh for s in m["splits"].values() for sh in s["shards"] if sh["file"] in names]
-
-
-def split_count(records_dir: str, split: str, fold: int | None = None, *, training: bool = False) -> int:
-    """Photos in a split; training=True leaves out the excluded ones (excluded_ids)."""
-    m = load_manifest(records_dir)
-    shard_files(records_dir, split, fold)  # the same checks as a reader
-    parts = [m["splits"][n] for n in _split_names(records_dir, m, split, fold)]
-    return sum(p["count"] - (p.get("excluded", 0) if training else 0) for p in parts)
-
-
-def content_fingerprint(records_dir: str) -> str:
-    """What a trainer's result depends on: every shard's checksum and the exclusion list (not
-    the build time), so an unchanged rebuild keeps finished runs finished."""
-    m = load_manifest(records_dir)
-    shards = sorted(sh["sha256"] for s in m["splits"].values() for sh in s["shards"])
-    return hashlib.sha256(json.dumps([shards, sorted(m.get("excluded", []))]).encode()).hexdigest()[:16]
-
-
-def excluded_ids(records_dir: str) -> list[str]:
-    """Photos stored for evaluation but kept out of training (the build's --exclude list)."""
-    return list(load_manifest(records_dir).get("excluded", []))
-
-
-def read_examples(records_dir: str, split: str | None = None) -> Iterable[dict]:
-    """Every example as a dict of Python values (schema.to_python), for tools and tests."""
-    m = load_manifest(records_dir)
-    names = [split] if split else sorted(m["splits"])
-    files = _checked_shards(records_dir, m, names)
-    for raw in tf.data.TFRecordDataset(files):
-        yield schema.to_python(raw.numpy())
-
-

@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import os
 import socket
-import stat
 import sys
 import threading
 import zipfile
@@ -25,12 +24,12 @@ from typing import Callable, Iterable
 
 import tensorflow as tf
 
-from catdog_tf import files
+from catdog_tf import files, localio
 from catdog_tf.data import kaggle
 from catdog_tf.errors import UserError
 
 _TFDS_HOST = "download.microsoft.com"  # where TFDS's cats_vs_dogs zip lives
-MAX_FILE_BYTES = 100 * 2**20  # no pet photo is larger; a bigger "photo" is a mistake or an attack
+MAX_FILE_BYTES = localio.MAX_PHOTO_BYTES
 
 
 class RecordsError(UserError):
@@ -48,50 +47,9 @@ class Candidate:
 
 
 def read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
-    """The bytes of a regular file (a symlink is followed), at most max_bytes of them.
-    Anything else (a FIFO, a device, a folder) or a larger file raises OSError with the reason;
-    nothing here can block or read without bound."""
-    if files.is_remote(path):
-        return _read_remote(str(path), max_bytes)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except IsADirectoryError:
-        raise OSError("a folder, not a file") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})")
-        if st.st_size > max_bytes:
-            raise OSError(f"file too large ({st.st_size:,} bytes; the limit is {max_bytes:,})")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise OSError(f"file too large (grew past {max_bytes:,} bytes while read)")
-        return data
-    finally:
-        os.close(fd)
-
-
-def _read_remote(path: str, max_bytes: int) -> bytes:
-    """read_file for a URL path: no FIFOs or devices exist there; size and kind from gfile."""
-    try:
-        st = tf.io.gfile.stat(path)
-        if st.is_directory:
-            raise OSError("a folder, not a file")
-        if st.length > max_bytes:
-            raise OSError(f"file too large ({st.length:,} bytes; the limit is {max_bytes:,})")
-        with files.open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except tf.errors.OpError as e:
-        raise OSError(e.message) from None
-    if len(data) > max_bytes:
-        raise OSError(f"file too large (grew past {max_bytes:,} bytes while read)")
-    return data
-
-
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-          stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+    """The bytes of a regular file, at most max_bytes (the package's one bounded reader,
+    catdog_tf.files.read_bytes); anything else raises OSError with the reason."""
+    return files.read_bytes(path, max_bytes)
 
 
 class _ZipReader:

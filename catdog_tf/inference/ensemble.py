@@ -21,8 +21,9 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 
-from catdog_tf import files
+from catdog_tf import contracts, files
 from catdog_tf.config import KFoldConfig
+from catdog_tf.data import records
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import LOGIT_EPS as EPS
 from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss
@@ -141,8 +142,9 @@ def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool
         w = np.asarray(weights, np.float64) / np.sum(weights) if weights else fit_weights(P, y, sp)
         fitted[sp] = (w, log_loss(y, combine(P, w, sp)))
     sp = min(fitted, key=lambda s: fitted[s][1])
-    w = fitted[sp][0]
-    return sp, w, (fit_temperature(combine(P, w, sp), y) if temperature else 1.0), fitted
+    w = contracts.finite(fitted[sp][0], "the ensemble's weights")
+    t = fit_temperature(combine(P, w, sp), y) if temperature else 1.0
+    return sp, w, float(contracts.finite(t, "the ensemble's temperature")), fitted
 
 
 def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "validation", fold: int | None = None,
@@ -154,6 +156,7 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     if distribute.not_chief("ensemble", out):
         return {}
     # The chief predicts alone, over this host's devices (the other workers have left).
+    records.require_labeled(records_dir, split, fold, "fitting the ensemble")
     strategy = distribute.local_strategy()
     members = [predict.load_model(p, strategy) for p in member_paths]
     cols, y, ids0 = [], None, None
@@ -161,8 +164,8 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
         ids, labels, p = predict.predict_records(m, records_dir, split, batch_size, tta, fold, strategy)
         if ids0 is not None and ids != ids0:
             raise UserError(f"{path}: validation order differs between members")
-        ids0, y = ids, labels
-        cols.append(p)
+        ids0, y = ids, contracts.labels(labels, f"{records_dir}:{split}", ids)
+        cols.append(contracts.probabilities(p, f"member {path}", ids))
         print(f"member {path}: {split} log loss {log_loss(y, p):.5f}", file=sys.stderr)
     P = np.stack(cols, axis=1)
     report = {"members": [{"path": p, "log_loss": log_loss(y, P[:, k])} for k, p in enumerate(member_paths)],
@@ -230,6 +233,8 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     if hedge not in ("auto", "on", "off"):
         raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")
     ids, y, folds, P, excluded, masses = _read_members(member_dirs)
+    y = contracts.labels(y, f"{member_dirs[0]}: out-of-fold predictions", ids)
+    P = contracts.probabilities(P, "the members' out-of-fold predictions").reshape(P.shape)
     if masses is None and hedge == "on":
         raise UserError("--hedge=on needs every member's ImageNet masses (k-fold runs of a backbone with an "
                         "ImageNet classifier)")
@@ -252,6 +257,8 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     everything = np.ones(len(y), bool)
     sp, w, h, t = fit(everything, tries[use])
     fitted = apply(everything, sp, w, h, t)
+    if h is not None:
+        contracts.finite(h, "the ensemble's hedge")
     report = {"members": [{"path": d, **_figures(y, P[:, k], excluded)} for k, d in enumerate(member_dirs)],
               "count": int(len(y)), "excluded": int(excluded.sum()), "folds": sorted(set(folds.tolist())),
               "space": sp, "weights": [float(v) for v in w], "temperature": 1.0 if h is not None else t,

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import files
+from catdog_tf import contracts, files
 from catdog_tf.data import records
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
@@ -58,6 +58,7 @@ def evaluate(model, *, images: str | None = None, records_dir: str | None = None
         y = np.asarray(photos.labels, np.float64)
         sources = dict(zip(ids, photos.paths))
     else:
+        records.require_labeled(records_dir, split, fold, "evaluation")
         ids, y, p = predict.predict_records(model, records_dir, split, batch_size, tta, fold, strategy)
         skipped, sources = [], None
     s = report(ids, y, p, records_dir=records_dir, out_dir=out_dir, clips=clips, worst=worst, sources=sources,
@@ -72,7 +73,7 @@ def report(ids: list[str], y, p, *, records_dir: str | None = None, out_dir: str
     """The summary of predictions p of photos `ids` labeled y: figures over every photo and, when
     the records list photos excluded from training, over the rest too; with out_dir, a calibration
     plot and a contact sheet of the worst mistakes (photos from `sources` or the records)."""
-    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    y, p = contracts.labels(y, title or "evaluation", ids), contracts.probabilities(p, title or "evaluation", ids)
     s = summarize(ids, y, p, clips, worst)
     excluded = set(records.excluded_ids(records_dir)) if records_dir else set()
     if excluded:

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import files, metrics
+from catdog_tf import contracts, files, metrics
 from catdog_tf.data import pipeline, records
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
@@ -237,6 +237,12 @@ def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
     model = predict.load_model(model_path)
     plain = plain_keras(model)
     files.makedirs(out)
+    # An earlier export's files go first: a LiteRT file or variant this export does not write
+    # must not sit beside a new model as if it were its twin.
+    for old in ["model.keras", "saved_model", "README.md", "export.json", *map(files.name, files.glob(
+            files.join(out, "model*.tflite")))]:
+        path = files.join(out, old)
+        files.rmtree(path) if files.isdir(path) else files.remove(path)
     plain.save(files.join(out, "model.keras"))
     saved_model = files.join(out, "saved_model")
     size = write_saved_model(plain, saved_model)
@@ -268,8 +274,9 @@ def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dic
     """Log loss, accuracy and images/s of every exported model file on a records split (the
     Keras model through predict, each LiteRT file through the interpreter), measured one after
     the other on the same photos; written into export.json."""
-    report = json.loads(files.read_text(files.join(out, "export.json")))
-    model = keras.saving.load_model(files.join(out, "model.keras"))
+    records.require_labeled(records_dir, split, use="measuring log loss")
+    report = files.read_json(files.join(out, "export.json"), "export report")
+    model = predict.load_model(files.join(out, "model.keras"))
     size = predict.input_size(model)
     variants = {"model.keras": None, **{f: f for f in sorted(report["files"]) if f.endswith(".tflite")}}
     results = {}
@@ -285,7 +292,8 @@ def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dic
                       np.asarray(model(x, training=False)).reshape(-1))
             ys.append(y.numpy())
             bar.update(len(ps[-1]))
-        p, y = np.concatenate(ps).astype(np.float64), np.concatenate(ys)
+        y = contracts.labels(np.concatenate(ys), f"{records_dir}:{split}")
+        p = contracts.probabilities(np.concatenate(ps), f"{files.join(out, name)} on {records_dir}:{split}")
         results[name] = {"log_loss": metrics.log_loss(y, p), "accuracy": metrics.accuracy(y, p), "count": int(len(y)),
                          "images_per_s": len(y) / (time.perf_counter() - t0), "bytes": files.size(files.join(out, name))}
         print(f"{name}: log loss {results[name]['log_loss']:.5f} on {len(y)} photos, "

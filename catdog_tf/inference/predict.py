@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import catdog_tf.models.layers  # noqa: F401 - registers the package's layers for load_model
-from catdog_tf import files
+from catdog_tf import contracts, files
 from catdog_tf.data import kaggle, pipeline, records, sources
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import KAGGLE_EPS, LOGIT_EPS
@@ -33,7 +33,9 @@ def load_model(path: str, strategy: tf.distribute.Strategy | None = None):
     p = files.join(path, "model.keras") if files.isdir(path) else str(path)
     if not files.exists(p):
         raise UserError(f"{path}: no model (expected a .keras file or a folder holding model.keras)")
-    with (strategy or tf.distribute.get_strategy()).scope():
+    files.check_regular(p)  # a FIFO would block Keras's reader
+    # A damaged file, a foreign format or a layer safe_mode refuses: one line naming the file.
+    with files.reading(p, "model"), (strategy or tf.distribute.get_strategy()).scope():
         return keras.saving.load_model(p, safe_mode=True, compile=False)
 
 
@@ -168,20 +170,34 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
             labels.append(y.numpy())
             yield x["image"]
 
-    p = predict_batches(model, images(), tta, total=len(mine), strategy=strategy)
+    with records.damage_named(records_dir):
+        p = predict_batches(model, images(), tta, total=len(mine), strategy=strategy)
     y = np.concatenate(labels) if labels else np.zeros(0)
     if w.count > 1:
         order = pipeline.example_ids(records_dir, split, fold)
         y, p = (a.astype(np.float64) for a in distribute.assemble(strategy, [y.astype(np.float32), p], ids, order, split))
         ids = order
+    if len(ids) != total or len(p) != total:
+        raise records.RecordsError(f"{records_dir}: split {split!r} lists {total} photos but {len(ids)} were read; "
+                                   "rebuild the records")
     return ids, y, p
 
 
-def write_submission(path: str, ids: list[str], p: np.ndarray, clip: float = KAGGLE_EPS):
-    """Kaggle's `id,label` CSV, ids in numeric order, label = P(dog) clipped to [clip, 1-clip]."""
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise UserError(f"duplicate test ids {dup}: refusing to write {path}")
-    order = sorted(range(len(ids)), key=lambda i: int(ids[i]))
-    p = np.clip(p, clip, 1 - clip)
-    files.write_text(path, "id,label\n" + "".join(f"{ids[i]},{p[i]:.6f}\n" for i in order))
+def write_submission(path: str, ids: list[str], p: np.ndarray, clip: float = KAGGLE_EPS,
+                     expected: list[str] | None = None) -> np.ndarray:
+    """Kaggle's `id,label` CSV, ids in numeric order, label = P(dog) clipped to [clip, 1-clip];
+    returns the written labels. Checked first (contracts): one finite row in [0, 1] for every id
+    of `expected` (the source's test ids; default `ids`) and no other; then read back, so a full
+    disk or a short write is an error, not a shorter file. A violation writes nothing."""
+    contracts.complete(ids, ids if expected is None else expected, path)
+    p = contracts.probabilities(p, path, ids)
+    if not 0 <= clip < 0.5:
+        raise UserError(f"--clip={clip}: must be >= 0 and < 0.5 (0.5 would make every row the same)")
+    order = sorted(range(len(ids)), key=lambda i: kaggle.number_order(ids[i]))
+    q = np.clip(p, clip, 1 - clip)
+    text = "id,label\n" + "".join(f"{ids[i]},{q[i]:.6f}\n" for i in order)
+    files.write_text(path, text)
+    if files.read_text(path) != text:
+        files.remove(path)
+        raise UserError(f"{path}: the file on disk differs from the submission written (disk full?): removed")
+    return q

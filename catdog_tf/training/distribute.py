@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -15,10 +17,36 @@ from catdog_tf.errors import UserError
 
 
 def _tf_config() -> dict:
+    """TF_CONFIG, checked against the shape tf.distribute reads: a malformed one is one line."""
     try:
-        return json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+        cfg = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
     except json.JSONDecodeError as e:
         raise UserError(f"TF_CONFIG is not valid JSON: {e}") from None
+    why = tf_config_problem(cfg)
+    if why:
+        raise UserError(f"TF_CONFIG: {why} (expected {{\"cluster\": {{\"worker\": [\"host:port\", ...]}}, "
+                        "\"task\": {\"type\": \"worker\", \"index\": 0}})")
+    return cfg
+
+
+def tf_config_problem(cfg) -> str | None:
+    """What is wrong with a parsed TF_CONFIG (None: nothing)."""
+    if not isinstance(cfg, dict):
+        return f"a JSON object is needed, not {type(cfg).__name__}"
+    cluster, task = cfg.get("cluster", {}), cfg.get("task", {})
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        return "'cluster' and 'task' must be objects"
+    for role, hosts in cluster.items():
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and h.rpartition(":")[2].isdigit()
+                                                  for h in hosts):
+            return f"cluster {role!r} must be a list of 'host:port' strings"
+    if task:
+        kind, index = task.get("type"), task.get("index", 0)
+        if kind not in cluster:
+            return f"task type {kind!r} is not in the cluster ({', '.join(cluster) or 'empty'})"
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[kind]):
+            return f"task index {index!r} is not one of the {len(cluster[kind])} {kind} address(es)"
+    return None
 
 
 def tf_config_workers() -> int:
@@ -40,7 +68,9 @@ def choose_strategy(name: str = "auto") -> tuple[tf.distribute.Strategy, str]:
     if name == "multiworker" or (name == "auto" and workers > 1):
         comm = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.AUTO)
-        s = tf.distribute.MultiWorkerMirroredStrategy(communication_options=comm)
+        with _rendezvous_watchdog(workers):
+            s = tf.distribute.MultiWorkerMirroredStrategy(communication_options=comm)
+            agree(s, True)  # the first collective: every worker has come
         return s, f"TF_CONFIG describes {workers} workers"
     # Listing logical devices initializes the runtime: only after the multi-worker check,
     # whose collective ops must be configured first.
@@ -52,6 +82,44 @@ def choose_strategy(name: str = "auto") -> tuple[tf.distribute.Strategy, str]:
         s = tf.distribute.MirroredStrategy(devices)
         return s, f"{len(devices)} devices on this host ({', '.join(devices)})"
     return tf.distribute.get_strategy(), ("one device" if len(gpus) <= 1 else "asked for default")
+
+
+RENDEZVOUS_TIMEOUT_ENV = "CATDOG_RENDEZVOUS_TIMEOUT_S"
+
+
+# Run by a separate small Python process: TensorFlow waits for missing peers inside one call
+# that holds the GIL and ignores SIGTERM, so no thread or signal handler of ours could act.
+_WATCHDOG = r"""
+import os, signal, sys
+parent, limit, msg = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+import select
+if not select.select([sys.stdin], [], [], limit)[0]:
+    print(msg, file=sys.stderr, flush=True)
+    os.kill(parent, signal.SIGKILL)
+"""
+
+
+@contextlib.contextmanager
+def _rendezvous_watchdog(workers: int):
+    """Waiting for the other workers of a multi-worker job is said, and bounded: after
+    $CATDOG_RENDEZVOUS_TIMEOUT_S (default 600) seconds a watchdog process prints one error line
+    and ends this process (TensorFlow would wait forever)."""
+    try:
+        limit = float(os.environ.get(RENDEZVOUS_TIMEOUT_ENV, "600"))
+    except ValueError:
+        raise UserError(f"{RENDEZVOUS_TIMEOUT_ENV} must be a number of seconds") from None
+    peers = ", ".join(h for hosts in _tf_config().get("cluster", {}).values() for h in hosts)
+    msg = (f"error: TF_CONFIG lists {workers} workers ({peers}) but not all of them came within {limit:g} s; start "
+           f"every worker with its own task index, or check the addresses ({RENDEZVOUS_TIMEOUT_ENV} sets the wait)")
+    print(f"waiting for the {workers} workers of TF_CONFIG ({peers}), at most {limit:g} s", file=sys.stderr,
+          flush=True)
+    dog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(limit), msg],
+                           stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        dog.stdin.close()  # the watchdog's select() returns: it exits quietly
+        dog.wait()
 
 
 def local_strategy() -> tf.distribute.Strategy:

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from catdog_tf import files
 from catdog_tf.data import pipeline, records
+from catdog_tf.errors import UserError
 from catdog_tf.progress import Progress
 from catdog_tf.training import distribute
 
@@ -75,11 +76,11 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
                                      list(feature_model.output_shape), image_size, flip, shas]).encode()).hexdigest()[:20]
     path = files.join(cache_dir, f"{feature_model.name}-{split}{'' if fold is None else fold}-{'flip-' if flip else ''}"
                                  f"{key}.npz") if cache_dir else None
-    # Decided together: a worker that saw no cache would extract, and wait for the others forever.
-    if path and distribute.agree(strategy, files.exists(path)):
-        z = files.load_npz(path)
-        return z["features"], z["labels"], z["ids"].astype(object)
     total = sum(sh["count"] for sh in shards)
+    z = _load_cache(path, total, feature_model.output_shape[1:]) if path else None
+    # Decided together: a worker that saw no cache would extract, and wait for the others forever.
+    if path and distribute.agree(strategy, z is not None):
+        return z["features"], z["labels"], z["ids"].astype(object)
     w, mine = distribute.share(strategy, total)
     desc = f"{feature_model.name} {split}{' flipped' if flip else ''}"
     print(f"features: worker {w.rank}/{w.count} extracts {len(mine)} of {total} photos ({desc})", file=sys.stderr,
@@ -87,7 +88,8 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     # batch_size per device: a global batch of batch_size x this worker's replicas.
     ds = pipeline.make_dataset(records_dir, split, image_size, batch_size * distribute.local_replicas(strategy),
                                fold=fold, with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
-    feats, labels, ids = extract(feature_model, ds, len(mine), desc=desc, flip=flip, strategy=strategy)
+    with records.damage_named(records_dir):
+        feats, labels, ids = extract(feature_model, ds, len(mine), desc=desc, flip=flip, strategy=strategy)
     if w.count > 1:
         order = pipeline.example_ids(records_dir, split, fold)
         feats, labels = distribute.assemble(strategy, [feats, labels.astype(np.float32)], list(ids), order, split)
@@ -96,6 +98,26 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     if path and w.chief:
         files.save_npz(path, features=feats, labels=labels, ids=ids.astype(str))
     return feats, labels, ids
+
+
+def _load_cache(path: str, count: int, shape) -> dict | None:
+    """A cache file's arrays when it holds what its name promises (count rows of `shape`,
+    labels and ids); None when absent. A damaged one (truncated, flipped, foreign) is named,
+    removed and recomputed, never read as features."""
+    if not files.exists(path):
+        return None
+    try:
+        z = files.load_npz(path)
+        x, y, ids = z["features"], z["labels"], z["ids"]
+        if x.shape != (count, *shape) or y.shape != (count,) or ids.shape != (count,) or \
+                not np.all(np.isfinite(x.astype(np.float32))):
+            raise UserError(f"{path}: holds {x.shape[0]} rows of {x.shape[1:]} where {count} of {tuple(shape)} are due")
+        return z
+    except (UserError, KeyError, ValueError) as e:
+        print(f"features: {e if str(path) in str(e) else f'{path}: {e}'}; damaged cache removed, recomputing",
+              file=sys.stderr, flush=True)
+        files.remove(path)
+        return None
 
 
 @dataclasses.dataclass

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import files, metrics
+from catdog_tf import contracts, files, identity, metrics
 from catdog_tf.config import KFoldConfig, default_cache_dir
 from catdog_tf.data import records
 from catdog_tf.errors import UserError
@@ -137,6 +137,7 @@ def run(cfg: KFoldConfig) -> dict:
         f"predicted out of fold like the rest), {x.shape[1]} features"
         f"{' (+ mirror images for training)' if cfg.flip else ''}")
     fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule="cosine")
+    y = contracts.labels(y, f"{cfg.records}: folds {','.join(folds)}", fs.ids)
     targets = y if cfg.soft_targets is None else _soft_targets(cfg.soft_targets, fs.ids)
     # Folds are spread over the workers; each head fits on one device. A head is one Dense unit
     # on cached features, so its time is per-step overhead that more replicas only add to
@@ -191,6 +192,7 @@ def run(cfg: KFoldConfig) -> dict:
                          "log_loss": metrics.log_loss(y[va], oof[va]),
                          "val_loss_by_epoch": [round(float(v), 5) for v in val_losses[k]]})
     report = {"config": dataclasses.asdict(cfg), "folds": folds, "records": records.content_fingerprint(cfg.records),
+              "inputs": _input_digests(cfg),
               "count": int(len(y)),
               "excluded": int(excluded.sum()), "oof_log_loss": metrics.log_loss(y, oof),
               "oof_accuracy": metrics.accuracy(y, oof), "oof_log_loss_ci95": metrics.bootstrap_ci(y, oof),
@@ -221,10 +223,19 @@ def _finished(cfg: KFoldConfig, out: str, folds: list[str]) -> dict | None:
     done = files.join(out, "kfold.json")
     if not (files.exists(done) and files.exists(files.join(out, "model.keras"))):
         return None
-    report = json.loads(files.read_text(done))
-    same = _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and \
-        report["folds"] == folds and report.get("records") == records.content_fingerprint(cfg.records)
+    report = files.read_json(done, "k-fold report")
+    same = isinstance(report, dict) and isinstance(report.get("config"), dict) and \
+        _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and \
+        report.get("folds") == folds and report.get("records") == records.content_fingerprint(cfg.records) and \
+        report.get("inputs", _input_digests(cfg)) == _input_digests(cfg)
+    if not same:
+        log(f"{out} holds a run with other settings or inputs: redone")
     return report if same else None
+
+
+def _input_digests(cfg: KFoldConfig) -> dict:
+    """Checksums of the input files a run reads by name (a teacher's predictions, a weights file)."""
+    return {"soft_targets": identity.file_digest(cfg.soft_targets), "weights": identity.file_digest(cfg.weights)}
 
 
 def _soft_targets(path: str, ids) -> np.ndarray:
@@ -234,7 +245,7 @@ def _soft_targets(path: str, ids) -> np.ndarray:
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise UserError(f"{path}: no teacher prediction for {len(missing)} photo(s), e.g. {missing[:3]}")
-    return np.asarray([by_id[i] for i in ids], np.float32)
+    return contracts.probabilities([by_id[i] for i in ids], f"{path}: teacher predictions", ids).astype(np.float32)
 
 
 def write_oof(path, ids, labels, folds, p_dog, excluded=None, masses=None) -> None:
@@ -267,9 +278,17 @@ def read_oof(path: str) -> OOF:
     if header.strip() not in (OOF_HEADER, OOF_HEADER + OOF_EXTRA):
         raise UserError(f"{p}: not an out-of-fold predictions file (header {header.strip()!r})")
     rows = [line.split(",") for line in lines]
-    ids = [r[0] for r in rows]
-    labels = np.asarray([float(r[1]) for r in rows])
-    excluded = np.asarray([len(r) > 4 and r[4] == "1" for r in rows], bool)
     has_mass = bool(rows) and all(len(r) > 6 and r[5] != "" for r in rows)
-    masses = np.asarray([[float(r[5]), float(r[6])] for r in rows]) if has_mass else None
-    return OOF(ids, labels, [r[2] for r in rows], np.asarray([float(r[3]) for r in rows]), excluded, masses)
+    try:
+        for n, r in enumerate(rows, 2):
+            if len(r) < 4 or not r[0]:
+                raise ValueError(f"line {n}: {len(r)} field(s)")
+        labels = np.asarray([float(r[1]) for r in rows])
+        p_dog = np.asarray([float(r[3]) for r in rows])
+        masses = np.asarray([[float(r[5]), float(r[6])] for r in rows]) if has_mass else None
+    except ValueError as e:
+        raise UserError(f"{p}: not an out-of-fold predictions file ({e})") from None
+    ids = [r[0] for r in rows]
+    contracts.probabilities(p_dog, p, ids)
+    excluded = np.asarray([len(r) > 4 and r[4] == "1" for r in rows], bool)
+    return OOF(ids, labels, [r[2] for r in rows], p_dog, excluded, masses)

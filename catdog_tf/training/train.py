@@ -21,10 +21,9 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from catdog_tf import files, metrics
+from catdog_tf import contracts, files, identity, metrics
 from catdog_tf.config import TrainConfig, default_cache_dir
 from catdog_tf.data import augment, pipeline, records
-from catdog_tf.files import sha256_file
 from catdog_tf.models import backbones
 from catdog_tf.models.classifier import Classifier, ModelConfig, build_classifier
 from catdog_tf.models.head import feature_model_name
@@ -39,9 +38,13 @@ def log(msg: str):
     print(f"[train {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _stage_done(work: str, stage: int) -> dict | None:
+def _stage_done(work: str, stage: int, key: dict) -> dict | None:
+    """The history of stage `stage` when `work` holds it finished with identity `key`; stage
+    files made with another identity are removed first (identity.claim)."""
+    products = [f"stage{stage}.done.json", f"stage{stage}.weights.h5", f"stage{stage}"]
+    same = identity.claim(work, key, products, log, f"stage {stage}", record=f"stage{stage}.identity.json")
     p = files.join(work, f"stage{stage}.done.json")
-    return json.loads(files.read_text(p)) if files.exists(p) else None
+    return files.read_json(p) if same and files.exists(p) else None
 
 
 def _finish_stage(work: str, stage: int, model, history, tb: ScalarLog | None, offsets: dict) -> dict:
@@ -80,17 +83,37 @@ def _log_hparams(cfg: TrainConfig, work: str, results: dict):
                 tf.summary.scalar(k, results[k], step=0)
 
 
+# Settings that do not change what a run makes (where it writes, how often it logs).
+_NO_EFFECT = ("out", "cache_dir", "log_every", "profile_batches", "strategy")
+# Settings only stage 2 reads: changing one keeps a finished stage 1.
+_STAGE2_ONLY = ("epochs2", "lr2", "unfreeze_blocks", "augmentation", "batch_policy")
+# The run folder's products: removed when the folder's identity (flags.json) changes.
+_PRODUCTS = ["model.keras", "saved_model", "metrics.json", "val_predictions.csv"]
+
+
 def _identity(cfg: TrainConfig) -> dict:
-    """What makes a run this run: its settings and the exact records (a rebuilt folder is new data)."""
-    return {"config": json.loads(json.dumps(dataclasses.asdict(cfg))),
-            "records_manifest_sha256": sha256_file(files.join(cfg.records, records.MANIFEST))}
+    """What makes a run this run: the settings that affect its weights, the photos of its
+    records (their shard checksums and exclusions) and the bytes of a --weights file."""
+    return identity.canonical({
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NO_EFFECT},
+        "records": records.content_fingerprint(cfg.records), "weights_sha256": identity.file_digest(cfg.weights)})
 
 
-def _finished(out: str, identity: dict) -> dict | None:
-    flags_file, done = files.join(out, "flags.json"), files.join(out, "metrics.json")
-    if files.exists(done) and files.exists(files.join(out, "model.keras")) and files.exists(flags_file) \
-            and json.loads(files.read_text(flags_file)) == identity:
-        return json.loads(files.read_text(done))
+def _stage_key(run_identity: dict, stage: int, stage2_cached: bool) -> dict:
+    """A stage's identity: stage 1 leaves out what only stage 2 reads (but not whether stage 2
+    caches the bottom: stage 1's features then come from it)."""
+    if stage == 2:
+        return {**run_identity, "stage": 2}
+    cfg = {k: v for k, v in run_identity["config"].items() if k not in _STAGE2_ONLY}
+    return {**run_identity, "config": cfg, "stage": 1, "stage2_cached": stage2_cached}
+
+
+def _finished(out: str, run_identity: dict) -> dict | None:
+    """metrics.json of a finished run in `out` with this identity, else None."""
+    done = files.join(out, "metrics.json")
+    if identity.recorded(out, "flags.json") == identity.canonical(run_identity) and files.exists(done) \
+            and files.exists(files.join(out, "model.keras")):
+        return files.read_json(done)
     return None
 
 
@@ -188,6 +211,8 @@ class _Run:
             ys.append(y.numpy())
             ids += [i.decode() for i in x["id"].numpy()]
         ys, ps = np.concatenate(ys), np.concatenate(ps)
+        where = f"{c.records}:{c.val_split}"
+        ys, ps = contracts.labels(ys, where, ids), contracts.probabilities(ps, f"{where}: the trained model", ids)
         if self.chief:
             files.write_text(files.join(self.work, "val_predictions.csv"),
                              "id,label,p_dog\n" + "".join(f"{i},{int(t)},{p:.8f}\n" for i, t, p in zip(ids, ys, ps)))
@@ -197,17 +222,24 @@ class _Run:
 
 def train(cfg: TrainConfig) -> dict:
     """Runs both stages, exports the model; returns the final metrics."""
+    with records.damage_named(cfg.records):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     out = str(cfg.out)
     # Bad records, splits or folds: one clear line before anything slow.
-    records.shard_files(cfg.records, cfg.train_split, cfg.fold)
+    records.require_labeled(cfg.records, cfg.train_split, cfg.fold, "training")
     has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
-    identity = _identity(cfg)
+    if has_val:
+        records.require_labeled(cfg.records, cfg.val_split, cfg.fold, "validation")
+    run_identity = _identity(cfg)
     strategy, why = distribute.choose_strategy(cfg.strategy)
     log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
     # Each "already done?" is decided together: a worker that skipped a stage alone would leave
     # the others waiting in their collectives.
-    done = _finished(out, identity)
+    done = _finished(out, run_identity)
     if distribute.agree(strategy, done is not None):
         log(f"{out} holds a finished run with these flags and records: nothing to do")
         return {"config": dataclasses.asdict(cfg), **done}
@@ -224,8 +256,8 @@ def train(cfg: TrainConfig) -> dict:
     # Non-chief workers of a multi-worker job write to a scratch folder, never the output folder.
     work = out if chief else files.join(out, f".worker-{distribute.worker_index()}")
     files.makedirs(work)
-    if chief:
-        files.write_text(files.join(work, "flags.json"), json.dumps(identity, indent=1))
+    # flags.json describes what this folder's products were made with: stale ones go first.
+    identity.claim(work, run_identity, _PRODUCTS, log, "the exported model", record="flags.json")
     run = _Run(cfg, strategy, xla, work, chief, has_val)
     clf = run.clf
     results: dict = {"config": dataclasses.asdict(cfg)}
@@ -238,7 +270,7 @@ def train(cfg: TrainConfig) -> dict:
     cached1 = cfg.head_augmentation in CACHED_POLICIES
     if chief:
         _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached1)
-    done = _stage_done(work, 1)
+    done = _stage_done(work, 1, _stage_key(run_identity, 1, stage2_cached))
     if distribute.agree(strategy, done is not None):
         clf.model.load_weights(files.join(work, "stage1.weights.h5"))
         log("stage 1 already done: loaded its weights")
@@ -269,7 +301,7 @@ def train(cfg: TrainConfig) -> dict:
         policy2 = ("flip" if cfg.head_augmentation != "none" else "none") if stage2_cached else cfg.augmentation
         if chief:
             _log_images(cfg, work, run.size, 2, policy2, stage2_cached)
-        done = _stage_done(work, 2)
+        done = _stage_done(work, 2, _stage_key(run_identity, 2, stage2_cached))
         if distribute.agree(strategy, done is not None):
             clf.model.load_weights(files.join(work, "stage2.weights.h5"))
             log("stage 2 already done: loaded its weights")

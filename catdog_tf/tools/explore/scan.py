@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from catdog_tf import localio
 from catdog_tf.data import kaggle
 from catdog_tf.errors import UserError
 
@@ -117,17 +118,14 @@ def _isfile(path: Any) -> bool:
     return Path(path).is_file()
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
-    """A file's bytes; OSError when it cannot be read (a URL's gfile errors too)."""
+def read_bytes(path: str | os.PathLike, max_bytes: int = localio.MAX_PHOTO_BYTES) -> bytes:
+    """A file's bytes, bounded (catdog_tf.localio: regular files only, never blocking); OSError
+    when it cannot be read (a URL's gfile errors too)."""
     if not is_remote(path):
-        with open(path, "rb") as f:
-            return f.read()
-    tf = _tf()
-    try:
-        with tf.io.gfile.GFile(str(path), "rb") as f:
-            return f.read()
-    except tf.errors.OpError as e:
-        raise OSError(e.message) from None
+        return localio.read(path, max_bytes)
+    from catdog_tf import files  # loads TensorFlow: only for URLs
+
+    return files.read_bytes(path, max_bytes)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -280,7 +278,7 @@ def _analyze_file(path: str) -> dict[str, Any]:
     try:
         data = read_bytes(path)
     except OSError as e:
-        return {"nbytes": 0, "sha256": "", "error": f"cannot read: {e}", "error_kind": "unreadable"}
+        return {"nbytes": 0, "sha256": "", "error": f"cannot read: {e.strerror or e}", "error_kind": "unreadable"}
     return analyze_bytes(data)
 
 
