@@ -8,18 +8,20 @@ import numpy as np
 
 from catdog_tf import cli
 from catdog_tf.config import BackbonesConfig
-from catdog_tf.data import pipeline
 from catdog_tf.errors import UserError
-from catdog_tf.models import backbones, imagenet, weights
 
 
 def load_images(paths, size: int) -> np.ndarray:
     """Photos as float32 RGB 0..255 at size x size, decoded and resized as the pipeline does."""
+    from catdog_tf.data import pipeline
+
     return np.concatenate([b.numpy() for b in pipeline.files_dataset([str(p) for p in paths], size, 32)])
 
 
 def registry_table() -> str:
     """name, input size, pooled feature size, offline availability, weights source."""
+    from catdog_tf.models import backbones
+
     rows = [("name", "input", "features", "offline", "weights source")]
     for b in backbones.REGISTRY.values():
         source = f"keras download {b.weight_url()}" if b.is_keras_app else f"pip {b.weights_source[4:]} (.pth)"
@@ -32,6 +34,8 @@ def registry_table() -> str:
 
 
 def main(argv):
+    from catdog_tf.models import backbones, imagenet, weights
+
     cfg = cli.from_flags(BackbonesConfig)
     photos = argv[1:]
     if not cfg.classify:

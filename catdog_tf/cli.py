@@ -112,6 +112,23 @@ def _tf_error(e: BaseException) -> bool:
     return errors is not None and isinstance(e, errors.OpError)
 
 
+def _own_flags_in_help(main: Callable) -> None:
+    """--help lists the flags of the main module: make every flag this package defined for the
+    tool (extra flags, aliases) the main module's, and give a console script (whose __main__ is
+    a generated wrapper) the entry module's docstring as its description."""
+    here = sys.argv[0]
+    mine = {id(f) for f in FLAGS.flags_by_module_dict().get(here, [])}
+    for module, defined in list(FLAGS.flags_by_module_dict().items()):
+        if module != here and (module.startswith("catdog_tf") or module == main.__module__):
+            for f in defined:
+                if id(f) not in mine:
+                    FLAGS.register_flag_by_module(here, f)
+                    mine.add(id(f))
+    entry, top = sys.modules.get(main.__module__), sys.modules.get("__main__")
+    if entry is not None and top is not None and not (getattr(top, "__doc__", None) or "").strip():
+        top.__doc__ = entry.__doc__
+
+
 def error_line(e: BaseException) -> str | None:
     """The one line a tool prints for `e` when it is a user's error (bad input, a damaged or
     missing file, disk full: UserError, OSError, a TensorFlow error, a damaged file's parse
@@ -127,6 +144,7 @@ def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
     `error: <one line>` and exit status 2, never a traceback; anything else is a bug and keeps
     its traceback."""
     define()
+    _own_flags_in_help(main)
 
     def guarded(argv):
         if not FLAGS["verbosity"].present:  # TF's INFO lines (collectives, SavedModel) drown the progress lines
@@ -147,7 +165,8 @@ def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
         try:
             return FLAGS(argv)
         except flags.Error as e:  # an unknown flag, a value of the wrong type or not among the choices
-            print(f"error: {e}", file=sys.stderr)
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"error: {msg.removeprefix('flag ')}", file=sys.stderr)
             sys.exit(2)
 
     app.run(guarded, flags_parser=parse)

@@ -168,7 +168,8 @@ class TrainConfig(_Checked):
     seed: int = f(0, "Random seed.", ge=0, lt=2**32)
     patience: int = f(6, "EarlyStopping patience (epochs).", ge=1)
     cache_dir: str | None = f(None, "Feature cache folder (default: <out>/../cache).")
-    profile_batches: str | None = f(None, "TensorBoard profiler window, e.g. '10,20'.")
+    profile_batches: str | None = f(None, "TensorBoard profiler window, e.g. '10,20' (the trace shows in "
+                                    "TensorBoard's Profile tab with the `profile` extra: pip install -e '.[profile]').")
     label_smoothing: float = f(0.0, "Label smoothing of the log loss.", ge=0, lt=1)
     steps_per_epoch: int | None = f(None, "Limit full-image epochs to this many steps.", ge=1)
     log_every: int = f(20, "TensorBoard: loss, learning rate and steps/s every this many steps.", ge=1)

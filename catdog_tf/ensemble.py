@@ -10,10 +10,12 @@ import json
 from catdog_tf import cli
 from catdog_tf.config import EnsembleConfig
 from catdog_tf.errors import UserError
-from catdog_tf.inference import ensemble
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf.inference import ensemble
+
     cli.no_extra_args(argv)
     cfg = cli.from_flags(EnsembleConfig)
     if not cfg.member:

@@ -8,14 +8,17 @@ and a contact sheet of the worst mistakes (see catdog_tf/inference/evaluate.py).
 import json
 import posixpath
 
-from catdog_tf import cli, files
+from catdog_tf import cli
 from catdog_tf.config import EvaluateConfig
 from catdog_tf.errors import UserError
-from catdog_tf.inference import evaluate, predict
-from catdog_tf.training import distribute
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf import files
+    from catdog_tf.inference import evaluate, predict
+    from catdog_tf.training import distribute
+
     cli.no_extra_args(argv)
     cfg = cli.from_flags(EvaluateConfig)
     # eval.json -> eval_plots (string rules: the path may be gs://... as well as local)

@@ -8,10 +8,12 @@ OUT/summary.json (see catdog_tf/tools/explore/).
 from catdog_tf import cli
 from catdog_tf.config import ExploreConfig
 from catdog_tf.errors import UserError
-from catdog_tf.tools import explore
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf.tools import explore
+
     cli.no_extra_args(argv)
     cfg = cli.from_flags(ExploreConfig)
     if bool(cfg.images) == bool(cfg.records):

@@ -8,10 +8,12 @@ import json
 
 from catdog_tf import cli
 from catdog_tf.config import ExportConfig
-from catdog_tf.inference import export
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf.inference import export
+
     cli.no_extra_args(argv)
     cfg = cli.from_flags(ExportConfig)
     report = export.export(cfg.model, cfg.out, tuple(cfg.quantize))

@@ -197,3 +197,24 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
+
+
+RUN_README = """# {name}
+
+What this run folder holds, and how to serve it.
+
+- `model.keras`: float32 RGB 0..255 at {size} x {size} in, P(dog) out. It holds this package's
+  layers, so it loads where `catdog_tf` is imported (`catdog_tf.inference.predict.load_model`).
+{saved_model}
+For serving, one contract for every model of this package (JPEG/PNG bytes of any size in,
+`p_dog` out, nothing of `catdog_tf` needed; also a plain-Keras `model.keras` and LiteRT):
+
+    python -m catdog_tf.export --model={folder}/model.keras --out={folder}/export
+"""
+
+
+def write_run_readme(folder: str, name: str, size: int, saved_model: bool) -> None:
+    """A run folder's README: what its model files take and give, and the one serving export."""
+    sm = (f"- `saved_model/`: the same inputs (float32 pixels at {size} px), output `output_0` = P(dog);\n"
+          "  a stage's artifact, not the serving contract below.\n") if saved_model else ""
+    write_text(join(folder, "README.md"), RUN_README.format(name=name, size=size, saved_model=sm, folder=folder))

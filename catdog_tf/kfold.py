@@ -8,10 +8,12 @@ import json
 
 from catdog_tf import cli
 from catdog_tf.config import KFoldConfig
-from catdog_tf.training import kfold
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf.training import kfold
+
     cli.no_extra_args(argv)
     report = kfold.run(cli.from_flags(KFoldConfig))
     print(json.dumps({k: report[k] for k in ("count", "oof_log_loss", "oof_accuracy")}))

@@ -7,10 +7,12 @@ a person to review (see catdog_tf/tools/outliers.py).
 from catdog_tf import cli
 from catdog_tf.config import OutliersConfig
 from catdog_tf.errors import UserError
-from catdog_tf.tools import outliers
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf.tools import outliers
+
     cli.no_extra_args(argv)
     cfg = cli.from_flags(OutliersConfig)
     if bool(cfg.images) == bool(cfg.records):

@@ -11,13 +11,15 @@ import sys
 import numpy as np
 from catdog_tf import cli
 from catdog_tf.config import PredictConfig
-from catdog_tf.data import records
 from catdog_tf.errors import UserError
-from catdog_tf.inference import predict
-from catdog_tf.training import distribute
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf.data import records
+    from catdog_tf.inference import predict
+    from catdog_tf.training import distribute
+
     cfg = cli.from_flags(PredictConfig)
     strategy, w = distribute.choose(cfg.strategy)
     model = predict.load_model(cfg.model, strategy)

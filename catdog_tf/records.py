@@ -8,7 +8,6 @@ from absl import flags
 
 from catdog_tf import cli
 from catdog_tf.config import BuildConfig
-from catdog_tf.data import records
 
 
 def define():
@@ -18,6 +17,9 @@ def define():
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf.data import records
+
     cli.no_extra_args(argv)
     cfg = cli.from_flags(BuildConfig)
     records.build(flags.FLAGS.input, cfg)

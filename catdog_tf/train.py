@@ -6,12 +6,10 @@ catdog_tf/training/train.py). --model_dir is an alias of --out.
 
 import json
 
-import tensorflow as tf
 from absl import flags
 
 from catdog_tf import cli
 from catdog_tf.config import TrainConfig
-from catdog_tf.training.train import train
 
 
 def define():
@@ -21,6 +19,10 @@ def define():
 
 
 def main(argv):
+    # The library loads TensorFlow: imported here, so --help answers before it loads.
+    import tensorflow as tf
+    from catdog_tf.training.train import train
+
     cli.no_extra_args(argv)
     if flags.FLAGS.cpu_devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]

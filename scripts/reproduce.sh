@@ -2,6 +2,15 @@
 # The real run: Kaggle folder -> outlier screen -> records -> k-fold members -> ONE ensemble
 # model -> held-out and native-size evaluation -> submission -> serving export. Every stage skips what is done,
 # so re-running resumes after an interruption. Usage: bash scripts/reproduce.sh [KAGGLE_DIR]
+#
+# Settings (environment variables; defaults in brackets):
+#   NATIVE       folder of native-size labeled photos, kept out of training and evaluated at the end
+#                [../shared/data/kaggle_native/train]; missing: that evaluation is skipped, with a line
+#   RUNS         output folder [runs]
+#   MEMBERS      the ensemble's k-fold members, NAME or NAME@INPUT_SIZE, space-separated
+#                [efficientnet_lite0@380 efficientnet_lite1@300 efficientnet_lite2@380]
+#   POOLING      how members pool their feature map: avg or gem [gem]
+#   KFOLD_FLAGS  extra flags of every `catdog_tf.kfold` run [--epochs=20 --lr=1e-3 --dropout=0.3 --batch_size=64]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/kaggle200}
@@ -34,9 +43,12 @@ stage "1/7 outlier screen (ImageNet top-30 without cat/dog) -> $RUNS/outliers"
 stage "2/7 records: reviewed exclusions (data/exclude_reviewed.txt) + the native-size ids, kept out of training"
 {
   cat data/exclude_reviewed.txt
-  echo "# kaggle_native ids: kept out of training to evaluate on native sizes"
-  (cd "$NATIVE" && ls | sed 's/\.jpg$//')
+  if [ -d "$NATIVE" ]; then
+    echo "# kaggle_native ids: kept out of training to evaluate on native sizes"
+    (cd "$NATIVE" && ls | sed 's/\.jpg$//')
+  fi
 } > "$RUNS/exclude.txt"
+[ -d "$NATIVE" ] || echo "no native-size folder $NATIVE (set NATIVE=...): its evaluation in stage 5 is skipped"
 python -m catdog_tf.records --input="$DATA/train" --input="$DATA/test" --out="$RUNS/records" \
   --folds=10 --seed=0 --exclude="$RUNS/exclude.txt"
 
@@ -62,8 +74,11 @@ fi
 stage "5/7 evaluate the exported model: held-out $HELDOUT and native sizes; out-of-fold label review"
 [ -f "$RUNS/final/heldout.json" ] || python -m catdog_tf.evaluate --model="$RUNS/final/model.keras" \
   --records="$RUNS/records" --split=$HELDOUT --json_out="$RUNS/final/heldout.json"
-[ -f "$RUNS/final/native.json" ] || python -m catdog_tf.evaluate --model="$RUNS/final/model.keras" \
-  --images="$NATIVE" --json_out="$RUNS/final/native.json"
+if [ ! -d "$NATIVE" ]; then
+  echo "native-size evaluation skipped: no folder $NATIVE"
+elif [ ! -f "$RUNS/final/native.json" ]; then
+  python -m catdog_tf.evaluate --model="$RUNS/final/model.keras" --images="$NATIVE" --json_out="$RUNS/final/native.json"
+fi
 # Label-error review: the training photos whose out-of-fold prediction contradicts their label
 # most confidently, on a contact sheet (oof_review_plots/worst_mistakes.png) for a person to look at.
 [ -f "$RUNS/final/oof_review.json" ] || python -m catdog_tf.evaluate --predictions="$RUNS/final/oof_predictions.csv" \

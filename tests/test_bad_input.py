@@ -276,7 +276,7 @@ def test_predict_never_writes_a_submission_with_a_missing_row(tmp_path):
     os.mkfifo(t / "4.jpg")
     (t / "5.jpg").mkdir()
     bad = cli("predict", f"--model={model}", f"--images={t}", f"--out={tmp_path / 'b.csv'}", timeout=120)
-    one_line_error(bad, "2 test id(s)", "4, 5", "no submission written")
+    one_line_error(bad, "2 test id(s)", "4, 5", "nothing written")
     assert not (tmp_path / "b.csv").exists()
 
 

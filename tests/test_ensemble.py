@@ -65,7 +65,7 @@ def test_submission_has_every_id_once(tmp_path):
     predict.write_submission(str(tmp_path / "s.csv"), ids, np.array([0.9, 0.2, 1.0]), clip=0.01)
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines == ["id,label", "1,0.990000", "2,0.200000", "10,0.900000"]
-    with pytest.raises(ValueError, match="duplicate"):
+    with pytest.raises(ValueError, match="appear twice"):
         predict.write_submission(str(tmp_path / "t.csv"), ["1", "1"], np.array([0.5, 0.5]))
     assert not (tmp_path / "t.csv").exists()
 

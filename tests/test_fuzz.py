@@ -65,7 +65,7 @@ def _within(field, value) -> bool:
 
 
 @FUZZ
-@given(st.data())
+@given(data=st.data())
 def test_a_config_accepts_only_what_its_fields_declare(data):
     cls, field = data.draw(st.sampled_from(_bounded_fields()))
     value = data.draw(ANY_VALUE)
@@ -109,7 +109,7 @@ def _outside(field, draw) -> str:
 
 
 @settings(deadline=None, max_examples=12, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(st.data())
+@given(data=st.data())
 def test_every_tool_refuses_an_out_of_range_flag_before_any_work(data, tmp_path_factory):
     cls = data.draw(st.sampled_from(sorted(CONFIGS, key=lambda c: c.__name__)))
     fields = [f for f in dataclasses.fields(cls) if f.metadata.get("bounds") or f.metadata.get("choices")
@@ -237,7 +237,7 @@ TARGETS = {
 
 
 @settings(deadline=None, max_examples=40, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(st.data())
+@given(data=st.data())
 def test_damaged_files_are_named_or_read_correctly(data, artifacts, tmp_path_factory):
     kind = data.draw(st.sampled_from(sorted(TARGETS)))
     pick, top, check = TARGETS[kind]

@@ -56,7 +56,7 @@ def test_unreadable_image_fails_without_writing(tiny_model, test_dir, tmp_path):
     out = tmp_path / "sub.csv"
     r = cli(f"--model={tiny_model}", f"--images={test_dir}", f"--out={out}")
     assert r.returncode != 0
-    assert "7.jpg" in r.stderr and "no submission written" in r.stderr
+    assert "7.jpg" in r.stderr and "nothing written" in r.stderr
     assert not out.exists()
 
 

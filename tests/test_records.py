@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from catdog_tf.errors import UserError
 from catdog_tf.data import records, sources
 from catdog_tf.files import sha256_file
 from conftest import KAGGLE_NATIVE, REPO, jpeg_bytes, require
@@ -320,8 +321,11 @@ def test_store_size_with_max_side_is_refused(tmp_path):
     d = tmp_path / "train"
     d.mkdir()
     (d / "cat.1.jpg").write_bytes(jpeg_bytes(h=30, w=30))
-    with pytest.raises(records.RecordsError, match="--store_size and --max_side exclude each other"):
+    # Refused when the settings are made (config.BuildConfig.relations), before any build.
+    with pytest.raises(UserError, match="--store_size and --max_side exclude each other"):
         build([d], tmp_path / "rec", store_size=64, max_side=100)
-    for bad in (0, 20_000):
-        with pytest.raises(records.RecordsError, match=f"--store_size={bad}: must be a size in pixels from 1 to"):
-            build([d], tmp_path / "rec", store_size=bad)
+    with pytest.raises(UserError, match="--store_size=0: must be >= 1"):
+        build([d], tmp_path / "rec", store_size=0)
+    with pytest.raises(UserError, match="--store_size=20000: must be at most 7071"):
+        build([d], tmp_path / "rec", store_size=20_000)
+    assert not (tmp_path / "rec").exists()

@@ -155,7 +155,7 @@ def test_out_of_bounds_tensor_is_rejected(tmp_path, fake_torch):
     s = _Storage("0", np.zeros(6, np.float32))
     path = tmp_path / "oob.pth"
     write_legacy(path, {"w": _Tensor(s, 2, (3, 3), (3, 1))}, fake_torch)  # needs 11 elements
-    with pytest.raises(tc.CheckpointFormatError, match="past its storage"):
+    with pytest.raises(tc.CheckpointFormatError, match="past its storage|more elements than its storage"):
         tc.load_state_dict(path)
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -65,6 +67,26 @@ def test_mirrored_two_devices_matches_one(rec, tmp_path):
     assert abs(a["val_log_loss"] - b["val_log_loss"]) < 2e-3 * max(1.0, a["val_log_loss"])
 
 
+@pytest.mark.parametrize("extra", [[], ["--mixed_precision=on"]], ids=["float32", "mixed_float16"])
+def test_xla_under_mirrored_trains_both_stages_as_the_uncompiled_step(rec, tmp_path, extra):
+    """--xla=on --strategy=mirrored on 2 logical devices: both stages on full images, the
+    augmentation on the device before each replica's compiled step; the losses are the
+    uncompiled run's (same seeds, same augmented batches)."""
+    common = ["--backbone=efficientnet_lite0", f"--records={rec}", "--image_size=64", "--epochs1=2", "--epochs2=1",
+              "--unfreeze_blocks=1", "--dropout=0", "--batch_size=8", "--cpu_devices=2", "--strategy=mirrored",
+              "--head_augmentation=reference", "--augmentation=reference", "--stage2_cache=off",
+              "--steps_per_epoch=3", "--seed=3", *extra]
+    runs = {}
+    for xla in ("on", "off"):
+        r = run_train(*common, f"--xla={xla}", f"--out={tmp_path / xla}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "MirroredStrategy with 2 replica(s)" in r.stderr and f"XLA: {xla}" in r.stderr
+        runs[xla] = json.loads((tmp_path / xla / "metrics.json").read_text())
+    for stage in ("history1", "history2"):
+        np.testing.assert_allclose(runs["on"][stage]["loss"], runs["off"][stage]["loss"], rtol=2e-3, atol=2e-4)
+    assert abs(runs["on"]["val_log_loss"] - runs["off"]["val_log_loss"]) < 2e-3
+
+
 @pytest.fixture(scope="module")
 def rec40(tmp_path_factory):
     """40 real photos (20 per class), 30 % validation: the issue's two-worker command."""
@@ -99,7 +121,9 @@ def tb_scalars(folder) -> dict[str, list[tuple[int, float]]]:
     for f in sorted(folder.glob("events.out.tfevents.*")):
         for e in tf.compat.v1.train.summary_iterator(str(f)):
             for v in e.summary.value:
-                tags.setdefault(v.tag, []).append((e.step, float(tf.make_ndarray(v.tensor))))
+                a = tf.make_ndarray(v.tensor)
+                if a.size == 1 and a.dtype != object:  # scalars (the images share the train/ folder)
+                    tags.setdefault(v.tag, []).append((e.step, float(a)))
     return tags
 
 
@@ -121,11 +145,15 @@ def test_mixed_precision_and_xla_on_cpu_and_tensorboard_across_stages(rec, tmp_p
     steps = [s for s, _ in train["batch_loss"]]
     assert steps == sorted(steps) and max(steps) > 6  # stage 2's steps come after stage 1's 6
     assert all(v > 0 for _, v in train["steps_per_sec"]) and "learning_rate" in train
+    assert all(v > 0 for _, v in train["images_per_sec"])
     import tensorflow as tf
 
-    images = {v.tag for f in (out / "tensorboard" / "images").glob("events*")
+    images = {v.tag for f in (out / "tensorboard" / "train").glob("events*")
               for e in tf.compat.v1.train.summary_iterator(str(f)) for v in e.summary.value}
     assert {"stage1/augmented (reference)", "stage2/augmented (reference)"} <= images
+    # One TensorBoard run per run folder: train/ and validation/ beside the HParams session.
+    runs = {p.parent.relative_to(out) for p in out.rglob("events.out.tfevents.*")}
+    assert runs == {Path("tensorboard"), Path("tensorboard/train"), Path("tensorboard/validation")}
 
 
 def test_sigkill_mid_epoch_resumes_to_same_epoch_count(rec, tmp_path):

@@ -46,7 +46,8 @@ def test_claim_keeps_work_of_the_same_identity_and_removes_other(tmp_path):
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
     d = tmp_path_factory.mktemp("trust")
-    return str(build([labeled_folder(d / "p", n=12)], d / "rec", val_fraction=0.25))
+    build([labeled_folder(d / "p", n=12)], d / "rec", val_fraction=0.25)
+    return str(d / "rec")
 
 
 def _train(rec, out, **kw):
@@ -70,8 +71,8 @@ def test_a_rerun_with_other_flags_redoes_the_stages_it_changes(rec, tmp_path, ca
     assert json.loads((out / "flags.json").read_text())["config"]["dropout"] == 0.5
     assert (out / "stage1.weights.h5").read_bytes() != w1
     w2 = (out / "stage1.weights.h5").read_bytes()
-    _train(rec, out, dropout=0.5, epochs2=1, unfreeze_blocks=1, stage2_cache="off", augmentation="flip",
-           steps_per_epoch=1)  # a stage-2 setting only: stage 1 kept
+    _train(rec, out, dropout=0.5, epochs2=1, unfreeze_blocks=1, stage2_cache="off",
+           augmentation="flip")  # stage-2 settings only: stage 1 kept
     err = capsys.readouterr().err
     assert "stage 1 already done" in err and (out / "stage1.weights.h5").read_bytes() == w2
     assert json.loads((out / "flags.json").read_text())["config"]["epochs2"] == 1

@@ -186,6 +186,12 @@ def make_dataset(
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
                   deterministic=not training)
+    if not repeat and shard is None and input_context is None:
+        # A dataset that knows its length (from the manifest): Keras shows a bar with an ETA
+        # inside the epoch, and does not warn that the input "ran out of data".
+        n = records.split_count(records_dir, split, fold, training=bool(excluded))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch_size if drop_remainder else
+                                                              -(-n // batch_size)))
     if with_ids:
         ds = ds.map(lambda d: ({"image": d["image"], "id": d["id"]}, d["label"]))
     else:

@@ -184,6 +184,7 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     except Exception as e:  # noqa: BLE001 - the .keras file is the product; serving export is extra
         print(f"SavedModel export failed: {type(e).__name__}: {e}", file=sys.stderr)
     files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))
+    files.write_run_readme(out, model.name, predict.input_size(model), files.exists(files.join(out, "saved_model")))
     print(f"ensemble ({space} space, weights {np.round(w, 3).tolist()}, T={t:.3f}): {split} log loss "
           f"{report['log_loss']:.5f} (tuned on this split) -> {files.join(out, 'model.keras')}", file=sys.stderr)
     return report
@@ -274,8 +275,9 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
         classifiers = [imagenet_classifier(name, c["weights"], size, name=f"member{k}_imagenet")
                        for k, (c, (name, size)) in enumerate(zip(cfgs, parts))]
     files.makedirs(out)
-    build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers).save(
-        files.join(out, "model.keras"))
+    model = build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers)
+    model.save(files.join(out, "model.keras"))
+    files.write_run_readme(out, model.name, predict.input_size(model), False)
     files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))
     kfold.write_oof(files.join(out, "oof_predictions.csv"), ids, y, folds, cross[use], excluded, masses)
     lo, hi = report["oof_log_loss_ci95"]

@@ -207,7 +207,6 @@ README = """# {name}: exported by `python -m catdog_tf.export`
 | --- | --- | --- |
 | `saved_model/` `serving_default` | `image_bytes`: tf.string [N], encoded JPEG, PNG, GIF or BMP of any size | `p_dog`: float32 [N] |
 | `saved_model/` `serving_images` | `images`: float32 [N, {size}, {size}, 3], RGB 0..255, already resized (squashed) | `p_dog`: float32 [N] |
-| `model.tflite` | float32 [N, {size}, {size}, 3], RGB 0..255 | P(dog), float32 [N, 1] |
 {extra}| `model.keras` | float32 [N, {size}, {size}, 3], RGB 0..255 | P(dog), float32 [N, 1]; standard Keras layers only |
 
 P(dog) is the probability that the photo shows a dog (Kaggle's `label`). JPEG bytes are decoded
@@ -258,6 +257,7 @@ def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
     else:
         files.write_bytes(files.join(out, "model.tflite"), litert(saved_model))
         written["model.tflite"] = "litert"
+        extra = f"| `model.tflite` | float32 [N, {size}, {size}, 3], RGB 0..255 | P(dog), float32 [N, 1] |\n"
     for q in quantize:
         name = f"model_{q}.tflite"
         files.write_bytes(files.join(out, name), litert(saved_model, q))

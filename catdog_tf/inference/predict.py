@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import zipfile
 import zlib
 
 import keras
@@ -34,6 +35,8 @@ def load_model(path: str, strategy: tf.distribute.Strategy | None = None):
     if not files.exists(p):
         raise UserError(f"{path}: no model (expected a .keras file or a folder holding model.keras)")
     files.check_regular(p)  # a FIFO would block Keras's reader
+    if p.endswith(".keras") and not files.is_remote(p) and not zipfile.is_zipfile(p):
+        raise UserError(f"{p}: not a .keras model file (a .keras file is a zip; this one is damaged or truncated)")
     # A damaged file, a foreign format or a layer safe_mode refuses: one line naming the file.
     with files.reading(p, "model"), (strategy or tf.distribute.get_strategy()).scope():
         return keras.saving.load_model(p, safe_mode=True, compile=False)

@@ -83,7 +83,7 @@ class Backbone:
     weights_source: str  # "keras" (downloaded .h5) or "pip:<package>" (.pth)
     block_id: Callable[[str], str | None] | None = None
     block_end: str | None = None
-    weight_files: tuple[str, str] = ("", "")  # keras: (top, notop) paths under KERAS_BASE_URL
+    weight_files: tuple[str, str] = ("", "")  # keras: (top, notop) paths under weights.keras_base_url()
     weight_hashes: tuple[str, str] = ("", "")
     pth_file: Callable[[], str] | None = None  # lite: where the pip package keeps its .pth
     description: str = ""
@@ -96,7 +96,7 @@ class Backbone:
     def weight_url(self, include_top: bool = False) -> str:
         if not self.is_keras_app:
             raise ValueError(f"{self.name}: weights come from {self.weights_source}, not a URL")
-        return weights_lib.KERAS_BASE_URL + self.weight_files[0 if include_top else 1]
+        return weights_lib.keras_base_url() + self.weight_files[0 if include_top else 1]
 
     def weight_path(self, include_top: bool = False) -> Path:
         """Where the pretrained file is (or would be) on this machine."""
@@ -228,6 +228,12 @@ def build_backbone(name: str, weights="auto", include_top: bool = False,
 
 # ---------------------------------------------------------------------------
 # Staged unfreezing and splitting, by registry name
+
+
+def resolve_weights(name: str, weights="auto") -> None:
+    """The pretrained weights of backbone `name` made available (downloaded if need be) without
+    building it; WeightsUnavailableError with what to do when they cannot be had."""
+    weights_lib.resolve(get(name), weights)
 
 
 def set_trainable_top_blocks(model: keras.Model, name: str, k: int) -> list[keras.layers.Layer]:

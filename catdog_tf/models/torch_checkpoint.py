@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from catdog_tf.errors import UserError
+
 __all__ = ["UnsafeCheckpointError", "CheckpointFormatError", "load", "load_state_dict"]
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -57,8 +59,9 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """The file references a global outside the allow-list (possible code execution)."""
 
 
-class CheckpointFormatError(ValueError):
-    """The file is not a PyTorch checkpoint this reader understands."""
+class CheckpointFormatError(UserError):
+    """The file is not a PyTorch checkpoint this reader understands (a user's file problem:
+    one line naming it)."""
 
 
 # ---------------------------------------------------------------------------
@@ -297,12 +300,18 @@ def _load_zip(path: str):
 
 
 def load(path: str | os.PathLike):
-    """Load a .pth file; tensors come back as numpy arrays, containers as dicts/lists."""
+    """Load a .pth file; tensors come back as numpy arrays, containers as dicts/lists. A damaged
+    or foreign file is a CheckpointFormatError naming it (an unsafe one UnsafeCheckpointError)."""
     path = os.fspath(path)
-    if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    with open(path, "rb") as f:
-        return _load_legacy(f, path)
+    try:
+        if zipfile.is_zipfile(path):
+            return _load_zip(path)
+        with open(path, "rb") as f:
+            return _load_legacy(f, path)
+    except (UnsafeCheckpointError, CheckpointFormatError, OSError):
+        raise
+    except Exception as e:  # noqa: BLE001 - a truncated or garbled pickle fails in many ways
+        raise CheckpointFormatError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:

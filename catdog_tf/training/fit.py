@@ -18,6 +18,7 @@ import dataclasses
 import math
 import sys
 import tempfile
+import time
 
 import keras
 import numpy as np
@@ -80,13 +81,87 @@ def _callbacks(cfg: FitConfig, work_dir: str | None, has_val: bool, tb: ScalarLo
                                               verbose=1)]
     if tb is not None:
         cbs.append(KerasTensorBoard(tb, cfg.profile_batches))
+    if not _terminal():  # a terminal has Keras's own bar; a log gets a line every 30 s
+        cbs.append(StepLines(cfg.batch_size))
     return cbs
 
 
+def _terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+class StepLines(keras.callbacks.Callback):
+    """Inside a long epoch, a line every `every_s` seconds: step of steps, images/s and ETA."""
+
+    def __init__(self, batch_size: int, every_s: float = 30.0):
+        super().__init__()
+        self.batch_size, self.every_s = batch_size, every_s
+        self._t0 = self._last = time.time()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = self._last = time.time()
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        if now - self._last < self.every_s:
+            return
+        self._last = now
+        steps, done = self.params.get("steps"), batch + 1
+        rate = done / max(now - self._t0, 1e-9)
+        eta = f", ETA {(steps - done) / rate:.0f}s" if steps else ""
+        print(f"epoch {self._epoch + 1}: step {done}/{steps or '?'}, {rate * self.batch_size:.1f} img/s{eta}",
+              file=sys.stderr, flush=True)
+
+
+class ReplicaCompiled(keras.Model):
+    """XLA under any tf.distribute strategy, mixed precision included: each replica's forward
+    and backward pass is one XLA cluster (a tf.function with jit_compile=True called inside the
+    replica), while the augmentation (random ops XLA has no kernels for) runs before it on the
+    same device, and the optimizer all-reduces and applies the (loss-scaled) gradients outside
+    it. Keras's own compile(jit_compile=True) compiles the cross-replica function instead, which
+    fails under MirroredStrategy (a replica's variables read from another device)."""
+
+    def __init__(self, core: keras.Model, augment: keras.Model | None = None, **kw):
+        super().__init__(name=core.name, **kw)
+        self.core, self.augment = core, augment
+        self._forward_backward = tf.function(self._step, jit_compile=True, reduce_retracing=True)
+        self.built = True  # the core model is built already
+
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, x, training=False):
+        return self.core(x, training=training)
+
+    def _step(self, x, y):
+        with tf.GradientTape() as tape:
+            p = self.core(x, training=True)
+            loss = self._compute_loss(x=x, y=y, y_pred=p, training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        return loss, p, tape.gradient(scaled, self.core.trainable_weights)
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        if self.augment is not None:
+            x = self.augment(x, training=True)
+        loss, p, grads = self._forward_backward(x, y)
+        self.optimizer.apply_gradients(zip(grads, self.core.trainable_weights))
+        # Keras divides a replica's loss by the replica count (for the all-reduce); the tracker
+        # averages the per-replica value back, as Keras's own train_step does.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
+        return self.compute_metrics(x, y, p)
+
+
 def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribute.Strategy | None = None,
-        work_dir: str | None = None, tb: ScalarLog | None = None, verbose: int = 2, log=print):
+        work_dir: str | None = None, tb: ScalarLog | None = None, verbose: int = 2, log=print,
+        augment: keras.Model | None = None):
     """Fits `model` in place; returns its History (.history: metric -> per-epoch values, .epoch).
-    work_dir: backups for resuming after a kill (None: no backups)."""
+    work_dir: backups for resuming after a kill (None: no backups). With cfg.jit, `augment`
+    (the stage's augmentation, kept out of `model`) runs on the device before the compiled step
+    (ReplicaCompiled); without it, augmentation belongs inside `model`."""
     strategy = strategy or tf.distribute.get_strategy()
     work = str(work_dir) if work_dir else None
     arrays = isinstance(train, tuple)
@@ -105,10 +180,14 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
                         schedule=cfg.schedule,
                         decay_steps=decay_steps, patience=cfg.patience, label_smoothing=cfg.label_smoothing,
                         steps_per_epoch=None if arrays else cfg.steps_per_epoch, tb=tb, log=log)
+    if augment is not None and not cfg.jit:
+        raise ValueError("augment is for the compiled step (cfg.jit); otherwise put it inside the model")
     with strategy.scope():
+        if cfg.jit:
+            model = ReplicaCompiled(model, augment)
         model.compile(optimizer=_optimizer(cfg, decay_steps),
                       loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
-                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=cfg.jit)
+                      metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=False)
     cbs = _callbacks(cfg, work, val is not None, tb)
     if arrays:  # Keras's own array path: deterministic shuffling, identical across strategies
         return model.fit(*train, batch_size=cfg.batch_size, epochs=cfg.epochs, validation_data=val, shuffle=True,
@@ -116,8 +195,9 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
     if callable(train) and not isinstance(train, tf.data.Dataset):
         train = (strategy.distribute_datasets_from_function(train) if strategy.num_replicas_in_sync > 1
                  else train(None))
+    # Full images: a bar with an ETA inside each epoch on a terminal (StepLines in a log).
     return model.fit(train, epochs=cfg.epochs, validation_data=val, steps_per_epoch=cfg.steps_per_epoch,
-                     shuffle=False, callbacks=cbs, verbose=verbose)  # datasets shuffle themselves
+                     shuffle=False, callbacks=cbs, verbose=1 if verbose and _terminal() else verbose)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, val=None, dropout: float = 0.0,

@@ -213,6 +213,7 @@ def run(cfg: KFoldConfig) -> dict:
                               mirror=cfg.tta_flip)
     model.save(files.join(out, "model.keras"))
     files.write_text(files.join(out, "kfold.json"), json.dumps(report, indent=1))
+    files.write_run_readme(out, model.name, int(model.input_shape[1]), False)
     log(f"wrote {files.join(out, 'model.keras')} (mean of {len(heads)} fold heads), "
         f"{files.join(out, 'oof_predictions.csv')}; TensorBoard: {files.join(out, 'tensorboard')}")
     return report

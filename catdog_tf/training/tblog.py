@@ -3,7 +3,7 @@
 One run folder holds `train/` and `validation/` event files. Steps and epochs are global:
 stage 2 continues where stage 1 ended (its offsets come from stage 1's record), so the
 curves of both stages form one line. Every `every` steps: the running loss, the learning
-rate and steps/s; every epoch: each metric, train and validation side by side.
+rate, steps/s and images/s; every epoch: each metric, train and validation side by side.
 
 `ScalarLog` is shared by the Keras path (`KerasTensorBoard`, a callback) and the custom
 multi-worker loop (loop.py), so both write the same tags.
@@ -21,8 +21,9 @@ from catdog_tf import files
 
 
 class ScalarLog:
-    def __init__(self, log_dir: str, every: int = 20, step_offset: int = 0, epoch_offset: int = 0):
-        self.log_dir, self.every = log_dir, max(1, int(every))
+    def __init__(self, log_dir: str, every: int = 20, step_offset: int = 0, epoch_offset: int = 0,
+                 batch_size: int | None = None):
+        self.log_dir, self.every, self.batch_size = log_dir, max(1, int(every)), batch_size
         self.step_offset, self.epoch_offset = int(step_offset), int(epoch_offset)
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
         self._t, self._t_step = time.perf_counter(), None
@@ -51,6 +52,8 @@ class ScalarLog:
             tf.summary.scalar("batch_loss", loss)
             tf.summary.scalar("learning_rate", lr)
             tf.summary.scalar("steps_per_sec", rate)
+            if self.batch_size:
+                tf.summary.scalar("images_per_sec", rate * self.batch_size)
 
     def epoch(self, epoch: int, logs: dict) -> None:
         """After epoch `epoch` (0-based, of this stage); val_* keys go to validation/."""

@@ -63,7 +63,8 @@ def _log_images(cfg: TrainConfig, work: str, size: int, stage: int, policy: str,
     """A few training images as the stage sees them, in TensorBoard's images tab."""
     x, _ = next(iter(pipeline.make_dataset(cfg.records, cfg.train_split, size, 8, training=True, seed=cfg.seed,
                                            fold=cfg.fold)))
-    with tf.summary.create_file_writer(files.join(work, "tensorboard", "images")).as_default():
+    # Beside the training curves (tensorboard/train), not a run of their own.
+    with tf.summary.create_file_writer(files.join(work, "tensorboard", "train")).as_default():
         tf.summary.image(f"stage{stage}/original", x / 255.0, step=0, max_outputs=8)
         if cached and policy == "flip":  # the cached path trains on every photo and its mirror image
             tf.summary.image(f"stage{stage}/mirror images (cached activations)",
@@ -76,8 +77,10 @@ def _log_images(cfg: TrainConfig, work: str, size: int, stage: int, policy: str,
 
 def _log_hparams(cfg: TrainConfig, work: str, results: dict):
     hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in dataclasses.asdict(cfg).items()}
-    with tf.summary.create_file_writer(files.join(work, "tensorboard", "hparams")).as_default():
-        hp.hparams(hparams)
+    # The HParams session is the run's tensorboard/ folder (its train/ and validation/ curves are
+    # its metrics), named after the run folder.
+    with tf.summary.create_file_writer(files.join(work, "tensorboard")).as_default():
+        hp.hparams(hparams, trial_id=files.name(cfg.out))
         for k in ("val_log_loss", "val_accuracy"):
             if k in results:
                 tf.summary.scalar(k, results[k], step=0)
@@ -86,7 +89,7 @@ def _log_hparams(cfg: TrainConfig, work: str, results: dict):
 # Settings that do not change what a run makes (where it writes, how often it logs).
 _NO_EFFECT = ("out", "cache_dir", "log_every", "profile_batches", "strategy")
 # Settings only stage 2 reads: changing one keeps a finished stage 1.
-_STAGE2_ONLY = ("epochs2", "lr2", "unfreeze_blocks", "augmentation", "batch_policy")
+_STAGE2_ONLY = ("epochs2", "lr2", "unfreeze_blocks", "augmentation", "batch_policy", "stage2_cache")
 # The run folder's products: removed when the folder's identity (flags.json) changes.
 _PRODUCTS = ["model.keras", "saved_model", "metrics.json", "val_predictions.csv"]
 
@@ -125,10 +128,8 @@ class _Run:
         self.has_val = has_val
         self.cache_dir = cfg.cache_dir or default_cache_dir(cfg.out)
         with strategy.scope():
-            # Under XLA the random augmentation ops (no XLA kernels) run in tf.data instead.
             self.clf: Classifier = build_classifier(ModelConfig(
-                cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.dropout,
-                "none" if xla else cfg.augmentation, cfg.seed))
+                cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.dropout, cfg.augmentation, cfg.seed))
         self.size = self.clf.image_size
         self._split = None
 
@@ -141,19 +142,24 @@ class _Run:
                          steps_per_epoch=None if on_arrays else c.steps_per_epoch, jit=self.xla,
                          profile_batches=profile)
 
-    def full_image_data(self, policy: str):
-        """(dataset function for fit, validation dataset): full images, augmented by `policy`."""
+    def full_image_model(self, policy: str):
+        """(model, augment) of a full-image stage: the augmentation inside the model, or with XLA
+        outside it, before each replica's compiled step (fit.ReplicaCompiled): on the device
+        either way."""
+        if self.xla:
+            return self.clf.inference_model(), augment.build_augmentation(policy, seed=self.cfg.seed)
+        return self.clf.training_model(policy), None
+
+    def full_image_data(self):
+        """(dataset function for fit, validation dataset): full images, un-augmented."""
         c = self.cfg
         bt = augment.batch_transform(c.batch_policy, seed=c.seed)
-        aug = augment.build_augmentation(policy, seed=c.seed) if self.xla else None
 
         def make_train(ctx=None):
             # steps_per_epoch needs an endless stream; otherwise one pass is one epoch.
             ds = pipeline.make_dataset(c.records, c.train_split, self.size, c.batch_size, training=True, fold=c.fold,
                                        seed=c.seed, input_context=ctx, batch_transform=bt,
                                        repeat=c.steps_per_epoch is not None)
-            if aug is not None:
-                ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
             return ds
 
         val = pipeline.make_dataset(c.records, c.val_split, self.size, c.batch_size, fold=c.fold) \
@@ -200,7 +206,8 @@ class _Run:
     def tb(self, offsets: dict) -> ScalarLog | None:
         if not self.chief:
             return None
-        return ScalarLog(files.join(self.work, "tensorboard"), self.cfg.log_every, offsets["step"], offsets["epoch"])
+        return ScalarLog(files.join(self.work, "tensorboard"), self.cfg.log_every, offsets["step"], offsets["epoch"],
+                         batch_size=self.cfg.batch_size)
 
     def validate(self, model) -> dict:
         c = self.cfg
@@ -252,6 +259,9 @@ def _train(cfg: TrainConfig) -> dict:
     xla, why = distribute.choose_xla(cfg.xla, strategy)
     log(f"XLA: {'on' if xla else 'off'}: {why}")
 
+    # The weights first (a Keras application's file downloads here): a run that cannot have them
+    # stops before it writes anything into --out.
+    backbones.resolve_weights(cfg.backbone, cfg.weights)
     chief = distribute.is_chief()
     # Non-chief workers of a multi-worker job write to a scratch folder, never the output folder.
     work = out if chief else files.join(out, f".worker-{distribute.worker_index()}")
@@ -288,9 +298,9 @@ def _train(cfg: TrainConfig) -> dict:
                        work_dir=files.join(work, "stage1"), tb=tb, log=log)
         else:
             log(f"stage 1: head on full images with augmentation {cfg.head_augmentation!r}")
-            data, val = run.full_image_data(cfg.head_augmentation)
-            model = clf.training_model("none" if xla else cfg.head_augmentation)
-            hist = fit(model, data, val, run.fit_config(1, False), strategy=strategy,
+            data, val = run.full_image_data()
+            model, aug = run.full_image_model(cfg.head_augmentation)
+            hist = fit(model, data, val, run.fit_config(1, False), strategy=strategy, augment=aug,
                        work_dir=files.join(work, "stage1"), tb=tb, log=log)
         results["history1"] = _finish_stage(work, 1, clf.model, hist, tb, offsets)
     if "history1" in results:
@@ -322,8 +332,9 @@ def _train(cfg: TrainConfig) -> dict:
                 hist = fit(stage_model, (x, y), val, run.fit_config(2, True), strategy=strategy,
                            work_dir=files.join(work, "stage2"), tb=tb, log=log)
             else:
-                data, val = run.full_image_data(cfg.augmentation)
-                hist = fit(clf.model, data, val, run.fit_config(2, False), strategy=strategy,
+                data, val = run.full_image_data()
+                model, aug = run.full_image_model(cfg.augmentation)
+                hist = fit(model, data, val, run.fit_config(2, False), strategy=strategy, augment=aug,
                            work_dir=files.join(work, "stage2"), tb=tb, log=log)
             results["history2"] = _finish_stage(work, 2, clf.model, hist, tb, offsets)
 
@@ -342,6 +353,7 @@ def _train(cfg: TrainConfig) -> dict:
         files.write_text(files.join(work, "metrics.json"),
                          json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
         _log_hparams(cfg, work, results)
+        files.write_run_readme(work, final.name, run.size, files.exists(files.join(work, "saved_model")))
         log(f"wrote {files.join(work, 'model.keras')}")
     return results
 
