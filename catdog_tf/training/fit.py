@@ -115,18 +115,20 @@ class StepLines(keras.callbacks.Callback):
               file=sys.stderr, flush=True)
 
 
-class ReplicaCompiled(keras.Model):
-    """XLA under any tf.distribute strategy, mixed precision included: each replica's forward
-    and backward pass is one XLA cluster (a tf.function with jit_compile=True called inside the
-    replica), while the augmentation (random ops XLA has no kernels for) runs before it on the
-    same device, and the optimizer all-reduces and applies the (loss-scaled) gradients outside
-    it. Keras's own compile(jit_compile=True) compiles the cross-replica function instead, which
-    fails under MirroredStrategy (a replica's variables read from another device)."""
+class AugmentedStep(keras.Model):
+    """A full-image training step in two parts, on each replica's device: the augmentation
+    (random ops XLA has no kernels for), then the forward and backward pass, which with
+    jit=True is one XLA cluster (a tf.function with jit_compile=True called inside the replica);
+    the optimizer all-reduces and applies the (loss-scaled) gradients outside it. So XLA works
+    under any tf.distribute strategy, mixed precision included, and the compiled and uncompiled
+    steps run the same code. Keras's own compile(jit_compile=True) compiles the cross-replica
+    function instead, which fails under MirroredStrategy (a replica's variables read from
+    another device)."""
 
-    def __init__(self, core: keras.Model, augment: keras.Model | None = None, **kw):
+    def __init__(self, core: keras.Model, augment: keras.Model | None = None, jit: bool = False, **kw):
         super().__init__(name=core.name, **kw)
         self.core, self.augment = core, augment
-        self._forward_backward = tf.function(self._step, jit_compile=True, reduce_retracing=True)
+        self._forward_backward = tf.function(self._step, jit_compile=jit, reduce_retracing=True)
         self.built = True  # the core model is built already
 
     def build(self, input_shape):
@@ -159,9 +161,9 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
         work_dir: str | None = None, tb: ScalarLog | None = None, verbose: int = 2, log=print,
         augment: keras.Model | None = None):
     """Fits `model` in place; returns its History (.history: metric -> per-epoch values, .epoch).
-    work_dir: backups for resuming after a kill (None: no backups). With cfg.jit, `augment`
-    (the stage's augmentation, kept out of `model`) runs on the device before the compiled step
-    (ReplicaCompiled); without it, augmentation belongs inside `model`."""
+    work_dir: backups for resuming after a kill (None: no backups). `augment`: the stage's
+    augmentation, kept out of `model`, run on the device before each step (AugmentedStep;
+    needed for cfg.jit, whose compiled step cannot hold random ops)."""
     strategy = strategy or tf.distribute.get_strategy()
     work = str(work_dir) if work_dir else None
     arrays = isinstance(train, tuple)
@@ -180,11 +182,9 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
                         schedule=cfg.schedule,
                         decay_steps=decay_steps, patience=cfg.patience, label_smoothing=cfg.label_smoothing,
                         steps_per_epoch=None if arrays else cfg.steps_per_epoch, tb=tb, log=log)
-    if augment is not None and not cfg.jit:
-        raise ValueError("augment is for the compiled step (cfg.jit); otherwise put it inside the model")
     with strategy.scope():
-        if cfg.jit:
-            model = ReplicaCompiled(model, augment)
+        if cfg.jit or augment is not None:
+            model = AugmentedStep(model, augment, jit=cfg.jit)
         model.compile(optimizer=_optimizer(cfg, decay_steps),
                       loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=False)

@@ -143,12 +143,10 @@ class _Run:
                          profile_batches=profile)
 
     def full_image_model(self, policy: str):
-        """(model, augment) of a full-image stage: the augmentation inside the model, or with XLA
-        outside it, before each replica's compiled step (fit.ReplicaCompiled): on the device
-        either way."""
-        if self.xla:
-            return self.clf.inference_model(), augment.build_augmentation(policy, seed=self.cfg.seed)
-        return self.clf.training_model(policy), None
+        """(model, augment) of a full-image stage: the augmentation runs on each device before
+        the forward and backward pass (fit.AugmentedStep), which XLA compiles when it is on; the
+        same code either way."""
+        return self.clf.inference_model(), augment.build_augmentation(policy, seed=self.cfg.seed)
 
     def full_image_data(self):
         """(dataset function for fit, validation dataset): full images, un-augmented."""
