@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pickle
+import re
 import sys
+import tempfile
 import types
 import typing
 import zipfile
@@ -138,17 +141,45 @@ def error_line(e: BaseException) -> str | None:
     return None
 
 
-def run(main: Callable[[list[str]], Any], define: Callable[[], None]) -> None:
+# TensorFlow's C++ start-up lines: printed at import through fd 2, past TF_CPP_MIN_LOG_LEVEL.
+_TF_NOISE = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom operations are on|"
+                       r"cpu_feature_guard|rebuild TensorFlow with the appropriate compiler flags")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with fd 2 on a temporary file, then passes on every line it printed
+    but its start-up notices (which no setting silences)."""
+    if "tensorflow" in sys.modules:
+        return
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        for line in tmp.read().decode("utf-8", "replace").splitlines():
+            if not _TF_NOISE.search(line):
+                print(line, file=sys.stderr)
+
+
+def run(main: Callable[[list[str]], Any], define: Callable[[], None], *, tensorflow: bool = True) -> None:
     """`app.run(main)` after `define()`: the error boundary of every tool. A user's error (a
     UserError, an OSError, a TensorFlow error on a file, a damaged input) ends the run with
     `error: <one line>` and exit status 2, never a traceback; anything else is a bug and keeps
-    its traceback."""
+    its traceback. tensorflow=False: a tool that never loads it (its start-up lines are
+    silenced otherwise, unless --verbosity is given)."""
     define()
     _own_flags_in_help(main)
 
     def guarded(argv):
         if not FLAGS["verbosity"].present:  # TF's INFO lines (collectives, SavedModel) drown the progress lines
             logging.set_verbosity(logging.WARNING)
+            if tensorflow:
+                _import_tensorflow_quietly()
         try:
             return main(argv)
         except KeyboardInterrupt:

@@ -31,7 +31,7 @@ def main(argv):
 
 def run():
     """The `catdog-explore` console script."""
-    cli.run(main, lambda: cli.define_flags(ExploreConfig))
+    cli.run(main, lambda: cli.define_flags(ExploreConfig), tensorflow=False)
 
 
 if __name__ == "__main__":

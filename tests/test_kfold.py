@@ -238,7 +238,7 @@ def test_two_workers_share_the_extraction_and_the_chief_writes_once(rec, lite0_r
             assert o.count(line) == 2, (line, o[-2000:])
     assert "worker 0/2 fits the heads of fold1, fold3" in outs[0] and "worker 1/2 fits the heads of fold2" in outs[1]
     assert "the chief writes" in outs[1] and "wrote" in outs[0] and "wrote" not in outs[1]
-    assert sorted(p.name for p in out.iterdir()) == ["fold_heads.npz", "kfold.json", "model.keras",
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "fold_heads.npz", "kfold.json", "model.keras",
                                                       "oof_predictions.csv", "tensorboard"]
     # The assembled features are the single process's, photo for photo.
     single_cache = Path(cfg.out).parent / "cache"
