@@ -64,11 +64,13 @@ for m in $MEMBERS; do
 done
 
 stage "4/7 ensemble: weights, averaging space and temperature or ImageNet-mass hedge fitted on the out-of-fold predictions"
-# Redone (with everything after it) when the member list changed since the last run.
-if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/null)" != "${dirs[*]}" ]; then
+# Redone (with everything after it) when the members changed since the last run: another list,
+# or a member redone (new records or settings: its kfold.json changes with it).
+members_key="${dirs[*]} $(for d in "${dirs[@]}"; do cat "${d#--member=}/kfold.json"; done | sha256sum | cut -c1-16)"
+if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/null)" != "$members_key" ]; then
   rm -rf "$RUNS/final" "$RUNS/export" "$RUNS/export_first_member"  # made from these members
   python -m catdog_tf.ensemble --oof "${dirs[@]}" --out="$RUNS/final"
-  echo "${dirs[*]}" > "$RUNS/final/MEMBERS"
+  echo "$members_key" > "$RUNS/final/MEMBERS"
 fi
 
 stage "5/7 evaluate the exported model: held-out $HELDOUT and native sizes; out-of-fold label review"
