@@ -50,6 +50,8 @@ def accepts(field: dataclasses.Field) -> str:
 def _problem(field: dataclasses.Field, value) -> str | None:
     """Why `value` is not acceptable for `field` (None: it is)."""
     meta = field.metadata
+    if str(field.type).startswith("list") and not isinstance(value, (list, tuple)):
+        return "must be a list"
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if meta.get("choices") and v not in meta["choices"]:
@@ -192,7 +194,8 @@ class KFoldConfig(_Checked):
     out: str | None = f(None, "Output folder (default runs/kfold/<backbone>).")
     folds: list[str] | None = f(None, "Folds to cross-validate over (default: all); others stay untouched.",
                                   distinct=True)
-    image_size: int | None = f(None, "Input size (default: the backbone's own; a single backbone only).")
+    image_size: int | None = f(None, "Input size (default: the backbone's own; a single backbone only).", ge=16,
+                               le=2048)
     weights: str | None = f("auto", "Backbone weights: auto, imagenet, none or a file.")
     epochs: int = f(20, "Epochs per fold head (fixed: no early stopping, so out-of-fold stays honest).", ge=1)
     lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).", gt=0, le=10)

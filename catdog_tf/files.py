@@ -133,6 +133,8 @@ def read_json(path: str | os.PathLike, what: str = "JSON file"):
         return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not a valid {what} ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except (ValueError, RecursionError) as e:  # a number of over 4,300 digits, nesting past the stack
+        raise UserError(f"{path}: not a valid {what} ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 @contextlib.contextmanager

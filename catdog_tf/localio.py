@@ -59,9 +59,9 @@ def read(path, max_bytes: int) -> bytes:
         if st.st_size > max_bytes:
             raise _error(path, f"file too large ({st.st_size:,} bytes; the limit is {max_bytes:,})")
         with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise _error(path, f"file too large (grew past {max_bytes:,} bytes while read)")
+            data = f.read(st.st_size + 1)  # the file's size, not the cap: read() allocates what it is asked
+        if len(data) > st.st_size:
+            raise _error(path, "the file grew while it was read")
         return data
     finally:
         os.close(fd)

@@ -107,7 +107,9 @@ def _rendezvous_watchdog(workers: int):
     try:
         limit = float(os.environ.get(RENDEZVOUS_TIMEOUT_ENV, "600"))
     except ValueError:
-        raise UserError(f"{RENDEZVOUS_TIMEOUT_ENV} must be a number of seconds") from None
+        limit = float("nan")
+    if not 0 < limit < 1e7:
+        raise UserError(f"{RENDEZVOUS_TIMEOUT_ENV} must be a number of seconds above 0")
     peers = ", ".join(h for hosts in _tf_config().get("cluster", {}).values() for h in hosts)
     msg = (f"error: TF_CONFIG lists {workers} workers ({peers}) but not all of them came within {limit:g} s; start "
            f"every worker with its own task index, or check the addresses ({RENDEZVOUS_TIMEOUT_ENV} sets the wait)")
