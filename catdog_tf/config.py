@@ -210,7 +210,7 @@ class KFoldConfig(_Checked):
     flip: bool = f(True, "Also train on the mirror images' features.")
     tta_flip: bool = f(True, "Score each photo and its mirror image and average the logits: in the out-of-fold "
                        "figures and in the exported model (twice the inference cost).")
-    seed: int = f(0, "Seed (fold k uses seed + k).", ge=0, lt=2**32)
+    seed: int = f(0, "Seed (fold k uses seed + k).", ge=0, lt=2**31)
     strategy: str = f("auto", "tf.distribute strategy (features are extracted and heads fitted under it).",
                       choices=STRATEGIES)
     cache_dir: str | None = f(None, "Feature cache (default <out>/../cache; shared with train).")

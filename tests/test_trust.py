@@ -200,7 +200,8 @@ def test_the_submission_written_is_read_back(tmp_path, monkeypatch):
     ("[]", "a JSON object is needed"), ('{"cluster": 5}', "must be objects"),
     ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}', "not in the cluster"),
     ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "task index 3"),
-    ('{"cluster": {"worker": "h:1"}}', "host:port")])
+    ('{"cluster": {"worker": "h:1"}}', "host:port"),
+    ('{"cluster": {"worker": ["h:1", "h:2"]}}', "without a 'task'")])
 def test_a_malformed_tf_config_is_one_line(tf_config, needle, tmp_path):
     tiny_classifier(32, 0, "m").save(tmp_path / "m.keras")
     (tmp_path / "p.jpg").write_bytes(jpeg_bytes())

@@ -15,9 +15,10 @@ UNLABELED = -1
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "gif", "bmp")
 
 _SUFFIX = "|".join(IMAGE_SUFFIXES)
-_LABELED = re.compile(rf"^(cat|dog)\.(\d+)\.({_SUFFIX})$", re.IGNORECASE)
-_TEST = re.compile(rf"^(\d+)\.({_SUFFIX})$", re.IGNORECASE)
-_ID = re.compile(r"^(?:(cat|dog)\.)?(\d+)$", re.IGNORECASE)
+# ASCII digits only: Unicode digits (１, ٣) would make ids Kaggle does not have.
+_LABELED = re.compile(rf"^(cat|dog)\.([0-9]+)\.({_SUFFIX})$", re.IGNORECASE)
+_TEST = re.compile(rf"^([0-9]+)\.({_SUFFIX})$", re.IGNORECASE)
+_ID = re.compile(r"^(?:(cat|dog)\.)?([0-9]+)$", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True)

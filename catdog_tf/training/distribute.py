@@ -40,6 +40,8 @@ def tf_config_problem(cfg) -> str | None:
         if not isinstance(hosts, list) or not all(isinstance(h, str) and h.rpartition(":")[2].isdigit()
                                                   for h in hosts):
             return f"cluster {role!r} must be a list of 'host:port' strings"
+    if cluster and not task:
+        return "a cluster without a 'task' (this process's type and index)"
     if task:
         kind, index = task.get("type"), task.get("index", 0)
         if kind not in cluster:
