@@ -24,6 +24,7 @@ TTA = ("none", "flip")
 POOLINGS = ("avg", "gem", "flatten")
 GEM_P = 2.0  # GeM's exponent: RESULTS.md experiment 35; 2 also has an exact standard-Keras form (export.py)
 MAX_PIXELS = 50_000_000  # ~7000x7000; anything larger is almost surely not a pet photo
+MAX_BATCH = 4096  # 4096 photos at 300 px are 4.4 GB of float32 input before any activation
 
 
 def f(default, help: str, *, choices=None, multi: bool = False, ge=None, gt=None, le=None, lt=None,
@@ -123,7 +124,7 @@ class BuildConfig(_Checked):
     strict: bool = f(False, "Exit non-zero if any file was skipped.")
     max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.", ge=1)
     max_file_mb: float = f(100.0, "Skip files larger than this (no pet photo is; a bigger one is a mistake).", gt=0)
-    shard_mb: float = f(100.0, "Target shard size in MB.", gt=0)
+    shard_mb: float = f(100.0, "Target shard size in MB.", ge=0.01)
     min_shards: int = f(8, "At least this many shards per split (when it has >= 256 photos a shard).", ge=1, le=10_000)
     workers: int = f(0, "Reader/writer threads (0: one per core).", ge=0, le=256)
     jpeg_quality: int = f(95, "JPEG quality of re-encoded photos.", ge=1, le=100)
@@ -146,7 +147,7 @@ class TrainConfig(_Checked):
     records: str = f("records", "Folder of shards + manifest.json (python -m catdog_tf.records).")
     out: str = f("runs/model", "Output folder: model.keras, saved_model/, metrics, TensorBoard logs.")
     image_size: int | None = f(None, "Input size (default: the backbone's own).", ge=16, le=2048)
-    batch_size: int = f(32, "Global batch size (split across replicas).", ge=1)
+    batch_size: int = f(32, "Global batch size (split across replicas).", ge=1, le=MAX_BATCH)
     epochs1: int = f(10, "Stage 1 (head) epochs.", ge=0)
     epochs2: int = f(5, "Stage 2 (top blocks) epochs; 0 skips stage 2.", ge=0)
     lr1: float = f(1e-3, "Stage 1 learning rate.", gt=0, le=10)
@@ -200,7 +201,7 @@ class KFoldConfig(_Checked):
     epochs: int = f(20, "Epochs per fold head (fixed: no early stopping, so out-of-fold stays honest).", ge=1)
     lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).", gt=0, le=10)
     dropout: float = f(0.3, "Dropout on the pooled features.", ge=0, lt=1)
-    batch_size: int = f(64, "Batch size.", ge=1)
+    batch_size: int = f(64, "Batch size.", ge=1, le=MAX_BATCH)
     pooling: str = f("avg", f"Pooling of each backbone's last feature map: avg, or gem (GeM, p = {GEM_P:g}; its "
                      "members carry no ImageNet masses, so no hedge).", choices=POOLINGS[:2])
     head: str = f("adam", "How each fold head is fit: adam (the cosine recipe: --epochs, --lr, --dropout, "
@@ -245,8 +246,8 @@ class KFoldConfig(_Checked):
         out = []
         for part in self.backbone.split("+"):
             name, _, size = part.partition("@")
-            if size and (not size.isdigit() or int(size) < 1):
-                raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels")
+            if size and not (size.isascii() and size.isdigit() and 16 <= int(size[-5:]) <= 2048 and len(size) <= 5):
+                raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels, 16..2048")
             out.append((name, int(size) if size else self.image_size))
         if self.image_size and (len(out) > 1 or "@" in self.backbone):
             raise ValueError("--image_size applies to a single backbone without @SIZE; give each fused one its size "
@@ -263,14 +264,15 @@ class EnsembleConfig(_Checked):
     records: str = f("records", "Records folder whose split fits the combination (without --oof).")
     split: str = f("validation", "Split used to fit weights and temperature (without --oof).")
     fold: int | None = f(None, "Fold (records built with --folds).", ge=0)
-    weights: list[float] | None = f(None, "Fixed weights, e.g. 0.2,0.3,0.5 (default: fitted).", ge=0)
+    weights: list[float] | None = f(None, "Fixed weights, e.g. 0.2,0.3,0.5 (default: fitted; with --oof the "
+                                     "temperature and hedge are still fitted).", ge=0, le=1e6)
     space: str = f("auto", "Averaging space (auto: the better one).", choices=("auto", "prob", "logit"))
     temperature: bool = f(True, "Fit a temperature.")
     hedge: str = f("auto", "With --oof: scale the logit by the ImageNet cat/dog mass (pulls photos with no "
                    "animal or both toward 0.5); auto keeps it when the cross-fitted log loss improves.",
                    choices=("auto", "on", "off"))
     tta: str = f("none", "Test-time augmentation while fitting.", choices=TTA)
-    batch_size: int = f(32, "Batch size.", ge=1)
+    batch_size: int = f(32, "Batch size.", ge=1, le=MAX_BATCH)
 
     def relations(self):
         if self.weights is not None:
@@ -298,7 +300,7 @@ class EvaluateConfig(_Checked):
                                   ge=0, lt=0.5)
     strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
                       "(the chief writes).", choices=STRATEGIES)
-    batch_size: int = f(32, "Batch size (per device).", ge=1)
+    batch_size: int = f(32, "Batch size (per device).", ge=1, le=MAX_BATCH)
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel).", ge=1)
 
 
@@ -312,7 +314,7 @@ class PredictConfig(_Checked):
     tta: str = f("flip", "Test-time augmentation.", choices=TTA)
     strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
                       "(the chief writes).", choices=STRATEGIES)
-    batch_size: int = f(32, "Batch size (per device).", ge=1)
+    batch_size: int = f(32, "Batch size (per device).", ge=1, le=MAX_BATCH)
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel); every "
                         "test id needs a row, so the limit is higher than records'.", ge=1)
 
@@ -327,8 +329,11 @@ class OutliersConfig(_Checked):
     weights: str | None = f("auto", "Backbone weights (auto / imagenet / PATH).")
     conflict: float = f(0.8, "Summed probability of the opposite group that flags a label conflict.", gt=0,
                         le=1)
-    batch_size: int = f(32, "Batch size.", ge=1)
+    batch_size: int = f(32, "Batch size.", ge=1, le=MAX_BATCH)
     per_page: int = f(48, "Photos per contact-sheet page.", ge=1, le=1000)
+
+    def relations(self):
+        return _needs_pretrained(self.weights, "the screen reads ImageNet predictions")
 
 
 @dataclasses.dataclass
@@ -338,6 +343,16 @@ class BackbonesConfig(_Checked):
     classify: bool = f(False, "Print the top ImageNet classes of the photos given as arguments.")
     top: int = f(5, "How many classes to print per photo.", ge=1, le=1000)
     image_size: int | None = f(None, "Input size (default: the backbone's own).", ge=16, le=2048)
+
+    def relations(self):
+        return _needs_pretrained(self.weights, "--classify prints ImageNet predictions") if self.classify else None
+
+
+def _needs_pretrained(weights, why: str) -> str | None:
+    """Random weights would give random ImageNet classes: a silently meaningless result."""
+    if weights in (None, "none", "random"):
+        return f"--weights={weights}: {why}, which random weights cannot give (use auto, imagenet or a file)"
+    return None
 
 
 @dataclasses.dataclass

@@ -5,6 +5,8 @@ A violation is one UserError naming where the values came from; the caller write
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 
 from catdog_tf.errors import UserError
@@ -46,13 +48,19 @@ def finite(values, what: str) -> np.ndarray:
     return v
 
 
+def unique(ids, where: str, then: str = "") -> None:
+    """No id twice (two rows for one photo would count it twice, or contradict each other)."""
+    counts = collections.Counter(ids)
+    if len(counts) != len(ids):
+        dup = sorted(i for i, n in counts.items() if n > 1)[:5]
+        raise UserError(f"{where}: ids {dup} appear twice{then}")
+
+
 def complete(ids, expected, where: str) -> None:
     """Exactly one row for each expected id: none missing, none extra, none twice."""
     ids = list(ids)
+    unique(ids, where, ": nothing written")
     seen = set(ids)
-    if len(seen) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise UserError(f"{where}: ids {dup} appear twice: nothing written")
     expected = set(expected)
     missing, extra = sorted(expected - seen, key=lambda i: (len(i), i)), sorted(seen - expected)
     if missing:

@@ -22,7 +22,7 @@ def main(argv):
         raise UserError("give --member=MODEL at least once")
     if cfg.oof:
         report = ensemble.run_oof(cfg.member, cfg.out, space=cfg.space, temperature=cfg.temperature,
-                                  hedge=cfg.hedge)
+                                  hedge=cfg.hedge, weights=cfg.weights)
         keys = ("space", "weights", "temperature", "hedge", "oof_log_loss", "oof_log_loss_ci95", "cleaned_oof_log_loss",
                 "oof_accuracy")
     else:

@@ -63,6 +63,11 @@ def glob(pattern: str | os.PathLike) -> list[str]:
     return sorted(gfile.glob(str(pattern)))
 
 
+def walk_files(path: str | os.PathLike) -> list[str]:
+    """Every file under a folder, at any depth, sorted."""
+    return sorted(join(d, f) for d, _, names in gfile.walk(str(path)) for f in names)
+
+
 def remove(path: str | os.PathLike) -> None:
     if gfile.exists(str(path)):
         gfile.remove(str(path))
@@ -77,7 +82,7 @@ def size(path: str | os.PathLike) -> int:
     """Bytes of a file, or of every file under a folder (e.g. a SavedModel)."""
     path = str(path)
     if gfile.isdir(path):
-        return sum(gfile.stat(join(d, f)).length for d, _, names in gfile.walk(path) for f in names)
+        return sum(gfile.stat(f).length for f in walk_files(path))
     return gfile.stat(path).length
 
 
@@ -110,11 +115,11 @@ def read_bytes(path: str | os.PathLike, max_bytes: int = localio.MAX_BINARY_BYTE
         if st.length > max_bytes:
             raise OSError(0, f"file too large ({st.length:,} bytes; the limit is {max_bytes:,})", path)
         with gfile.GFile(path, "rb") as f:
-            data = f.read(max_bytes + 1)
+            data = f.read(st.length + 1)  # its size, not the cap (read() allocates what it is asked)
     except tf.errors.OpError as e:
         raise OSError(0, e.message, path) from None
-    if len(data) > max_bytes:
-        raise OSError(0, f"file too large (grew past {max_bytes:,} bytes while read)", path)
+    if len(data) > st.length:
+        raise OSError(0, "the file grew while it was read", path)
     return data
 
 

@@ -28,10 +28,13 @@ def digest(obj) -> str:
 
 
 def file_digest(path: str | None) -> str | None:
-    """sha256 of an input file named by a setting (weights, soft targets), None for a keyword."""
-    if path and files.exists(path) and not files.isdir(path):
+    """sha256 of an input named by a setting (weights, soft targets), None for a keyword. A
+    folder (a run whose files are read) digests the names and sha256 of every file inside."""
+    if not path or not files.exists(path):
+        return None
+    if not files.isdir(path):
         return files.sha256_file(path)
-    return None
+    return digest([(f[len(str(path)):], files.sha256_file(f)) for f in files.walk_files(path)])
 
 
 def changed(old, new, prefix: str = "") -> list[str]:

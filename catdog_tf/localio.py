@@ -33,6 +33,10 @@ def check_regular(path, max_bytes: int = MAX_BINARY_BYTES) -> int:
         raise _error(path, "no such file") from None
     except OSError as e:
         raise _error(path, e.strerror or str(e)) from None
+    return _regular_size(path, st, max_bytes)
+
+
+def _regular_size(path, st: os.stat_result, max_bytes: int) -> int:
     if not stat.S_ISREG(st.st_mode):
         raise _error(path, f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})")
     if st.st_size > max_bytes:
@@ -53,14 +57,10 @@ def read(path, max_bytes: int) -> bytes:
     except OSError as e:
         raise _error(path, e.strerror or str(e)) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _error(path, f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})")
-        if st.st_size > max_bytes:
-            raise _error(path, f"file too large ({st.st_size:,} bytes; the limit is {max_bytes:,})")
+        size = _regular_size(path, os.fstat(fd), max_bytes)
         with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read(st.st_size + 1)  # the file's size, not the cap: read() allocates what it is asked
-        if len(data) > st.st_size:
+            data = f.read(size + 1)  # the file's size, not the cap: read() allocates what it is asked
+        if len(data) > size:
             raise _error(path, "the file grew while it was read")
         return data
     finally:

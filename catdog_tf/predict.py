@@ -21,16 +21,18 @@ def main(argv):
     from catdog_tf.training import distribute
 
     cfg = cli.from_flags(PredictConfig)
+    files = argv[1:]
+    if files and (cfg.images or cfg.records):
+        raise UserError("give photos as arguments or --images/--records, not both")
+    if not files and bool(cfg.images) == bool(cfg.records):
+        raise UserError("give --images=FOLDER or --records=FOLDER (or image paths as arguments)")
     strategy, w = distribute.choose(cfg.strategy)
     model = predict.load_model(cfg.model, strategy)
-    files = argv[1:]
     if files:
         p = predict.predict_files(model, files, cfg.batch_size, cfg.tta, strategy)
         for f, v in zip(files, p) if w.chief else ():
             print(f"{f}\t{v:.6f}")
         return
-    if bool(cfg.images) == bool(cfg.records):
-        raise UserError("give --images=FOLDER or --records=FOLDER (or image paths as arguments)")
     if cfg.images:
         photos = predict.scan_folder(cfg.images, labeled=False, max_pixels=cfg.max_pixels)
         for s in photos.skipped:

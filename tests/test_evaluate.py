@@ -4,6 +4,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 from catdog_tf import metrics
 from catdog_tf.inference import predict
@@ -66,6 +67,8 @@ def test_bootstrap_interval_covers_and_narrows_with_more_photos():
 def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp_path):
     """--predictions: the label-error review path; excluded photos scored but marked."""
     from catdog_tf.data import records
+    from catdog_tf.errors import UserError
+    from catdog_tf.inference import evaluate
     from catdog_tf.training import kfold
     d = tmp_path / "train"
     d.mkdir()
@@ -80,7 +83,9 @@ def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp
     p[ids.index("cat.2")] = 0.999  # a confident contradiction: a label-error candidate
     p[ids.index("dog.3")] = 0.01  # excluded from training, still scored
     excluded = np.asarray([i == "dog.3" for i in ids])
-    kfold.write_oof(tmp_path / "oof.csv", ids, y, ["fold0"] * 16, p, excluded)
+    fold_of = {e["id"]: k for k in ("fold0", "fold1") for e in records.read_examples(str(rec), k)}
+    folds = [fold_of[i] for i in ids]
+    kfold.write_oof(tmp_path / "oof.csv", ids, y, folds, p, excluded)
     r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--predictions={tmp_path / 'oof.csv'}",
                         f"--records={rec}", f"--json_out={tmp_path / 'e.json'}", "--worst=4"],
                        cwd=REPO, capture_output=True, text=True)
@@ -93,9 +98,18 @@ def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp
     assert (tmp_path / "e_plots" / "worst_mistakes.png").stat().st_size > 1000
     assert "95% CI" in r.stdout and "excluded from training" in r.stdout
     # A CSV from other records (another exclusion list) is refused in one line.
-    kfold.write_oof(tmp_path / "other.csv", ids, y, ["fold0"] * 16, p)
+    kfold.write_oof(tmp_path / "other.csv", ids, y, folds, p)
     r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--predictions={tmp_path / 'other.csv'}",
                         f"--records={rec}"], cwd=REPO, capture_output=True, text=True)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-2000:]
     assert "excluded photos differ" in errors[0]
+    # A partial file (a photo's row missing) would score a subset: refused too.
+    keep = [k for k, i in enumerate(ids) if i != "cat.5"]
+    kfold.write_oof(tmp_path / "part.csv", [ids[k] for k in keep], y[keep], [folds[k] for k in keep], p[keep],
+                    excluded[keep])
+    with pytest.raises(UserError, match="partial"):
+        evaluate.evaluate_predictions(str(tmp_path / "part.csv"), records_dir=str(rec))
+    # Without records the figures and the calibration plot are made; the sheet has no photos to show.
+    s = evaluate.evaluate_predictions(str(tmp_path / "oof.csv"), out_dir=str(tmp_path / "alone"))
+    assert s["count"] == 16 and s["worst_png"] is None and (tmp_path / "alone" / "calibration.png").exists()

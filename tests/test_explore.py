@@ -3,8 +3,10 @@ a few copies of real photos."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 import scipy.fft
 from PIL import Image
 
+from catdog_tf.errors import UserError
 from catdog_tf.tools import explore
 from catdog_tf.tools.explore import scan
 from conftest import KAGGLE_NATIVE, REPO, require
@@ -326,19 +329,23 @@ def test_records_from_manifest_and_bad_records(tmp_path):
                                  ("dog.1", 1, _jpeg(_smooth_image(2)))], shards=1)
     val = _write_records(rec, [("7", -1, _jpeg(_smooth_image(3)))], shards=1, prefix="validation")
     _write_records(rec, [("cat.99", 0, _jpeg(_smooth_image(4)))], shards=1, prefix="stale")
-    manifest = {"splits": {"train": {"shards": [{"file": n} for n in train]},
-                           "validation": {"shards": [{"file": n} for n in val]}}}
+    def entry(name, count):
+        data = (rec / name).read_bytes()
+        return {"file": name, "count": count, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+    manifest = {"splits": {"train": {"count": 3, "shards": [entry(n, 3) for n in train]},
+                           "validation": {"count": 1, "shards": [entry(n, 1) for n in val]}}}
     (rec / "manifest.json").write_text(json.dumps(manifest))
-    assert [p.name for p in explore.record_shards(rec)] == sorted(train + val)
+    assert [os.path.basename(p) for p in explore.record_shards(rec)] == sorted(train + val)
     r = explore.explore_records(rec, workers=1, progress=False)
     assert sorted(it.id for it in r.items) == sorted(["cat.1", "dog.1", "7", f"{train[0]}#1"])
     assert r.counts == {"cat": 1, "dog": 1, "unlabeled": 1, "other": 1, "total": 4}
     [bad] = r.undecodable
     assert bad["id"] == f"{train[0]}#1" and bad["kind"] == "bad_record" and bad["path"].endswith(".tfrecord#1")
     assert "bad record" in bad["reason"]
-    manifest["splits"]["train"]["shards"].append({"file": "gone.tfrecord"})
+    manifest["splits"]["train"]["shards"].append({"file": "gone.tfrecord", "count": 0, "bytes": 1, "sha256": "0"})
     (rec / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(FileNotFoundError, match="gone.tfrecord"):
+    with pytest.raises(UserError, match="gone.tfrecord.*missing"):
         explore.record_shards(rec)
 
 

@@ -129,6 +129,9 @@ def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
     assert r["cleaned_count"] == 72 - int(o.excluded.sum()) and o.excluded.any()
     ens = predict.load_model(str(tmp_path / "ens"))
     assert {layer.name.split("_")[0] for layer in ens.layers if layer.name.startswith("member")} == {"member0", "member1"}
+    # Fixed --weights are kept (normalized), with the temperature still fitted.
+    fixed = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / "fixed"), hedge="off", weights=[1.0, 3.0])
+    assert fixed["weights"] == pytest.approx([0.25, 0.75])
     for h in ("on", "off"):  # either way one graph that reloads and predicts like the members combined
         r = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / h), hedge=h)
         assert (r["hedge"] is None) == (h == "off")

@@ -201,7 +201,10 @@ def test_the_submission_written_is_read_back(tmp_path, monkeypatch):
     ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "chief", "index": 0}}', "not in the cluster"),
     ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "task index 3"),
     ('{"cluster": {"worker": "h:1"}}', "host:port"),
-    ('{"cluster": {"worker": ["h:1", "h:2"]}}', "without a 'task'")])
+    ('{"cluster": {"worker": ["h:1", "h:2"]}}', "without a 'task'"),
+    ('{"cluster": {"worker": ["h:1"], "ps": ["h:2"]}, "task": {"type": "ps", "index": 0}}', "'chief' and 'worker'"),
+    ('{"cluster": {"evaluator": ["h:1"]}, "task": {"type": "evaluator", "index": 0}}', "'chief' and 'worker'"),
+    ('{"cluster": {"chief": ["h:1", "h:2"]}, "task": {"type": "chief", "index": 1}}', "exactly one")])
 def test_a_malformed_tf_config_is_one_line(tf_config, needle, tmp_path):
     tiny_classifier(32, 0, "m").save(tmp_path / "m.keras")
     (tmp_path / "p.jpg").write_bytes(jpeg_bytes())
@@ -227,3 +230,175 @@ def test_workers_whose_peers_never_come_stop_with_one_line(tmp_path):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "not all of them came within 5 s" in errors[0], r.stderr[-2000:]
     assert not (tmp_path / "s.csv").exists()
+
+
+# ------------------------------------------------------------------ the adversarial pass of session 8
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 300])
+@pytest.mark.parametrize("shard_mb", [0.01, 1.0, 100.0])
+def test_a_split_never_gets_more_shards_than_photos(n, shard_mb):
+    from types import SimpleNamespace
+
+    from catdog_tf.config import BuildConfig
+
+    items = [SimpleNamespace(height=4000, width=6000)] * n  # big photos: the size rule asks for many shards
+    k = records._num_shards(items, BuildConfig(shard_mb=shard_mb))
+    assert 1 <= k <= max(n, 1)
+
+
+@pytest.mark.parametrize("spec", ["efficientnet_lite0@8", "efficientnet_lite0@99999999999999999999",
+                                  "efficientnet_lite0@3000", "efficientnet_lite0@\u0663\u0660\u0660",
+                                  "efficientnet_lite0@300+efficientnet_lite1@1"])
+def test_a_fused_backbone_size_is_bounded_like_image_size(spec):
+    from catdog_tf.config import KFoldConfig
+
+    with pytest.raises(UserError, match="16..2048"):
+        KFoldConfig(backbone=spec)
+
+
+def test_a_split_named_twice_or_validating_on_training_photos_is_refused(tmp_path):
+    build([labeled_folder(tmp_path / "p", n=8)], tmp_path / "rec", folds=3)
+    rec = str(tmp_path / "rec")
+    for split in ("fold0+fold0", "fold1+fold2+fold1"):
+        with pytest.raises(UserError, match="twice"):
+            records.split_count(rec, split)
+    for train_split, val_split, fold in (("fold0+fold1", "fold1", None), ("train", "fold1", 2),
+                                         ("fold2", "validation", 2)):
+        with pytest.raises(UserError, match="also in --train_split"):
+            _train(rec, tmp_path / "run", train_split=train_split, val_split=val_split, fold=fold)
+        assert not (tmp_path / "run").exists()
+
+
+def test_too_many_unfreeze_blocks_is_refused_before_stage_1(rec, tmp_path):
+    with pytest.raises(UserError, match="--unfreeze_blocks=99: efficientnet_lite0 has"):
+        _train(rec, tmp_path / "run", epochs2=1, unfreeze_blocks=99)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_input_folder_is_keyed_by_every_file_inside(tmp_path):
+    d = tmp_path / "teacher"
+    (d / "sub").mkdir(parents=True)
+    (d / "oof_predictions.csv").write_text("a")
+    (d / "sub" / "x").write_text("b")
+    first = identity.file_digest(str(d))
+    (d / "sub" / "x").write_text("c")
+    assert identity.file_digest(str(d)) not in (first, None)
+    assert identity.file_digest(str(tmp_path / "missing")) is None
+
+
+def test_the_feature_cache_key_sees_a_change_to_any_weight():
+    import keras
+
+    from catdog_tf.training import features
+
+    model = keras.Sequential([keras.Input((4,))] + [keras.layers.Dense(4) for _ in range(12)])
+    before = features._weights_fingerprint(model)
+    w = model.layers[6].kernel
+    w.assign(w.numpy() + 1e-3)  # a middle layer: neither among the first nor the last tensors
+    assert features._weights_fingerprint(model) != before
+
+
+@pytest.mark.parametrize("rows, needle", [
+    (["cat.1,0,fold0,0.1", "cat.1,0,fold0,0.2", "dog.1,1,fold1,0.9"], "appear twice"),
+    (["cat.1,1,fold0,0.1", "dog.1,1,fold1,0.9"], "label other than their id's"),
+    (["dog.7,0,fold0,0.1", "cat.2,0,fold1,0.2"], "label other than their id's")])
+def test_out_of_fold_rows_that_repeat_or_contradict_their_id_are_refused(tmp_path, rows, needle):
+    from catdog_tf.training import kfold
+
+    (tmp_path / "oof.csv").write_text(kfold.OOF_HEADER + "\n" + "\n".join(rows) + "\n")
+    with pytest.raises(UserError, match=needle):
+        kfold.read_oof(str(tmp_path / "oof.csv"))
+
+
+@pytest.mark.parametrize("report", [[], {"config": []}, {"config": {"backbone": 5}},
+                                    {"config": {"backbone": "efficientnet_lite0", "weights": 3}},
+                                    {"config": {"backbone": "efficientnet_lite0", "weights": "auto", "epochs": -1}}])
+def test_a_k_fold_report_of_the_wrong_shape_is_one_error(tmp_path, report):
+    from catdog_tf.training import kfold
+
+    (tmp_path / "kfold.json").write_text(json.dumps(report))
+    with pytest.raises(UserError, match="kfold.json"):
+        kfold.run_config(str(tmp_path))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.update(store_size="32"), lambda m: m.update(folds=[2]), lambda m: m.update(max_side=-4),
+    lambda m: next(iter(m["splits"].values())).update(unlabeled="x"),
+    lambda m: next(iter(m["splits"].values())).update(cat=None),
+    lambda m: next(iter(m["splits"].values())).update(excluded=-1)])
+def test_manifest_fields_of_the_wrong_type_are_refused(tmp_path, edit):
+    build([labeled_folder(tmp_path / "p", n=4)], tmp_path / "rec")
+    m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
+    edit(m)
+    (tmp_path / "rec" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match="manifest"):
+        records.split_count(str(tmp_path / "rec"), "train")
+
+
+@pytest.mark.parametrize("bad", ["[]", '{"splits": []}', '{"splits": {"train": {"shards": [{"file": 5}]}}}',
+                                 '{"splits": {"train": {"count": 1, "shards": [{"file": "../../x"}]}}}', "{"])
+def test_a_rebuild_over_a_malformed_manifest_builds(tmp_path, bad):
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec" / "manifest.json").write_text(bad)
+    m = build([labeled_folder(tmp_path / "p", n=4)], tmp_path / "rec")
+    assert m["written"] == 8 and records.split_count(str(tmp_path / "rec"), "train") > 0
+
+
+def test_records_whose_photos_are_not_their_stored_size_name_the_folder(tmp_path):
+    from catdog_tf import cli as catdog_cli
+    from catdog_tf.data import pipeline
+
+    build([labeled_folder(tmp_path / "p", n=4)], tmp_path / "rec", store_size=32)
+    m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
+    m["store_size"] = 48  # a manifest that lies about its photos
+    (tmp_path / "rec" / "manifest.json").write_text(json.dumps(m))
+    ds = pipeline.make_dataset(str(tmp_path / "rec"), "train", 48, 4)
+    with pytest.raises(Exception) as e:
+        list(ds)
+    line = catdog_cli.error_line(e.value)
+    assert str(tmp_path / "rec") in line and "store_size" in line
+
+
+def test_explore_reads_a_records_folder_through_the_manifest_checks(tmp_path):
+    from catdog_tf.tools.explore import scan
+
+    build([labeled_folder(tmp_path / "p", n=4)], tmp_path / "rec")
+    m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
+    shard = tmp_path / "rec" / m["splits"]["train"]["shards"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte: TFRecord's checksum fails
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="damaged"):
+        list(scan.iter_records(str(tmp_path / "rec")))
+    m["splits"]["train"]["shards"][0]["file"] = "../p/cat.0.jpg"
+    (tmp_path / "rec" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match="plain file name"):
+        scan.record_shards(str(tmp_path / "rec"))
+
+
+def test_export_into_a_folder_holding_another_model_is_refused(tmp_path):
+    from catdog_tf.inference import export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny_classifier(32, 0, "m").save(run / "model.keras")
+    before = (run / "model.keras").read_bytes()
+    with pytest.raises(UserError, match="no export wrote"):
+        export.export(str(run / "model.keras"), str(run))
+    assert (run / "model.keras").read_bytes() == before
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("catdog_tf.config").config.OutliersConfig(weights="none"),
+    lambda: __import__("catdog_tf.config").config.OutliersConfig(weights=None),
+    lambda: __import__("catdog_tf.config").config.BackbonesConfig(classify=True, weights="random")])
+def test_imagenet_predictions_from_random_weights_are_refused(make):
+    with pytest.raises(UserError, match="random weights cannot give"):
+        make()
+
+
+def test_photos_as_arguments_and_a_folder_are_refused_together(tmp_path):
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes())
+    r = cli("predict", f"--model={tmp_path / 'm.keras'}", f"--images={tmp_path}", tmp_path / "p.jpg")
+    one_line_error(r, "not both")

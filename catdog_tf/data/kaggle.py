@@ -53,6 +53,14 @@ def parse(filename: str) -> KaggleName | None:
     return None
 
 
+def id_label(id_: str) -> int | None:
+    """The label a canonical id carries in its name (cat.N 0, dog.N 1, N UNLABELED), None for other text."""
+    m = _ID.match(id_)
+    if not m:
+        return None
+    return LABELS[m.group(1).lower()] if m.group(1) else UNLABELED
+
+
 def is_labeled_name(filename: str) -> bool:
     return bool(_LABELED.match(filename))
 

@@ -52,13 +52,15 @@ def manifest_problem(m) -> str | None:
     if not isinstance(m.get("skipped", []), list) or not all(isinstance(e, dict) and isinstance(e.get("file"), str)
                                                            for e in m.get("skipped", [])):
         return "'skipped' is not a list of {file, reason}"
-    if not isinstance(m.get("folds", 0) or 0, int) or isinstance(m.get("folds"), bool):
-        return "'folds' is not a number"
+    for key in ("folds", "store_size", "max_side"):
+        if m.get(key) is not None and not _count(m[key]):
+            return f"'{key}' is not a number"
     for name, split in m["splits"].items():
         if not isinstance(split, dict) or not isinstance(split.get("shards"), list):
             return f"split {name!r} has no shard list"
-        if not _count(split.get("count")):
-            return f"split {name!r}: count is not a number of photos"
+        for key in ("count", "cat", "dog", "unlabeled", "excluded"):
+            if (key == "count" or key in split) and not _count(split.get(key)):
+                return f"split {name!r}: {key} is not a number of photos"
         for sh in split["shards"]:
             if not isinstance(sh, dict) or not _plain_name(sh.get("file")):
                 return f"split {name!r}: a shard is not a plain file name in the folder ({sh!r:.80})"
@@ -118,10 +120,23 @@ def _split_names(records_dir: str, m: dict, split: str, fold: int | None) -> lis
         names = [f"fold{fold}"] if split == "validation" else [s for s in splits if s.startswith("fold") and s != f"fold{fold}"]
     else:
         names = [split]
+    if len(set(names)) != len(names):
+        raise RecordsError(f"split {split!r} names a split twice: its photos would count twice")
     missing = [n for n in names if n not in splits]
     if missing:
         raise RecordsError(f"{records_dir}: no split {missing[0]!r} (have {sorted(splits)})")
     return names
+
+
+def all_shard_files(records_dir: str) -> list[str]:
+    """Every shard the manifest lists (all splits), sorted, each checked against the manifest."""
+    m = load_manifest(records_dir)
+    return sorted(_checked_shards(records_dir, m, sorted(m["splits"])))
+
+
+def split_names(records_dir: str, split: str, fold: int | None = None) -> list[str]:
+    """The manifest splits that `split` (with `fold`) reads, e.g. 'train' with fold 3 -> every other fold."""
+    return _split_names(records_dir, load_manifest(records_dir), split, fold)
 
 
 def stored_size(records_dir: str) -> int | None:

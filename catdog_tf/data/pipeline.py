@@ -85,11 +85,17 @@ def _area_shrink(image: tf.Tensor, size: tf.Tensor, image_size: int) -> tf.Tenso
                    lambda: image)
 
 
-def decode_stored(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+def decode_stored(encoded: tf.Tensor, image_size: int, where: str = "records") -> tf.Tensor:
     """A photo records stored at exactly image_size x image_size (records --store_size): the
-    decode alone, with the accurate IDCT, and no control flow (its pixels are Pillow's resize)."""
+    decode alone, with the accurate IDCT, and no control flow (its pixels are Pillow's resize).
+    A photo of another size (a manifest that lies) fails naming `where`."""
     image = tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE")
-    return tf.reshape(tf.cast(image, tf.float32), [image_size, image_size, 3])
+    check = tf.debugging.assert_equal(
+        tf.shape(image)[:2], [image_size, image_size],
+        message=f"{where}: a photo is not stored at {image_size}x{image_size} as the manifest's store_size says; "
+                "rebuild the records")
+    with tf.control_dependencies([check]):
+        return tf.reshape(tf.cast(image, tf.float32), [image_size, image_size, 3])
 
 
 def record_decoder(records_dir: str, image_size: int) -> Callable:
@@ -98,7 +104,7 @@ def record_decoder(records_dir: str, image_size: int) -> Callable:
     decode_resize."""
     stored = records.stored_size(records_dir)
     if stored == image_size:
-        return lambda encoded, height, width: decode_stored(encoded, image_size)
+        return lambda encoded, height, width: decode_stored(encoded, image_size, records_dir)
     if stored and stored < image_size:
         print(f"warning: {records_dir} holds photos stored at {stored}x{stored} (--store_size); at {image_size} px "
               "they are upscaled, while a photo file would be resized from its own size", file=sys.stderr)

@@ -43,7 +43,7 @@ from catdog_tf.data.sources import Candidate, RecordsError, discover  # noqa: F4
 # The reading side, re-exported: callers ask `records` for a folder's manifest, shards and examples.
 from catdog_tf.data.manifest import (MANIFEST, content_fingerprint, damage_named, excluded_ids,  # noqa: F401
                                      load_manifest, lost_ids, manifest_problem, read_examples, require_labeled,
-                                     shard_files, split_count, split_shards, stored_size)
+                                     shard_files, split_count, split_names, split_shards, stored_size)
 from catdog_tf.errors import UserError
 
 # Our own pixel limit (BuildConfig.max_pixels) is checked before any decode; Pillow's would
@@ -282,7 +282,8 @@ def _num_shards(items: list[Checked], cfg: BuildConfig) -> int:
     # parallel readers; for small splits the second rule wins (>= 256 images a shard).
     est_bytes = len(items) * 40_000 if cfg.max_side or cfg.store_size else sum(it.height * it.width for it in items) * 0.3
     by_size = math.ceil(est_bytes / (cfg.shard_mb * 1e6))
-    return max(1, by_size, min(cfg.min_shards, math.ceil(len(items) / 256)))
+    # Never more shards than photos: a tiny --shard_mb would otherwise ask for billions of files.
+    return max(1, min(len(items), max(by_size, min(cfg.min_shards, math.ceil(len(items) / 256)))))
 
 
 def _progress(total: int, desc: str):
@@ -353,11 +354,14 @@ def _remote_lock(out: str):
 
 
 def _previous_shards(out: str) -> set[str]:
+    """The shard names the folder's previous manifest lists (none when it has no valid one)."""
     try:
         m = json.loads(files.read_text(files.join(out, MANIFEST)))
-        return {sh["file"] for s in m["splits"].values() for sh in s["shards"]}
-    except (OSError, tf.errors.OpError, ValueError, KeyError, TypeError):
+    except (OSError, tf.errors.OpError, ValueError):
         return set()
+    if manifest_problem(m):
+        return set()
+    return {sh["file"] for s in m["splits"].values() for sh in s["shards"]}
 
 
 def _first(skipped: list[dict]) -> str:

@@ -22,7 +22,6 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 
 from catdog_tf import contracts, files
-from catdog_tf.config import KFoldConfig
 from catdog_tf.data import records
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import LOGIT_EPS as EPS
@@ -220,19 +219,22 @@ def _figures(y, p, excluded, prefix: str = "oof_") -> dict:
 
 
 def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperature: bool = True,
-            hedge: str = "auto") -> dict:
+            hedge: str = "auto", weights: list[float] | None = None) -> dict:
     """The combination fitted on k-fold members' out-of-fold predictions (catdog_tf.kfold), over
     EVERY photo of their folds (those excluded from training too, as a test set holds them).
 
     The reported figure is cross-fitted: each fold's photos are combined with weights,
     temperature and hedge fitted on the other folds only, so no photo steers its own prediction.
     hedge: 'auto' keeps the ImageNet-mass hedge when it lowers the cross-fitted log loss, 'on',
-    'off'. The exported model uses the combination fitted on every fold. Returns {} on a worker
+    'off'. Fixed `weights` (one per member) are only normalized. The exported model uses the
+    combination fitted on every fold. Returns {} on a worker
     that is not the chief."""
     if distribute.not_chief("ensemble", out):
         return {}
     if hedge not in ("auto", "on", "off"):
         raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")
+    if weights is not None and len(weights) != len(member_dirs):
+        raise UserError(f"--weights: {len(weights)} weights for {len(member_dirs)} members")
     ids, y, folds, P, excluded, masses = _read_members(member_dirs)
     y = contracts.labels(y, f"{member_dirs[0]}: out-of-fold predictions", ids)
     P = contracts.probabilities(P, "the members' out-of-fold predictions").reshape(P.shape)
@@ -241,7 +243,7 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
                         "ImageNet classifier)")
 
     def fit(rows, with_hedge):
-        sp, w, t, _ = _fit_combination(P[rows], y[rows], space, temperature)
+        sp, w, t, _ = _fit_combination(P[rows], y[rows], space, temperature, weights)
         return sp, w, (fit_hedge(P[rows], y[rows], w, sp, masses[rows]) if with_hedge else None), t
 
     def apply(rows, sp, w, h, t):
@@ -269,11 +271,10 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     members = [predict.load_model(d) for d in member_dirs]
     classifiers = None
     if h is not None:
-        cfgs = [json.loads(files.read_text(files.join(d, "kfold.json")))["config"] for d in member_dirs]
+        cfgs = [kfold.run_config(d) for d in member_dirs]
         # A member's backbone, with its size: NAME@SIZE or --image_size (KFoldConfig.parts).
-        parts = [KFoldConfig(backbone=c["backbone"], image_size=c["image_size"]).parts()[0] for c in cfgs]
-        classifiers = [imagenet_classifier(name, c["weights"], size, name=f"member{k}_imagenet")
-                       for k, (c, (name, size)) in enumerate(zip(cfgs, parts))]
+        classifiers = [imagenet_classifier(name, c.weights, size, name=f"member{k}_imagenet")
+                       for k, (c, (name, size)) in enumerate(zip(cfgs, (c.parts()[0] for c in cfgs)))]
     files.makedirs(out)
     model = build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers)
     model.save(files.join(out, "model.keras"))

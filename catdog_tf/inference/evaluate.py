@@ -9,6 +9,7 @@ worst mistakes), a calibration plot and a contact sheet of the worst mistakes.
 
 from __future__ import annotations
 
+import collections
 import sys
 
 import numpy as np
@@ -87,9 +88,10 @@ def report(ids: list[str], y, p, *, records_dir: str | None = None, out_dir: str
     if out_dir:
         s["calibration_png"] = plots.calibration_plot(y, p, files.join(out_dir, "calibration.png"),
                                                        f"{title}: log loss {s['log_loss']:.4f}, n={len(y)}")
-        if sources is None:  # JPEG bytes of just the worst few, for the contact sheet
+        if sources is None and records_dir:  # JPEG bytes of just the worst few, for the contact sheet
             want = {w["id"] for w in s["worst"]}
             sources = {e["id"]: e["encoded"] for e in records.read_examples(records_dir) if e["id"] in want}
+        sources = sources or {}  # predictions alone: the sheet names the photos without them
         items = [(sources[w["id"]], f"{w['id']}{' (excl.)' if w.get('excluded') else ''}  P(dog)={w['p_dog']:.3f}"
                   f"\nloss {w['loss']:.2f}") for w in s["worst"] if w["id"] in sources]
         s["worst_png"] = plots.contact_sheet(items, files.join(out_dir, "worst_mistakes.png"),
@@ -107,5 +109,11 @@ def evaluate_predictions(path: str, *, records_dir: str | None = None, out_dir: 
         excluded = set(records.excluded_ids(records_dir))
         if any(e != (i in excluded) for i, e in zip(o.ids, o.excluded)):
             raise UserError(f"{path}: its excluded photos differ from {records_dir}'s list: not these records' run")
+        splits = records.load_manifest(records_dir)["splits"]
+        for fold, n in collections.Counter(o.folds).items():  # a partial file would score a subset
+            have = splits[fold]["count"] if fold in splits else 0
+            if n != have:
+                raise UserError(f"{path}: {n} row(s) of {fold} where {records_dir} holds {have} photos: not these "
+                                "records' run, or a partial file")
     return report(o.ids, o.labels, o.p_dog, records_dir=records_dir, out_dir=out_dir, clips=clips, worst=worst,
                   title=f"out of fold: {files.name(path if files.isdir(path) else files.parent(path))}")

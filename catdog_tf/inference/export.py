@@ -233,6 +233,10 @@ def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
     multi-worker job that is not its chief: the chief alone writes DIR)."""
     if distribute.not_chief("export", out):
         return {}
+    if files.exists(files.join(out, "model.keras")) and not files.exists(files.join(out, "export.json")):
+        # A run or ensemble folder: its own model.keras would be replaced by the export's.
+        raise UserError(f"--out={out}: holds a model.keras that no export wrote; give a new folder or an "
+                        "earlier export's")
     model = predict.load_model(model_path)
     plain = plain_keras(model)
     files.makedirs(out)
@@ -242,6 +246,8 @@ def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
             files.join(out, "model*.tflite")))]:
         path = files.join(out, old)
         files.rmtree(path) if files.isdir(path) else files.remove(path)
+    # Marks the folder as an export's at once, so an interrupted export can be redone into it.
+    files.write_text(files.join(out, "export.json"), json.dumps({"model": model_path, "complete": False}))
     plain.save(files.join(out, "model.keras"))
     saved_model = files.join(out, "saved_model")
     size = write_saved_model(plain, saved_model)

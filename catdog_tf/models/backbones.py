@@ -236,6 +236,11 @@ def resolve_weights(name: str, weights="auto") -> None:
     weights_lib.resolve(get(name), weights)
 
 
+def num_blocks(model: keras.Model, name: str) -> int:
+    """How many blocks --unfreeze_blocks can count down from the top of `model`."""
+    return blocks.num_blocks(get(name), model)
+
+
 def set_trainable_top_blocks(model: keras.Model, name: str, k: int) -> list[keras.layers.Layer]:
     """Freeze `model`, then make the top k blocks trainable; BatchNorm stays frozen (blocks.py)."""
     return blocks.set_trainable_top_blocks(model, get(name), k)

@@ -37,9 +37,13 @@ def tf_config_problem(cfg) -> str | None:
     if not isinstance(cluster, dict) or not isinstance(task, dict):
         return "'cluster' and 'task' must be objects"
     for role, hosts in cluster.items():
+        if role not in ("chief", "worker"):  # a ps or evaluator task would run nothing and exit 0
+            return f"cluster role {role!r}: MultiWorkerMirroredStrategy runs 'chief' and 'worker' tasks only"
         if not isinstance(hosts, list) or not all(isinstance(h, str) and h.rpartition(":")[2].isdigit()
                                                   for h in hosts):
             return f"cluster {role!r} must be a list of 'host:port' strings"
+    if len(cluster.get("chief", [None])) != 1:
+        return "cluster 'chief' must list exactly one address"
     if cluster and not task:
         return "a cluster without a 'task' (this process's type and index)"
     if task:

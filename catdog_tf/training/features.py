@@ -50,13 +50,12 @@ def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None =
 
 
 def _weights_fingerprint(model: keras.Model) -> str:
-    # Cheap but specific: a hash of a few weight tensors' bytes and every shape.
+    # Every weight's bytes (a fine-tuned or edited tensor anywhere changes the features); about
+    # 0.1 s per 20 M weights, nothing beside an extraction.
     h = hashlib.sha256()
-    ws = model.weights
-    for w in ws:
+    for w in model.weights:
         h.update(str(tuple(w.shape)).encode())
-    for w in ws[:4] + ws[-4:]:
-        h.update(np.asarray(w).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(w)).tobytes())
     return h.hexdigest()[:16]
 
 

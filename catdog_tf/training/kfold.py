@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from catdog_tf import contracts, files, identity, metrics
 from catdog_tf.config import KFoldConfig, default_cache_dir
-from catdog_tf.data import records
+from catdog_tf.data import kaggle, records
 from catdog_tf.errors import UserError
 from catdog_tf.models import imagenet
 from catdog_tf.models.head import average_heads, build_head, imagenet_classifier, pooled_head_model, pooled_model
@@ -234,6 +234,21 @@ def _finished(cfg: KFoldConfig, out: str, folds: list[str]) -> dict | None:
     return report if same else None
 
 
+def run_config(folder: str) -> KFoldConfig:
+    """The settings a k-fold run folder was made with (its kfold.json), checked like flags."""
+    path = files.join(folder, "kfold.json")
+    report = files.read_json(path, "k-fold report")
+    c = report.get("config") if isinstance(report, dict) else None
+    if not isinstance(c, dict) or not isinstance(c.get("backbone"), str) or \
+            not isinstance(c.get("weights"), (str, type(None))):
+        raise UserError(f"{path}: not a k-fold report (no config with a backbone and weights)")
+    names = {f.name for f in dataclasses.fields(KFoldConfig)}
+    try:
+        return KFoldConfig(**{k: v for k, v in c.items() if k in names})
+    except (UserError, TypeError, ValueError) as e:
+        raise UserError(f"{path}: {e}") from None
+
+
 def _input_digests(cfg: KFoldConfig) -> dict:
     """Checksums of the input files a run reads by name (a teacher's predictions, a weights file)."""
     return {"soft_targets": identity.file_digest(cfg.soft_targets), "weights": identity.file_digest(cfg.weights)}
@@ -290,6 +305,11 @@ def read_oof(path: str) -> OOF:
     except ValueError as e:
         raise UserError(f"{p}: not an out-of-fold predictions file ({e})") from None
     ids = [r[0] for r in rows]
+    contracts.unique(ids, p)
     contracts.probabilities(p_dog, p, ids)
+    named = np.asarray([kaggle.id_label(i) for i in ids], dtype=object)
+    clash = [i for i, t, n in zip(ids, labels, named) if n is not None and n != kaggle.UNLABELED and n != t]
+    if clash:  # the id's own name is the label (cat.N / dog.N)
+        raise UserError(f"{p}: {len(clash)} row(s) carry a label other than their id's, e.g. {clash[0]}")
     excluded = np.asarray([len(r) > 4 and r[4] == "1" for r in rows], bool)
     return OOF(ids, labels, [r[2] for r in rows], p_dog, excluded, masses)

@@ -24,6 +24,7 @@ from tensorboard.plugins.hparams import api as hp
 from catdog_tf import contracts, files, identity, metrics
 from catdog_tf.config import TrainConfig, default_cache_dir
 from catdog_tf.data import augment, pipeline, records
+from catdog_tf.errors import UserError
 from catdog_tf.models import backbones
 from catdog_tf.models.classifier import Classifier, ModelConfig, build_classifier
 from catdog_tf.models.head import feature_model_name
@@ -132,6 +133,10 @@ class _Run:
                 cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.dropout, cfg.augmentation, cfg.seed))
         self.size = self.clf.image_size
         self._split = None
+        if cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0:
+            n = backbones.num_blocks(self.clf.backbone, cfg.backbone)
+            if cfg.unfreeze_blocks > n:
+                raise UserError(f"--unfreeze_blocks={cfg.unfreeze_blocks}: {cfg.backbone} has {n} blocks")
 
     def fit_config(self, stage: int, on_arrays: bool) -> FitConfig:
         c = self.cfg
@@ -239,6 +244,11 @@ def _train(cfg: TrainConfig) -> dict:
     has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
     if has_val:
         records.require_labeled(cfg.records, cfg.val_split, cfg.fold, "validation")
+        both = set(records.split_names(cfg.records, cfg.train_split, cfg.fold)) & set(
+            records.split_names(cfg.records, cfg.val_split, cfg.fold))
+        if both:  # early stopping and the reported figure would be measured on training photos
+            raise UserError(f"--val_split={cfg.val_split}: {', '.join(sorted(both))} is also in --train_split="
+                            f"{cfg.train_split}")
     run_identity = _identity(cfg)
     strategy, why = distribute.choose_strategy(cfg.strategy)
     log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
@@ -263,10 +273,10 @@ def _train(cfg: TrainConfig) -> dict:
     chief = distribute.is_chief()
     # Non-chief workers of a multi-worker job write to a scratch folder, never the output folder.
     work = out if chief else files.join(out, f".worker-{distribute.worker_index()}")
+    run = _Run(cfg, strategy, xla, work, chief, has_val)  # checks --unfreeze_blocks: before any write
     files.makedirs(work)
     # flags.json describes what this folder's products were made with: stale ones go first.
     identity.claim(work, run_identity, _PRODUCTS, log, "the exported model", record="flags.json")
-    run = _Run(cfg, strategy, xla, work, chief, has_val)
     clf = run.clf
     results: dict = {"config": dataclasses.asdict(cfg)}
     stage2 = cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0

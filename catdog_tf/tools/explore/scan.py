@@ -20,11 +20,11 @@ first use (see "storage" below; report.py writes through the same helpers).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
 import io
 import itertools
-import json
 import multiprocessing as mp
 import os
 import posixpath
@@ -400,16 +400,11 @@ def record_shards(folder: str | os.PathLike) -> list[Any]:
         raise FileNotFoundError(f"not a folder: {folder}")
     manifest = _join(folder, MANIFEST)
     if _isfile(manifest):
-        try:
-            splits = json.loads(read_bytes(manifest).decode("utf-8"))["splits"]
-            names = {sh["file"] for split in splits.values() for sh in split["shards"]}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"{manifest}: not a records manifest ({type(e).__name__}: {e})") from None
-        shards = sorted(_join(folder, name) for name in names)
-        missing = [p for p in shards if not _isfile(p)]
-        if missing:
-            raise FileNotFoundError(f"{missing[0]}: listed in {manifest} but missing "
-                                    f"({len(missing)} of {len(shards)} shards missing)")
+        # The package's own manifest reader: its schema, plain shard names, sizes (imports TensorFlow,
+        # as reading the shards does anyway).
+        from catdog_tf.data import manifest as records_manifest
+
+        shards = records_manifest.all_shard_files(str(folder))
         if not shards:
             raise FileNotFoundError(f"{manifest} lists no shards")
         return shards
@@ -432,19 +427,37 @@ def iter_records(folder: str | os.PathLike) -> Iterator[dict[str, Any]]:
     # exploring an image folder never loads it.
     import tensorflow as tf
 
+    from catdog_tf.data import manifest as records_manifest
     from catdog_tf.data import schema
 
+    has_manifest = _isfile(_join(as_path(folder), MANIFEST))
     for shard in record_shards(folder):
-        for index, raw in enumerate(tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()):
-            rec: dict[str, Any] = {"shard": str(shard), "index": index}
-            try:
-                ex = schema.to_python(raw)
-            except ValueError as e:
-                rec.update(id=f"{_name(shard)}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
-                           encoded=b"", error=f"bad record: {e}")
-            else:
-                rec.update({k: ex[k] for k in ("id", "label", "height", "width", "encoded")})
-            yield rec
+        # A damaged shard of a built folder is named by its sha256; a bare shard by its own name.
+        with records_manifest.damage_named(str(folder)) if has_manifest else _named(shard):
+            yield from _shard_examples(tf, schema, shard)
+
+
+@contextlib.contextmanager
+def _named(shard):
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.DataLossError as e:
+        raise UserError(f"{shard}: damaged ({e.message.strip().splitlines()[0]})") from None
+
+
+def _shard_examples(tf, schema, shard) -> Iterator[dict[str, Any]]:
+    for index, raw in enumerate(tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()):
+        rec: dict[str, Any] = {"shard": str(shard), "index": index}
+        try:
+            ex = schema.to_python(raw)
+        except ValueError as e:
+            rec.update(id=f"{_name(shard)}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
+                       encoded=b"", error=f"bad record: {e}")
+        else:
+            rec.update({k: ex[k] for k in ("id", "label", "height", "width", "encoded")})
+        yield rec
 
 
 def scan_records(folder: str | os.PathLike, *, workers: int = 2, progress: bool = True) -> list[ImageInfo]:
