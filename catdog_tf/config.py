@@ -55,6 +55,8 @@ def _problem(field: dataclasses.Field, value) -> str | None:
         return "must be a list"
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
+        if isinstance(v, str) and not v.strip():  # an unset $VAR: "" would mean the current folder
+            return "must not be empty"
         if meta.get("choices") and v not in meta["choices"]:
             return f"must be one of {', '.join(map(str, meta['choices']))}"
         if isinstance(v, float) and not math.isfinite(v):
@@ -361,8 +363,9 @@ class ExploreConfig(_Checked):
                           "train/ and test/; repeatable.", multi=True)
     records: str | None = f(None, "Records folder (shards + manifest.json) from catdog_tf.records.")
     out: str = f("reports/explore", "Report folder (index.html, summary.json, PNGs).")
-    near_dup_threshold: int = f(6, "Max Hamming distance (of 64 pHash bits) for two images to be near-duplicates.",
-                                ge=0, le=64)
+    near_dup_threshold: int = f(6, "Max Hamming distance (of 64 pHash bits) for two images to be near-duplicates "
+                                "(above ~16 of 64 bits pairs are mostly unrelated photos, and their count grows "
+                                "with the square of the photos).", ge=0, le=16)
     workers: int = f(2, "Processes reading and decoding files (1 = no pool, in this process).", ge=1, le=256)
     progress: bool = f(True, "Show a progress bar.")
 

@@ -21,6 +21,9 @@ def main(argv):
 
     cli.no_extra_args(argv)
     cfg = cli.from_flags(EvaluateConfig)
+    if cfg.json_out:
+        files.check_output_file(cfg.json_out, "json_out", {"model": cfg.model, "predictions": cfg.predictions,
+                                                           "records": cfg.records, "images": cfg.images})
     # eval.json -> eval_plots (string rules: the path may be gs://... as well as local)
     out_dir = cfg.out or (posixpath.splitext(cfg.json_out)[0] + "_plots" if cfg.json_out else None)
     clips = tuple(evaluate.DEFAULT_CLIPS) + tuple(cfg.clip or ())

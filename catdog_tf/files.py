@@ -225,3 +225,41 @@ def write_run_readme(folder: str, name: str, size: int, saved_model: bool) -> No
     sm = (f"- `saved_model/`: the same inputs (float32 pixels at {size} px), output `output_0` = P(dog);\n"
           "  a stage's artifact, not the serving contract below.\n") if saved_model else ""
     write_text(join(folder, "README.md"), RUN_README.format(name=name, size=size, saved_model=sm, folder=folder))
+
+
+# The record each tool keeps in its output folder: an --out holding another tool's record is
+# another tool's work, which this tool's files would overwrite or be mistaken for.
+TOOL_RECORDS = {"records": "manifest.json", "train": "flags.json", "kfold": "kfold.json",
+                "ensemble": "ensemble.json", "export": "export.json"}
+
+
+def check_out(out: str, tool: str, inputs: dict[str, object] = {}, scanned: tuple[str, ...] = ()) -> None:  # noqa: B006
+    """Refuses (one UserError) an output folder that holds another tool's work, or that overlaps
+    an input: an input equal to `out` or inside it (it would be overwritten), or `out` inside an
+    input that is scanned for photos (`scanned` names those flags). `inputs`: flag -> path(s)."""
+    here = _real(out)
+    for other, record in TOOL_RECORDS.items():
+        if other != tool and exists(join(out, record)) and not exists(join(out, TOOL_RECORDS[tool])):
+            raise UserError(f"--out={out}: holds the work of `{other}` ({record}); give another folder")
+    for flag, paths in inputs.items():
+        for p in paths if isinstance(paths, (list, tuple)) else [paths]:
+            if not p or not exists(p):  # (a keyword such as --weights=auto, or nothing yet)
+                continue
+            there = _real(p)
+            if there == here or there.startswith(here.rstrip("/") + "/"):
+                raise UserError(f"--{flag}={p} is inside --out={out}: the output would overwrite it")
+            if flag in scanned and here.startswith(there.rstrip("/") + "/"):
+                raise UserError(f"--out={out} is inside --{flag}={p}: its own files would become inputs")
+
+
+def check_output_file(out: str, flag: str, inputs: dict[str, object]) -> None:
+    """An output file that is one of the inputs (a model, a predictions CSV) would destroy it."""
+    for name, paths in inputs.items():
+        for p in paths if isinstance(paths, (list, tuple)) else [paths]:
+            inside = [_real(join(p, "model.keras"))] if p and isdir(p) else []  # a model folder's file
+            if p and _real(out) in [_real(p), *inside]:
+                raise UserError(f"--{flag}={out} is --{name}={p}: writing it would destroy the input")
+
+
+def _real(path) -> str:
+    return str(path).rstrip("/") if is_remote(path) else os.path.realpath(os.fspath(path))

@@ -9,6 +9,7 @@ See catdog_tf/inference/predict.py.
 import sys
 
 import numpy as np
+from absl import flags
 from catdog_tf import cli
 from catdog_tf.config import PredictConfig
 from catdog_tf.errors import UserError
@@ -16,21 +17,26 @@ from catdog_tf.errors import UserError
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf import files as catdog_files
     from catdog_tf.data import records
     from catdog_tf.inference import predict
     from catdog_tf.training import distribute
 
     cfg = cli.from_flags(PredictConfig)
     files = argv[1:]
-    if files and (cfg.images or cfg.records):
-        raise UserError("give photos as arguments or --images/--records, not both")
+    if files and (cfg.images or cfg.records or flags.FLAGS["out"].present):
+        raise UserError("photos as arguments print their P(dog); --images/--records (and --out) write a "
+                        "submission: give one or the other")
     if not files and bool(cfg.images) == bool(cfg.records):
         raise UserError("give --images=FOLDER or --records=FOLDER (or image paths as arguments)")
+    if not files:
+        catdog_files.check_output_file(cfg.out, "out", {"model": cfg.model, "images": cfg.images,
+                                                        "records": cfg.records})
     strategy, w = distribute.choose(cfg.strategy)
     model = predict.load_model(cfg.model, strategy)
     if files:
         p = predict.predict_files(model, files, cfg.batch_size, cfg.tta, strategy)
-        for f, v in zip(files, p) if w.chief else ():
+        for f, v in zip(files, np.clip(p, cfg.clip, 1 - cfg.clip)) if w.chief else ():
             print(f"{f}\t{v:.6f}")
         return
     if cfg.images:

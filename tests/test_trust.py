@@ -384,8 +384,10 @@ def test_export_into_a_folder_holding_another_model_is_refused(tmp_path):
     run.mkdir()
     tiny_classifier(32, 0, "m").save(run / "model.keras")
     before = (run / "model.keras").read_bytes()
-    with pytest.raises(UserError, match="no export wrote"):
+    with pytest.raises(UserError, match="inside --out"):
         export.export(str(run / "model.keras"), str(run))
+    with pytest.raises(UserError, match="no export wrote"):
+        export.export(_copy(run / "model.keras", tmp_path / "elsewhere.keras"), str(run))
     assert (run / "model.keras").read_bytes() == before
 
 
@@ -401,4 +403,128 @@ def test_imagenet_predictions_from_random_weights_are_refused(make):
 def test_photos_as_arguments_and_a_folder_are_refused_together(tmp_path):
     (tmp_path / "p.jpg").write_bytes(jpeg_bytes())
     r = cli("predict", f"--model={tmp_path / 'm.keras'}", f"--images={tmp_path}", tmp_path / "p.jpg")
-    one_line_error(r, "not both")
+    one_line_error(r, "give one or the other")
+
+
+# ------------------------------------------------------------------ an adversarial pass of session 9
+
+
+def test_an_output_folder_that_holds_another_tools_work_or_an_input_is_refused(tmp_path):
+    from catdog_tf import files
+
+    for tool, record in files.TOOL_RECORDS.items():
+        d = tmp_path / f"by_{tool}"
+        d.mkdir()
+        (d / record).write_text("{}")
+        for other in files.TOOL_RECORDS:
+            if other != tool:
+                with pytest.raises(UserError, match=f"holds the work of `{tool}`"):
+                    files.check_out(str(d), other)
+        files.check_out(str(d), tool)  # its own folder: a rerun
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "f.csv").write_text("x")
+    for out, inputs, scanned in ((tmp_path / "in", {"member": [str(tmp_path / "in")]}, ()),
+                                 (tmp_path / "in", {"soft_targets": str(tmp_path / "in" / "sub" / "f.csv")}, ()),
+                                 (tmp_path / "in" / "sub" / "rec", {"input": [str(tmp_path / "in")]}, ("input",))):
+        with pytest.raises(UserError, match="inside"):
+            files.check_out(str(out), "kfold", inputs, scanned)
+    files.check_out(str(tmp_path / "new"), "kfold", {"weights": "auto", "records": str(tmp_path / "in")})
+    with pytest.raises(UserError, match="destroy"):
+        files.check_output_file(str(tmp_path / "in" / "sub" / "f.csv"), "out", {"model": str(tmp_path / "in" / "sub" / "f.csv")})
+
+
+def test_ensemble_into_a_member_and_export_into_a_users_folder_are_refused(tmp_path):
+    from catdog_tf.inference import ensemble, export
+
+    (tmp_path / "m1").mkdir()
+    tiny_classifier(32, 0, "m").save(tmp_path / "m1" / "model.keras")
+    before = (tmp_path / "m1" / "model.keras").read_bytes()
+    with pytest.raises(UserError, match="inside --out"):
+        ensemble.run([str(tmp_path / "m1")], "unused", str(tmp_path / "m1"))
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "README.md").write_text("mine")
+    with pytest.raises(UserError, match="no export wrote"):
+        export.export(str(tmp_path / "m1" / "model.keras"), str(tmp_path / "proj"))
+    assert (tmp_path / "proj" / "README.md").read_text() == "mine"
+    assert (tmp_path / "m1" / "model.keras").read_bytes() == before
+
+
+@pytest.mark.parametrize("make", [
+    lambda: __import__("catdog_tf.config").config.TrainConfig(out=""),
+    lambda: __import__("catdog_tf.config").config.ExportConfig(out=" "),
+    lambda: __import__("catdog_tf.config").config.ExploreConfig(images=["a", ""]),
+    lambda: __import__("catdog_tf.config").config.BuildConfig(exclude="")])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(make):
+    with pytest.raises(UserError, match="must not be empty"):
+        make()
+
+
+def test_records_with_an_empty_input_is_refused(tmp_path):
+    with pytest.raises(UserError, match="empty path"):
+        build([""], tmp_path / "rec")
+
+
+@pytest.mark.parametrize("layers", [
+    lambda k: [k.Input((32, 32, 3)), k.layers.GlobalAveragePooling2D(), k.layers.Dense(2, activation="softmax")],
+    lambda k: [k.Input((32, 48, 3)), k.layers.GlobalAveragePooling2D(), k.layers.Dense(1, activation="sigmoid")],
+    lambda k: [k.Input((32, 32, 1)), k.layers.GlobalAveragePooling2D(), k.layers.Dense(1, activation="sigmoid")],
+    lambda k: [k.Input((8,)), k.layers.Dense(1, activation="sigmoid")]])
+def test_a_model_that_is_not_a_p_dog_model_is_refused_when_loaded(tmp_path, layers):
+    import keras
+
+    from catdog_tf.inference import predict
+
+    keras.Sequential(layers(keras)).save(tmp_path / "x.keras")
+    with pytest.raises(UserError, match="not a P\\(dog\\) model"):
+        predict.load_model(str(tmp_path / "x.keras"))
+
+
+def test_exclusion_ids_that_match_no_photo_are_said_and_refused_under_strict(tmp_path, capsys):
+    (tmp_path / "ex.txt").write_text("cat.1\ncat.9999\n5\n")
+    labeled_folder(tmp_path / "p", n=4)
+    with pytest.raises(UserError, match="2 id\\(s\\) no labeled photo has"):
+        build([tmp_path / "p"], tmp_path / "rec", exclude=str(tmp_path / "ex.txt"), strict=True)
+    m = build([tmp_path / "p"], tmp_path / "rec", exclude=str(tmp_path / "ex.txt"))
+    assert m["excluded"] == ["cat.1"] and "2 of 3 id(s) match no labeled photo" in capsys.readouterr().err
+
+
+def test_explore_refuses_a_fifo_named_like_a_shard(tmp_path):
+    from catdog_tf.tools.explore import scan
+
+    os.mkfifo(tmp_path / "a.tfrecord")
+    with pytest.raises(OSError, match="not a regular file"):
+        list(scan.iter_records(str(tmp_path)))
+
+
+def test_out_of_fold_files_that_cannot_be_cross_fitted_or_carry_bad_masses_are_refused(tmp_path):
+    from catdog_tf.inference import ensemble
+    from catdog_tf.training import kfold
+
+    ids = [f"{c}.{i}" for c in ("cat", "dog") for i in range(4)]
+    y = np.asarray([i.startswith("dog") for i in ids], float)
+    (tmp_path / "one").mkdir()
+    kfold.write_oof(tmp_path / "one" / "oof_predictions.csv", ids, y, ["fold0"] * 8, np.full(8, 0.5))
+    with pytest.raises(UserError, match="cannot be cross-fitted"):
+        ensemble.run_oof([str(tmp_path / "one")], str(tmp_path / "ens"))
+    masses = np.full((8, 2), 0.4)
+    masses[3, 1] = np.nan
+    kfold.write_oof(tmp_path / "m.csv", ids, y, ["fold0", "fold1"] * 4, np.full(8, 0.5), masses=masses)
+    with pytest.raises(UserError, match="ImageNet masses"):
+        kfold.read_oof(str(tmp_path / "m.csv"))
+    with pytest.raises(UserError, match="not probabilities"):
+        kfold.write_oof(tmp_path / "nan.csv", ids, y, ["fold0"] * 8, np.full(8, np.nan))
+    assert not (tmp_path / "nan.csv").exists()
+
+
+def test_a_new_batch_policy_redoes_a_full_image_stage_1():
+    from catdog_tf.training import train
+
+    base = TrainConfig(records="r", head_augmentation="reference", epochs2=0)
+    mixed = TrainConfig(records="r", head_augmentation="reference", epochs2=0, batch_policy="mixup")
+    key = lambda c: train._stage_key({"config": train.dataclasses.asdict(c)}, 1, False)  # noqa: E731
+    assert key(base) != key(mixed)
+
+
+def _copy(src, dst):
+    dst.write_bytes(src.read_bytes())
+    return str(dst)

@@ -302,6 +302,7 @@ def build(inputs: list[str] | None, cfg: BuildConfig) -> dict:
     OUT at once are refused (a lock file)."""
     t0 = time.time()
     out = str(cfg.out)
+    files.check_out(out, "records", {"input": inputs or [], "exclude": cfg.exclude}, scanned=("input",))
     files.makedirs(out)
     with (_remote_lock(out) if files.is_remote(out) else _lock(out)):
         return _build(inputs, cfg, out, t0)
@@ -384,6 +385,12 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
     ex_ids = read_exclusions(cfg.exclude) if cfg.exclude else set()
     excluded_candidates = {c.id.lower() for c in candidates if c.label != UNLABELED} & ex_ids
     unmatched = sorted(ex_ids - excluded_candidates)
+    if unmatched:  # a typo, or a list for other photos: said, and refused under --strict
+        print(f"warning: {cfg.exclude}: {len(unmatched)} of {len(ex_ids)} id(s) match no labeled photo of the "
+              f"input (e.g. {', '.join(unmatched[:3])})", file=sys.stderr)
+        if cfg.strict:
+            raise RecordsError(f"--strict and {cfg.exclude} names {len(unmatched)} id(s) no labeled photo has "
+                               f"(e.g. {', '.join(unmatched[:3])}); nothing written")
 
     checked: list[Checked] = []
     bad: list[dict] = []

@@ -170,6 +170,8 @@ def discover(inputs: Iterable[str], max_bytes: int = MAX_FILE_BYTES) -> tuple[li
     candidates: list[Candidate] = []
     skipped: list[dict] = []
     for inp in inputs:
+        if not str(inp).strip():  # an unset $VAR: Path("") would be the current folder
+            raise RecordsError("--input=: an empty path (give a folder or a .zip)")
         if files.is_remote(inp):
             found = _discover_remote(str(inp), skipped, max_bytes)
             if not found:

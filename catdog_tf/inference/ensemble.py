@@ -154,6 +154,7 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     that is not the chief: nothing is computed or written there)."""
     if distribute.not_chief("ensemble", out):
         return {}
+    files.check_out(out, "ensemble", {"member": member_paths, "records": records_dir})
     # The chief predicts alone, over this host's devices (the other workers have left).
     records.require_labeled(records_dir, split, fold, "fitting the ensemble")
     strategy = distribute.local_strategy()
@@ -233,10 +234,15 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
         return {}
     if hedge not in ("auto", "on", "off"):
         raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")
+    files.check_out(out, "ensemble", {"member": member_dirs})
     if weights is not None and len(weights) != len(member_dirs):
         raise UserError(f"--weights: {len(weights)} weights for {len(member_dirs)} members")
     ids, y, folds, P, excluded, masses = _read_members(member_dirs)
     y = contracts.labels(y, f"{member_dirs[0]}: out-of-fold predictions", ids)
+    for f in sorted(set(folds)):
+        if len(set(y[folds != f])) < 2:  # cross-fitting fits on the other folds: both classes needed
+            raise UserError(f"{member_dirs[0]}: out-of-fold rows outside {f} do not hold both classes (folds: "
+                            f"{', '.join(sorted(set(folds)))}): the combination cannot be cross-fitted")
     P = contracts.probabilities(P, "the members' out-of-fold predictions").reshape(P.shape)
     if masses is None and hedge == "on":
         raise UserError("--hedge=on needs every member's ImageNet masses (k-fold runs of a backbone with an "

@@ -233,10 +233,10 @@ def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
     multi-worker job that is not its chief: the chief alone writes DIR)."""
     if distribute.not_chief("export", out):
         return {}
-    if files.exists(files.join(out, "model.keras")) and not files.exists(files.join(out, "export.json")):
-        # A run or ensemble folder: its own model.keras would be replaced by the export's.
-        raise UserError(f"--out={out}: holds a model.keras that no export wrote; give a new folder or an "
-                        "earlier export's")
+    files.check_out(out, "export", {"model": model_path})
+    if files.isdir(out) and files.listdir(out) and not files.exists(files.join(out, "export.json")):
+        # A run folder, or any folder of the user's: its model.keras or README.md would be replaced.
+        raise UserError(f"--out={out}: holds files no export wrote; give a new folder or an earlier export's")
     model = predict.load_model(model_path)
     plain = plain_keras(model)
     files.makedirs(out)

@@ -39,7 +39,21 @@ def load_model(path: str, strategy: tf.distribute.Strategy | None = None):
         raise UserError(f"{p}: not a .keras model file (a .keras file is a zip; this one is damaged or truncated)")
     # A damaged file, a foreign format or a layer safe_mode refuses: one line naming the file.
     with files.reading(p, "model"), (strategy or tf.distribute.get_strategy()).scope():
-        return keras.saving.load_model(p, safe_mode=True, compile=False)
+        model = keras.saving.load_model(p, safe_mode=True, compile=False)
+    _check_signature(model, p)
+    return model
+
+
+def _check_signature(model, path: str) -> None:
+    """A P(dog) model: one image input [N, S, S, 3] and one output [N, 1]; another model (two
+    classes, several inputs) would give rows that look right and are not."""
+    ins, outs = getattr(model, "inputs", None) or [], getattr(model, "outputs", None) or []
+    shape_in = tuple(ins[0].shape) if len(ins) == 1 else None
+    shape_out = tuple(outs[0].shape) if len(outs) == 1 else None
+    if not (shape_in and len(shape_in) == 4 and shape_in[3] == 3 and shape_in[1] and shape_in[1] == shape_in[2]) \
+            or shape_out is None or tuple(shape_out[1:]) != (1,):
+        raise UserError(f"{path}: not a P(dog) model (input {[tuple(t.shape) for t in ins]}, output "
+                        f"{[tuple(t.shape) for t in outs]}; expected [N, S, S, 3] -> [N, 1])")
 
 
 def input_size(model) -> int:

@@ -122,6 +122,8 @@ def run(cfg: KFoldConfig) -> dict:
     if len(folds) < 2:
         raise UserError(f"k-fold needs at least 2 folds, got {folds}")
     out = cfg.resolved_out()
+    files.check_out(out, "kfold", {"records": cfg.records, "soft_targets": cfg.soft_targets,
+                                   "weights": cfg.weights})
     strategy, w = distribute.choose(cfg.strategy, log)
     report = _finished(cfg, out, folds)
     # Decided together: a worker that went on alone would wait for the others' collectives forever.
@@ -154,6 +156,9 @@ def run(cfg: KFoldConfig) -> dict:
     for done_k, k in enumerate(mine):
         name = folds[k]
         tr, va = (fold_idx != k) & ~excluded, fold_idx == k
+        if len(set(y[tr].tolist())) < 2:  # nothing (or one class) left to train on: a NaN or constant head
+            raise UserError(f"{name}: the other folds hold {int(tr.sum())} trainable photo(s) without both "
+                            "classes (too many excluded?)")
         t = targets[tr]
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
         if cfg.head == "lbfgs":
@@ -265,6 +270,7 @@ def _soft_targets(path: str, ids) -> np.ndarray:
 
 
 def write_oof(path, ids, labels, folds, p_dog, excluded=None, masses=None) -> None:
+    contracts.probabilities(p_dog, f"{path}: out-of-fold predictions", ids)  # never a NaN row written
     n = len(ids)
     excluded = np.zeros(n, bool) if excluded is None else excluded
     mass = [("", "")] * n if masses is None else [(f"{c:.6g}", f"{d:.6g}") for c, d in masses]
@@ -306,6 +312,8 @@ def read_oof(path: str) -> OOF:
         raise UserError(f"{p}: not an out-of-fold predictions file ({e})") from None
     ids = [r[0] for r in rows]
     contracts.unique(ids, p)
+    if masses is not None:
+        contracts.probabilities(masses, f"{p}: ImageNet masses", ids)
     contracts.probabilities(p_dog, p, ids)
     named = np.asarray([kaggle.id_label(i) for i in ids], dtype=object)
     clash = [i for i, t, n in zip(ids, labels, named) if n is not None and n != kaggle.UNLABELED and n != t]

@@ -89,8 +89,9 @@ def _log_hparams(cfg: TrainConfig, work: str, results: dict):
 
 # Settings that do not change what a run makes (where it writes, how often it logs).
 _NO_EFFECT = ("out", "cache_dir", "log_every", "profile_batches", "strategy")
-# Settings only stage 2 reads: changing one keeps a finished stage 1.
-_STAGE2_ONLY = ("epochs2", "lr2", "unfreeze_blocks", "augmentation", "batch_policy", "stage2_cache")
+# Settings only stage 2 reads: changing one keeps a finished stage 1 (batch_policy is not one:
+# a full-image stage 1 mixes batches too).
+_STAGE2_ONLY = ("epochs2", "lr2", "unfreeze_blocks", "augmentation", "stage2_cache")
 # The run folder's products: removed when the folder's identity (flags.json) changes.
 _PRODUCTS = ["model.keras", "saved_model", "metrics.json", "val_predictions.csv"]
 
@@ -273,6 +274,7 @@ def _train(cfg: TrainConfig) -> dict:
     chief = distribute.is_chief()
     # Non-chief workers of a multi-worker job write to a scratch folder, never the output folder.
     work = out if chief else files.join(out, f".worker-{distribute.worker_index()}")
+    files.check_out(out, "train", {"records": cfg.records, "weights": cfg.weights})
     run = _Run(cfg, strategy, xla, work, chief, has_val)  # checks --unfreeze_blocks: before any write
     files.makedirs(work)
     # flags.json describes what this folder's products were made with: stale ones go first.

@@ -448,6 +448,8 @@ def _named(shard):
 
 
 def _shard_examples(tf, schema, shard) -> Iterator[dict[str, Any]]:
+    if not str(shard).count("://"):
+        localio.check_regular(shard)  # a FIFO named like a shard would block TFRecordDataset forever
     for index, raw in enumerate(tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()):
         rec: dict[str, Any] = {"shard": str(shard), "index": index}
         try:
