@@ -277,6 +277,13 @@ class EnsembleConfig(_Checked):
     batch_size: int = f(32, "Batch size.", ge=1, le=MAX_BATCH)
 
     def relations(self):
+        if self.oof and self.tta != "none":
+            return "--tta: with --oof the members' out-of-fold predictions are combined (k-fold's --tta_flip)"
+        if not self.oof and self.hedge == "on":
+            return "--hedge=on needs --oof (the hedge is fitted on k-fold members' out-of-fold predictions)"
+        if not self.oof and self.tta != "none":
+            return ("--tta=flip would fit the combination on mirrored predictions the exported ensemble does not "
+                    "make; give members that flip inside (k-fold's --tta_flip) instead")
         if self.weights is not None:
             if sum(self.weights) <= 0:
                 return f"--weights={','.join(map(str, self.weights))}: need a positive sum"

@@ -25,6 +25,9 @@ def main(argv):
         result = explore.explore_records(cfg.records, **kw)
     else:
         result = explore.explore_folder(cfg.images, **kw)
+    if not result.items:  # a report of nothing would pass for a clean folder
+        raise UserError(f"{cfg.records or ', '.join(cfg.images)}: no photos found (names cat.N.jpg, dog.N.jpg, "
+                        "N.jpg, in the folder or its train/ and test/)")
     paths = explore.write_report(result, cfg.out)
     print("\n".join(explore.summary_lines(result, paths)))
 

@@ -34,6 +34,7 @@ def contact_sheet(items: list[tuple[object, str]], out_png: str, title: str = ""
                   colors: list[str] | None = None) -> str | None:
     """items: (image path or bytes, caption). Writes one PNG grid; returns its path."""
     if not items:
+        files.remove(out_png)  # an earlier run's sheet must not pass for this one's
         return None
     plt = _plt()
     rows = (len(items) + cols - 1) // cols

@@ -528,3 +528,34 @@ def test_a_new_batch_policy_redoes_a_full_image_stage_1():
 def _copy(src, dst):
     dst.write_bytes(src.read_bytes())
     return str(dst)
+
+
+def test_more_folds_than_photos_of_a_class_are_refused(tmp_path):
+    with pytest.raises(UserError, match="--folds=5: only 4 cat"):
+        build([labeled_folder(tmp_path / "p", n=4)], tmp_path / "rec", folds=5)
+    assert not (tmp_path / "rec" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(oof=True, tta="flip"), "--tta: with --oof"), (dict(hedge="on"), "--hedge=on needs --oof"),
+    (dict(tta="flip"), "mirrored predictions")])
+def test_ensemble_flags_its_mode_would_ignore_are_refused(kw, needle):
+    from catdog_tf.config import EnsembleConfig
+
+    with pytest.raises(UserError, match=needle):
+        EnsembleConfig(**kw)
+
+
+def test_explore_of_a_folder_without_photos_is_an_error(tmp_path):
+    (tmp_path / "pets" / "Cat").mkdir(parents=True)
+    (tmp_path / "pets" / "Cat" / "cat.1.jpg").write_bytes(jpeg_bytes())  # one level too deep
+    r = cli("explore", f"--images={tmp_path / 'pets'}", f"--out={tmp_path / 'rep'}", "--noprogress")
+    one_line_error(r, "no photos found")
+
+
+def test_a_contact_sheet_of_nothing_removes_the_earlier_one(tmp_path):
+    from catdog_tf import plots
+
+    (tmp_path / "worst.png").write_bytes(b"old")
+    assert plots.contact_sheet([], str(tmp_path / "worst.png")) is None
+    assert not (tmp_path / "worst.png").exists()

@@ -216,6 +216,9 @@ def assign_splits(items: list, val_fraction: float, folds: int, seed: int) -> di
     splits: dict[str, list] = {}
     for label in (0, 1):
         ranked = sorted((it for it in items if it.label == label), key=lambda it: _rank_key(seed, it.id))
+        if folds and 0 < len(ranked) < folds:  # some folds would have none of this class, or no photo
+            raise RecordsError(f"--folds={folds}: only {len(ranked)} {('cat', 'dog')[label]} photo(s); give at most "
+                               f"{len(ranked)} folds")
         if folds:
             for r, it in enumerate(ranked):
                 splits.setdefault(f"fold{r % folds}", []).append(it)

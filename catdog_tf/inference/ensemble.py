@@ -177,7 +177,7 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     report.update(space=space, weights=[float(v) for v in w], temperature=t, log_loss=log_loss(y, final),
                   log_loss_ci95=bootstrap_ci(y, final), accuracy=accuracy(y, final))
     model = build_ensemble(members, w, space, t)
-    files.makedirs(out)
+    _clear(out)
     model.save(files.join(out, "model.keras"))
     try:
         model.export(files.join(out, "saved_model"), verbose=False)
@@ -209,6 +209,15 @@ def _read_members(member_dirs: list[str]):
         print(f"member {d}: out-of-fold log loss {log_loss(first.labels, cols[-1]):.5f}", file=sys.stderr)
     mass = None if any(m is None for m in masses) else np.mean(masses, axis=0)
     return first.ids, first.labels, np.asarray(first.folds), np.stack(cols, axis=1), first.excluded, mass
+
+
+def _clear(out: str) -> None:
+    """An earlier ensemble's files go first: an --oof run's predictions CSV or a SavedModel must
+    not sit beside a new model as if they were its own."""
+    files.makedirs(out)
+    for name in ("model.keras", "saved_model", "ensemble.json", "oof_predictions.csv", "README.md"):
+        path = files.join(out, name)
+        files.rmtree(path) if files.isdir(path) else files.remove(path)
 
 
 def _figures(y, p, excluded, prefix: str = "oof_") -> dict:
@@ -281,7 +290,7 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
         # A member's backbone, with its size: NAME@SIZE or --image_size (KFoldConfig.parts).
         classifiers = [imagenet_classifier(name, c.weights, size, name=f"member{k}_imagenet")
                        for k, (c, (name, size)) in enumerate(zip(cfgs, (c.parts()[0] for c in cfgs)))]
-    files.makedirs(out)
+    _clear(out)
     model = build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers)
     model.save(files.join(out, "model.keras"))
     files.write_run_readme(out, model.name, predict.input_size(model), False)

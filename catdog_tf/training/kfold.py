@@ -124,6 +124,9 @@ def run(cfg: KFoldConfig) -> dict:
     out = cfg.resolved_out()
     files.check_out(out, "kfold", {"records": cfg.records, "soft_targets": cfg.soft_targets,
                                    "weights": cfg.weights})
+    if cfg.weights in (None, "none", "random"):
+        log("WARNING: --weights=none: the heads learn on features of a random backbone; for real results use "
+            "--weights=auto (pretrained)")
     strategy, w = distribute.choose(cfg.strategy, log)
     report = _finished(cfg, out, folds)
     # Decided together: a worker that went on alone would wait for the others' collectives forever.
