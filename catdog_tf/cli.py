@@ -83,7 +83,12 @@ def from_flags(cls, **overrides):
         if is_list and field.metadata.get("multi") and v is None and field.default is dataclasses.MISSING:
             v = []
         values[field.name] = v
-    return cls(**values, **overrides)
+    cfg = cls(**values, **overrides)
+    # A flag given on the command line that this mode never reads is a misunderstanding: refused.
+    for name, why in cfg.ignored().items():
+        if name in FLAGS and FLAGS[name].present:
+            raise UserError(f"--{name}: {why}")
+    return cfg
 
 
 def no_extra_args(argv: list[str]) -> None:

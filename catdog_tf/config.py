@@ -99,6 +99,15 @@ class _Checked:
         """What is wrong between fields (None: nothing)."""
         return None
 
+    def ignored(self) -> dict[str, str]:
+        """Fields this combination of settings never reads, with why: the CLI refuses them when
+        given (a notebook's defaults are not "given", so only the command line checks this)."""
+        return {}
+
+
+def _unread(names, why: str) -> dict[str, str]:
+    return {n: why for n in names}
+
 
 def default_cache_dir(out: str) -> str:
     """Feature caches live beside the run folders (runs/cache for runs/X), shared by every tool;
@@ -130,6 +139,10 @@ class BuildConfig(_Checked):
     min_shards: int = f(8, "At least this many shards per split (when it has >= 256 photos a shard).", ge=1, le=10_000)
     workers: int = f(0, "Reader/writer threads (0: one per core).", ge=0, le=256)
     jpeg_quality: int = f(95, "JPEG quality of re-encoded photos.", ge=1, le=100)
+
+    def ignored(self):
+        return _unread(["val_fraction"], "with --folds the photos go to folds, not to a validation split") \
+            if self.folds else {}
 
     def relations(self):
         if self.folds == 1:
@@ -179,6 +192,10 @@ class TrainConfig(_Checked):
     steps_per_epoch: int | None = f(None, "Limit full-image epochs to this many steps.", ge=1)
     log_every: int = f(20, "TensorBoard: loss, learning rate and steps/s every this many steps.", ge=1)
 
+    def ignored(self):
+        return _unread(["lr2", "unfreeze_blocks", "stage2_cache"], "--epochs2=0: there is no stage 2") \
+            if self.epochs2 == 0 else {}
+
     def relations(self):
         if self.epochs1 == 0 and (self.epochs2 == 0 or self.unfreeze_blocks == 0):
             return "--epochs1=0 and no stage 2 (--epochs2 or --unfreeze_blocks is 0): nothing would be trained"
@@ -222,6 +239,11 @@ class KFoldConfig(_Checked):
     soft_targets: str | None = f(None, "Distillation: train on these P(dog) (an out-of-fold CSV of a teacher, e.g. "
                                  "runs/final/oof_predictions.csv) instead of the 0/1 labels; out-of-fold figures "
                                  "still score the labels (and are optimistic: the teacher saw the other folds).")
+
+    def ignored(self):
+        if self.head == "lbfgs":
+            return _unread(["epochs", "lr", "batch_size"], "--head=lbfgs fits each head full-batch to convergence")
+        return _unread(["l2"], "--l2 is the penalty of --head=lbfgs")
 
     def relations(self):
         bad = [k for k in self.folds or () if not (k.startswith("fold") and k[4:].isdigit())]
@@ -276,6 +298,12 @@ class EnsembleConfig(_Checked):
     tta: str = f("none", "Test-time augmentation while fitting.", choices=TTA)
     batch_size: int = f(32, "Batch size.", ge=1, le=MAX_BATCH)
 
+    def ignored(self):
+        if self.oof:
+            return _unread(["records", "split", "fold", "tta", "batch_size"], "with --oof the members' out-of-fold "
+                           "predictions are combined: nothing is predicted")
+        return _unread(["hedge"], "the hedge is fitted with --oof only")
+
     def relations(self):
         if self.oof and self.tta != "none":
             return "--tta: with --oof the members' out-of-fold predictions are combined (k-fold's --tta_flip)"
@@ -311,6 +339,14 @@ class EvaluateConfig(_Checked):
                       "(the chief writes).", choices=STRATEGIES)
     batch_size: int = f(32, "Batch size (per device).", ge=1, le=MAX_BATCH)
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel).", ge=1)
+
+    def ignored(self):
+        if self.predictions:
+            return _unread(["model", "tta", "split", "fold", "batch_size", "max_pixels", "images"],
+                           "--predictions scores a CSV: no model runs (--records only adds the photos)")
+        if self.images:
+            return _unread(["split", "fold"], "it selects a records split; --images scores the whole folder")
+        return _unread(["max_pixels"], "records hold photos already checked at their build")
 
 
 @dataclasses.dataclass
@@ -355,6 +391,9 @@ class BackbonesConfig(_Checked):
 
     def relations(self):
         return _needs_pretrained(self.weights, "--classify prints ImageNet predictions") if self.classify else None
+
+    def ignored(self):
+        return {} if self.classify else _unread(["weights", "top", "image_size"], "it applies to --classify")
 
 
 def _needs_pretrained(weights, why: str) -> str | None:
@@ -401,3 +440,6 @@ class ExportConfig(_Checked):
     measure_records: str | None = f(None, "Then measure log loss and img/s of every written model on this records "
                                     "folder's --measure_split (into export.json).")
     measure_split: str = f("fold0+fold1", "Split for --measure_records.")
+
+    def ignored(self):
+        return {} if self.measure_records else _unread(["measure_split"], "it is the split of --measure_records")

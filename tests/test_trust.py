@@ -559,3 +559,27 @@ def test_a_contact_sheet_of_nothing_removes_the_earlier_one(tmp_path):
     (tmp_path / "worst.png").write_bytes(b"old")
     assert plots.contact_sheet([], str(tmp_path / "worst.png")) is None
     assert not (tmp_path / "worst.png").exists()
+
+
+@pytest.mark.parametrize("cls, kw", [
+    ("BuildConfig", dict(folds=3)), ("TrainConfig", dict(epochs2=0)), ("KFoldConfig", dict(head="lbfgs")),
+    ("KFoldConfig", {}), ("EnsembleConfig", dict(oof=True)), ("EnsembleConfig", {}),
+    ("EvaluateConfig", dict(predictions="p.csv")), ("EvaluateConfig", dict(images="d")), ("EvaluateConfig", {}),
+    ("ExportConfig", {}), ("BackbonesConfig", {})])
+def test_the_flags_a_mode_ignores_are_fields(cls, kw):
+    import dataclasses
+
+    from catdog_tf import config
+
+    cfg = getattr(config, cls)(**kw)
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    assert cfg.ignored() and set(cfg.ignored()) <= fields
+
+
+@pytest.mark.parametrize("tool, args, needle", [
+    ("ensemble", ["--oof", "--member=m", "--split=fold0"], "--split: with --oof"),
+    ("evaluate", ["--predictions=p.csv", "--tta=flip"], "--tta: --predictions scores a CSV"),
+    ("train", ["--epochs2=0", "--lr2=0.1"], "--lr2: --epochs2=0"),
+    ("backbones", ["--top=3"], "--top: it applies to --classify")])
+def test_a_flag_the_chosen_mode_never_reads_is_refused(tool, args, needle):
+    one_line_error(cli(tool, *args), needle)
