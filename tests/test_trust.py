@@ -583,3 +583,14 @@ def test_the_flags_a_mode_ignores_are_fields(cls, kw):
     ("backbones", ["--top=3"], "--top: it applies to --classify")])
 def test_a_flag_the_chosen_mode_never_reads_is_refused(tool, args, needle):
     one_line_error(cli(tool, *args), needle)
+
+
+def test_outliers_never_replace_a_reviewed_exclusion_list(tmp_path):
+    from catdog_tf.tools import outliers
+
+    (tmp_path / "exclude.txt").write_text("cat.1  # kept after review\n")
+    with pytest.raises(UserError, match="edited since this tool wrote it"):
+        outliers._check_unreviewed(str(tmp_path))
+    (tmp_path / "summary.json").write_text(json.dumps({"exclude_sha256": records.sha256_file(
+        str(tmp_path / "exclude.txt"))}))
+    outliers._check_unreviewed(str(tmp_path))  # the tool's own list: a rerun may replace it

@@ -26,6 +26,7 @@ import numpy as np
 from catdog_tf import files, plots
 from catdog_tf.config import OutliersConfig
 from catdog_tf.data import pipeline, records
+from catdog_tf.errors import UserError
 from catdog_tf.inference import predict
 from catdog_tf.models import backbones, imagenet
 from catdog_tf.progress import Progress
@@ -46,9 +47,22 @@ def screen(probs: np.ndarray, labels: np.ndarray, top_n: int = 30, conflict: flo
             "score": p_cat + p_dog, "p_cat": p_cat, "p_dog": p_dog}
 
 
+def _check_unreviewed(out: str) -> None:
+    """exclude.txt is meant to be edited by hand: a rerun must not replace a reviewed list. The
+    summary records the sha256 of the list this tool wrote; another content is a person's review."""
+    path, summary = files.join(out, "exclude.txt"), files.join(out, "summary.json")
+    if not files.exists(path):
+        return
+    s = files.read_json(summary, "outliers summary") if files.exists(summary) else None
+    written = s.get("exclude_sha256") if isinstance(s, dict) else None
+    if written != files.sha256_file(path):
+        raise UserError(f"{path}: edited since this tool wrote it (a review?); move it away or give another --out")
+
+
 def run(cfg: OutliersConfig) -> dict:
     images, records_dir, out, top_n = cfg.images, cfg.records, cfg.out, cfg.top_n
     backbone, batch_size, conflict, per_page = cfg.backbone, cfg.batch_size, cfg.conflict, cfg.per_page
+    _check_unreviewed(out)
     model = backbones.build_backbone(backbone, weights=cfg.weights, include_top=True)
     size = int(model.input_shape[1])
     if images:
@@ -108,6 +122,8 @@ def run(cfg: OutliersConfig) -> dict:
         reason = "no cat/dog in top-N" if s["no_animal"][i] else "label conflict"
         exclude.append(f"{ids[i]}  # {reason}; {t5[0][1]} {t5[0][2]:.2f}\n")
     files.write_text(files.join(out, "exclude.txt"), "".join(exclude))
+    for old in files.glob(files.join(out, "contact_sheet-*.png")):  # an earlier run's pages
+        files.remove(old)
     pages, sheet_ids = [], []
     for k in range(0, len(flagged), per_page):
         chunk = list(zip(flagged[k:k + per_page], top5[k:k + per_page]))
@@ -125,7 +141,8 @@ def run(cfg: OutliersConfig) -> dict:
                "no_animal_by_top_n": by_n,
                "no_animal": int(s["no_animal"].sum()), "label_conflict": int(s["label_conflict"].sum()),
                "skipped": skipped, "ids": [ids[i] for i in flagged],
-               "contact_sheets": [{"file": files.name(p), "ids": i} for p, i in zip(pages, sheet_ids)]}
+               "contact_sheets": [{"file": files.name(p), "ids": i} for p, i in zip(pages, sheet_ids)],
+               "exclude_sha256": files.sha256_file(files.join(out, "exclude.txt"))}
     files.write_text(files.join(out, "summary.json"), json.dumps(summary, indent=1))
     print(f"outliers: {len(flagged)} of {len(ids)} flagged ({summary['no_animal']} no cat/dog in top {top_n}, "
           f"{summary['label_conflict']} label conflicts) -> {files.join(out, 'candidates.csv')}", file=sys.stderr)
