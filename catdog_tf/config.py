@@ -270,7 +270,7 @@ class KFoldConfig(_Checked):
         out = []
         for part in self.backbone.split("+"):
             name, _, size = part.partition("@")
-            if size and not (size.isascii() and size.isdigit() and 16 <= int(size[-5:]) <= 2048 and len(size) <= 5):
+            if size and not (size.isascii() and size.isdigit() and len(size) <= 5 and 16 <= int(size) <= 2048):
                 raise ValueError(f"--backbone: {part!r}: the size after @ must be a number of pixels, 16..2048")
             out.append((name, int(size) if size else self.image_size))
         if self.image_size and (len(out) > 1 or "@" in self.backbone):

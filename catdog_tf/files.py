@@ -233,7 +233,8 @@ TOOL_RECORDS = {"records": "manifest.json", "train": "flags.json", "kfold": "kfo
                 "ensemble": "ensemble.json", "export": "export.json"}
 
 
-def check_out(out: str, tool: str, inputs: dict[str, object] = {}, scanned: tuple[str, ...] = ()) -> None:  # noqa: B006
+def check_out(out: str, tool: str, inputs: dict[str, object] | None = None,
+              scanned: tuple[str, ...] = ()) -> None:
     """Refuses (one UserError) an output folder that holds another tool's work, or that overlaps
     an input: an input equal to `out` or inside it (it would be overwritten), or `out` inside an
     input that is scanned for photos (`scanned` names those flags). `inputs`: flag -> path(s)."""
@@ -241,24 +242,29 @@ def check_out(out: str, tool: str, inputs: dict[str, object] = {}, scanned: tupl
     for other, record in TOOL_RECORDS.items():
         if other != tool and exists(join(out, record)) and not exists(join(out, TOOL_RECORDS[tool])):
             raise UserError(f"--out={out}: holds the work of `{other}` ({record}); give another folder")
-    for flag, paths in inputs.items():
-        for p in paths if isinstance(paths, (list, tuple)) else [paths]:
-            if not p or not exists(p):  # (a keyword such as --weights=auto, or nothing yet)
-                continue
-            there = _real(p)
-            if there == here or there.startswith(here.rstrip("/") + "/"):
-                raise UserError(f"--{flag}={p} is inside --out={out}: the output would overwrite it")
-            if flag in scanned and here.startswith(there.rstrip("/") + "/"):
-                raise UserError(f"--out={out} is inside --{flag}={p}: its own files would become inputs")
+    for flag, p in _each(inputs or {}):
+        if not p or not exists(p):  # (a keyword such as --weights=auto, or nothing yet)
+            continue
+        there = _real(p)
+        if there == here or there.startswith(here.rstrip("/") + "/"):
+            raise UserError(f"--{flag}={p} is inside --out={out}: the output would overwrite it")
+        if flag in scanned and here.startswith(there.rstrip("/") + "/"):
+            raise UserError(f"--out={out} is inside --{flag}={p}: its own files would become inputs")
 
 
 def check_output_file(out: str, flag: str, inputs: dict[str, object]) -> None:
     """An output file that is one of the inputs (a model, a predictions CSV) would destroy it."""
-    for name, paths in inputs.items():
+    for name, p in _each(inputs):
+        inside = [_real(join(p, "model.keras"))] if p and isdir(p) else []  # a model folder's file
+        if p and _real(out) in [_real(p), *inside]:
+            raise UserError(f"--{flag}={out} is --{name}={p}: writing it would destroy the input")
+
+
+def _each(inputs: dict[str, object]):
+    """(flag, path) for every path of flag -> path or list of paths."""
+    for flag, paths in inputs.items():
         for p in paths if isinstance(paths, (list, tuple)) else [paths]:
-            inside = [_real(join(p, "model.keras"))] if p and isdir(p) else []  # a model folder's file
-            if p and _real(out) in [_real(p), *inside]:
-                raise UserError(f"--{flag}={out} is --{name}={p}: writing it would destroy the input")
+            yield flag, p
 
 
 def _real(path) -> str:

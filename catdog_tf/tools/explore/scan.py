@@ -432,9 +432,20 @@ def iter_records(folder: str | os.PathLike) -> Iterator[dict[str, Any]]:
 
     has_manifest = _isfile(_join(as_path(folder), MANIFEST))
     for shard in record_shards(folder):
+        if not is_remote(shard):
+            localio.check_regular(shard)  # a FIFO named like a shard would block TFRecordDataset forever
         # A damaged shard of a built folder is named by its sha256; a bare shard by its own name.
         with records_manifest.damage_named(str(folder)) if has_manifest else _named(shard):
-            yield from _shard_examples(tf, schema, shard)
+            for index, raw in enumerate(tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()):
+                rec: dict[str, Any] = {"shard": str(shard), "index": index}
+                try:
+                    ex = schema.to_python(raw)
+                except ValueError as e:
+                    rec.update(id=f"{_name(shard)}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
+                               encoded=b"", error=f"bad record: {e}")
+                else:
+                    rec.update({k: ex[k] for k in ("id", "label", "height", "width", "encoded")})
+                yield rec
 
 
 @contextlib.contextmanager
@@ -445,21 +456,6 @@ def _named(shard):
         yield
     except tf.errors.DataLossError as e:
         raise UserError(f"{shard}: damaged ({e.message.strip().splitlines()[0]})") from None
-
-
-def _shard_examples(tf, schema, shard) -> Iterator[dict[str, Any]]:
-    if not str(shard).count("://"):
-        localio.check_regular(shard)  # a FIFO named like a shard would block TFRecordDataset forever
-    for index, raw in enumerate(tf.data.TFRecordDataset(str(shard)).as_numpy_iterator()):
-        rec: dict[str, Any] = {"shard": str(shard), "index": index}
-        try:
-            ex = schema.to_python(raw)
-        except ValueError as e:
-            rec.update(id=f"{_name(shard)}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
-                       encoded=b"", error=f"bad record: {e}")
-        else:
-            rec.update({k: ex[k] for k in ("id", "label", "height", "width", "encoded")})
-        yield rec
 
 
 def scan_records(folder: str | os.PathLike, *, workers: int = 2, progress: bool = True) -> list[ImageInfo]:
