@@ -20,10 +20,10 @@ def load_images(paths, size: int) -> np.ndarray:
 
 def registry_table() -> str:
     """name, input size, pooled feature size, offline availability, weights source."""
-    from catdog_tf.models import backbones
+    from catdog_tf.models import registry
 
     rows = [("name", "input", "features", "offline", "weights source")]
-    for b in backbones.REGISTRY.values():
+    for b in registry.REGISTRY.values():
         source = f"keras download {b.weight_url()}" if b.is_keras_app else f"pip {b.weights_source[4:]} (.pth)"
         rows.append((b.name, str(b.input_size), str(b.feature_size),
                      "yes" if b.offline_available() else "no", source))
@@ -34,7 +34,7 @@ def registry_table() -> str:
 
 
 def main(argv):
-    from catdog_tf.models import backbones, imagenet, weights
+    from catdog_tf.models import imagenet, registry, weights
 
     cfg = cli.from_flags(BackbonesConfig)
     photos = argv[1:]
@@ -46,7 +46,7 @@ def main(argv):
         return
     if not photos:
         raise UserError("--classify needs photo paths as arguments")
-    model = backbones.build_backbone(cfg.backbone, weights=cfg.weights, include_top=True, image_size=cfg.image_size)
+    model = registry.build_backbone(cfg.backbone, weights=cfg.weights, include_top=True, image_size=cfg.image_size)
     probs = model.predict(load_images(photos, model.input_shape[1]), verbose=0)
     for path, preds in zip(photos, imagenet.decode_predictions(probs, top=cfg.top)):
         print(path)

@@ -2,7 +2,7 @@
 
 Several trained models -> ONE Keras model that outputs the combined P(dog); weights and
 temperature fitted on k-fold members' out-of-fold predictions (--oof) or on a records split
-(see catdog_tf/inference/ensemble.py).
+(see catdog_tf/inference/ensembling.py).
 """
 
 import json
@@ -14,19 +14,19 @@ from catdog_tf.errors import UserError
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
-    from catdog_tf.inference import ensemble
+    from catdog_tf.inference import ensembling
 
     cli.no_extra_args(argv)
     cfg = cli.from_flags(EnsembleConfig)
     if not cfg.member:
         raise UserError("give --member=MODEL at least once")
     if cfg.oof:
-        report = ensemble.run_oof(cfg.member, cfg.out, space=cfg.space, temperature=cfg.temperature,
+        report = ensembling.run_oof(cfg.member, cfg.out, space=cfg.space, temperature=cfg.temperature,
                                   hedge=cfg.hedge, weights=cfg.weights)
         keys = ("space", "weights", "temperature", "hedge", "oof_log_loss", "oof_log_loss_ci95", "cleaned_oof_log_loss",
                 "oof_accuracy")
     else:
-        report = ensemble.run(cfg.member, cfg.records, cfg.out, split=cfg.split, fold=cfg.fold, weights=cfg.weights,
+        report = ensembling.run(cfg.member, cfg.records, cfg.out, split=cfg.split, fold=cfg.fold, weights=cfg.weights,
                               space=cfg.space, temperature=cfg.temperature, tta=cfg.tta, batch_size=cfg.batch_size)
         keys = ("space", "weights", "temperature", "log_loss", "accuracy")
     if report:  # {}: a worker that is not the chief of a multi-worker job (it said so)

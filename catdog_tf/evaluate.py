@@ -1,7 +1,7 @@
 """`python -m catdog_tf.evaluate --model=runs/final/model.keras --images=DIR --json_out=eval.json`
 
 Log loss and accuracy on labeled photos (a folder or a records split), a calibration plot
-and a contact sheet of the worst mistakes (see catdog_tf/inference/evaluate.py).
+and a contact sheet of the worst mistakes (see catdog_tf/inference/scoring.py).
 --out_dir is an alias of --out.
 """
 
@@ -15,9 +15,9 @@ from catdog_tf.errors import UserError
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf import distribution
     from catdog_tf import files
-    from catdog_tf.inference import evaluate, predict
-    from catdog_tf.training import distribute
+    from catdog_tf.inference import predictor, scoring
 
     cli.no_extra_args(argv)
     cfg = cli.from_flags(EvaluateConfig)
@@ -26,19 +26,19 @@ def main(argv):
                                                            "records": cfg.records, "images": cfg.images})
     # eval.json -> eval_plots (string rules: the path may be gs://... as well as local)
     out_dir = cfg.out or (posixpath.splitext(cfg.json_out)[0] + "_plots" if cfg.json_out else None)
-    clips = tuple(evaluate.DEFAULT_CLIPS) + tuple(cfg.clip or ())
-    strategy, w = distribute.choose(cfg.strategy)
+    clips = tuple(scoring.DEFAULT_CLIPS) + tuple(cfg.clip or ())
+    strategy, w = distribution.choose(cfg.strategy)
     out_dir = out_dir if w.chief else None  # every worker gets every prediction; the chief writes
     if cfg.predictions:
         if cfg.images:
             raise UserError("--predictions scores a CSV: give --records (for the photos), not --images")
-        s = evaluate.evaluate_predictions(cfg.predictions, records_dir=cfg.records, out_dir=out_dir, clips=clips,
+        s = scoring.evaluate_predictions(cfg.predictions, records_dir=cfg.records, out_dir=out_dir, clips=clips,
                                           worst=cfg.worst)
         s["data"] = cfg.predictions
     else:
         if bool(cfg.images) == bool(cfg.records):
             raise UserError("give exactly one of --images=FOLDER or --records=FOLDER")
-        s = evaluate.evaluate(predict.load_model(cfg.model, strategy), images=cfg.images, records_dir=cfg.records,
+        s = scoring.evaluate(predictor.load_model(cfg.model, strategy), images=cfg.images, records_dir=cfg.records,
                               split=cfg.split, fold=cfg.fold, tta=cfg.tta, batch_size=cfg.batch_size, out_dir=out_dir,
                               clips=clips, max_pixels=cfg.max_pixels, worst=cfg.worst, strategy=strategy)
         s["model"] = cfg.model

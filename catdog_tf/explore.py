@@ -2,7 +2,7 @@
 
 Counts per class, size plots, exact and near duplicates and undecodable files of an image
 folder (--images, repeatable) or a records folder (--records), as OUT/index.html and
-OUT/summary.json (see catdog_tf/tools/explore/).
+OUT/summary.json (see catdog_tf/tools/survey/).
 """
 
 from catdog_tf import cli
@@ -12,7 +12,7 @@ from catdog_tf.errors import UserError
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
-    from catdog_tf.tools import explore
+    from catdog_tf.tools import survey
 
     cli.no_extra_args(argv)
     cfg = cli.from_flags(ExploreConfig)
@@ -22,14 +22,14 @@ def main(argv):
         raise UserError(f"--workers={cfg.workers}: must be at least 1")
     kw = {"near_dup_threshold": cfg.near_dup_threshold, "workers": cfg.workers, "progress": cfg.progress}
     if cfg.records:
-        result = explore.explore_records(cfg.records, **kw)
+        result = survey.explore_records(cfg.records, **kw)
     else:
-        result = explore.explore_folder(cfg.images, **kw)
+        result = survey.explore_folder(cfg.images, **kw)
     if not result.items:  # a report of nothing would pass for a clean folder
         raise UserError(f"{cfg.records or ', '.join(cfg.images)}: no photos found (names cat.N.jpg, dog.N.jpg, "
                         "N.jpg, in the folder or its train/ and test/)")
-    paths = explore.write_report(result, cfg.out)
-    print("\n".join(explore.summary_lines(result, paths)))
+    paths = survey.write_report(result, cfg.out)
+    print("\n".join(survey.summary_lines(result, paths)))
 
 
 def run():

@@ -211,7 +211,7 @@ RUN_README = """# {name}
 What this run folder holds, and how to serve it.
 
 - `model.keras`: float32 RGB 0..255 at {size} x {size} in, P(dog) out. It holds this package's
-  layers, so it loads where `catdog_tf` is imported (`catdog_tf.inference.predict.load_model`).
+  layers, so it loads where `catdog_tf` is imported (`catdog_tf.inference.predictor.load_model`).
 {saved_model}
 For serving, one contract for every model of this package (JPEG/PNG bytes of any size in,
 `p_dog` out, nothing of `catdog_tf` needed; also a plain-Keras `model.keras` and LiteRT):

@@ -1,7 +1,7 @@
 """`python -m catdog_tf.outliers --images=../shared/data/kaggle200/train --out=reports/outliers`
 
 Training photos an ImageNet classifier sees no cat or dog in, ranked, with contact sheets for
-a person to review (see catdog_tf/tools/outliers.py).
+a person to review (see catdog_tf/tools/outlier_screen.py).
 """
 
 from catdog_tf import cli
@@ -11,13 +11,13 @@ from catdog_tf.errors import UserError
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
-    from catdog_tf.tools import outliers
+    from catdog_tf.tools import outlier_screen
 
     cli.no_extra_args(argv)
     cfg = cli.from_flags(OutliersConfig)
     if bool(cfg.images) == bool(cfg.records):
         raise UserError("give exactly one of --images=FOLDER or --records=FOLDER")
-    outliers.run(cfg)
+    outlier_screen.run(cfg)
 
 
 def run():

@@ -3,7 +3,7 @@
     python -m catdog_tf.predict --model=runs/final/model.keras --images=../shared/data/kaggle200/test --out=submission.csv
     python -m catdog_tf.predict --model=runs/final/model.keras photo1.jpg photo2.png
 
-See catdog_tf/inference/predict.py.
+See catdog_tf/inference/predictor.py.
 """
 
 import sys
@@ -17,10 +17,10 @@ from catdog_tf.errors import UserError
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
+    from catdog_tf import distribution
     from catdog_tf import files as catdog_files
-    from catdog_tf.data import records
-    from catdog_tf.inference import predict
-    from catdog_tf.training import distribute
+    from catdog_tf.data import manifest
+    from catdog_tf.inference import predictor
 
     cfg = cli.from_flags(PredictConfig)
     files = argv[1:]
@@ -32,27 +32,27 @@ def main(argv):
     if not files:
         catdog_files.check_output_file(cfg.out, "out", {"model": cfg.model, "images": cfg.images,
                                                         "records": cfg.records})
-    strategy, w = distribute.choose(cfg.strategy)
-    model = predict.load_model(cfg.model, strategy)
+    strategy, w = distribution.choose(cfg.strategy)
+    model = predictor.load_model(cfg.model, strategy)
     if files:
-        p = predict.predict_files(model, files, cfg.batch_size, cfg.tta, strategy)
+        p = predictor.predict_files(model, files, cfg.batch_size, cfg.tta, strategy)
         for f, v in zip(files, np.clip(p, cfg.clip, 1 - cfg.clip)) if w.chief else ():
             print(f"{f}\t{v:.6f}")
         return
     if cfg.images:
-        photos = predict.scan_folder(cfg.images, labeled=False, max_pixels=cfg.max_pixels)
+        photos = predictor.scan_folder(cfg.images, labeled=False, max_pixels=cfg.max_pixels)
         for s in photos.skipped:
             print(f"skip: {s['file']}: {s['reason']}", file=sys.stderr)
         print(photos.describe(), file=sys.stderr)
         ids, expected = photos.ids, photos.ids + photos.missing_ids()
-        p = predict.predict_photos(model, photos, cfg.batch_size, cfg.tta, strategy)
+        p = predictor.predict_photos(model, photos, cfg.batch_size, cfg.tta, strategy)
     else:
-        ids, _, p = predict.predict_records(model, cfg.records, "test", cfg.batch_size, cfg.tta, strategy=strategy)
-        expected = ids + records.lost_ids(cfg.records, labeled=False)
+        ids, _, p = predictor.predict_records(model, cfg.records, "test", cfg.batch_size, cfg.tta, strategy=strategy)
+        expected = ids + manifest.lost_ids(cfg.records, labeled=False)
     if not w.chief:  # every worker holds every prediction; the chief writes them
         print(f"worker {w.rank}/{w.count}: done; the chief writes {cfg.out}", file=sys.stderr)
         return
-    q = predict.write_submission(cfg.out, ids, p, cfg.clip, expected)
+    q = predictor.write_submission(cfg.out, ids, p, cfg.clip, expected)
     print(f"wrote {cfg.out}: {len(ids)} rows, mean P(dog) {np.mean(q):.3f}", file=sys.stderr)
 
 

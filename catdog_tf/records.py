@@ -1,7 +1,7 @@
 """`python -m catdog_tf.records --input=DIR_OR_ZIP --out=records`: shards + manifest.json.
 
 Without --input, TFDS's public cats_vs_dogs is downloaded (online users only).
-See catdog_tf/data/records.py.
+See catdog_tf/data/shards.py.
 """
 
 from absl import flags
@@ -18,11 +18,11 @@ def define():
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
-    from catdog_tf.data import records
+    from catdog_tf.data import shards
 
     cli.no_extra_args(argv)
     cfg = cli.from_flags(BuildConfig)
-    records.build(flags.FLAGS.input, cfg)
+    shards.build(flags.FLAGS.input, cfg)
 
 
 def run():

@@ -1,7 +1,7 @@
 """`python -m catdog_tf.train --backbone=xception --records=records --out=runs/xception`
 
 Two-stage fine-tuning under the tf.distribute strategy that fits the machine (see
-catdog_tf/training/train.py). --model_dir is an alias of --out.
+catdog_tf/training/two_stage.py). --model_dir is an alias of --out.
 """
 
 import json
@@ -21,7 +21,7 @@ def define():
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
     import tensorflow as tf
-    from catdog_tf.training.train import train
+    from catdog_tf.training.two_stage import train
 
     cli.no_extra_args(argv)
     if flags.FLAGS.cpu_devices > 1:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from catdog_tf.config import BuildConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
@@ -36,7 +37,7 @@ def jpeg_bytes(h=24, w=32, seed=0, mode="RGB", fmt="JPEG", **save_kw) -> bytes:
 
 def real_records(tmp_path_factory, ids: range, **build_kw) -> str:
     """Records of real kaggle200 photos cat.N/dog.N for N in ids (linked, not copied)."""
-    from catdog_tf.data import records
+    from catdog_tf.data import shards
 
     require(KAGGLE200 / "train")
     root = tmp_path_factory.mktemp("photos")
@@ -44,7 +45,7 @@ def real_records(tmp_path_factory, ids: range, **build_kw) -> str:
         for c in ("cat", "dog"):
             (root / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
     out = root.parent / f"{root.name}-rec"
-    records.build([str(root)], records.BuildConfig(out=str(out), workers=2, **build_kw))
+    shards.build([str(root)], BuildConfig(out=str(out), workers=2, **build_kw))
     return str(out)
 
 

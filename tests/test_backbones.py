@@ -14,7 +14,7 @@ import pytest
 
 from catdog_tf import backbones as cli_backbones
 from catdog_tf.files import sha256_file
-from catdog_tf.models import backbones, imagenet, torch_checkpoint, weights
+from catdog_tf.models import imagenet, registry, torch_checkpoint, weights
 from catdog_tf.models.layers import ImagePreprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ KAGGLE = SHARED / "kaggle200" / "train"
 CATS = ["cat.2.jpg", "cat.7.jpg", "cat.14.jpg", "cat.16.jpg", "cat.17.jpg", "cat.20.jpg"]
 DOGS = ["dog.1.jpg", "dog.6.jpg", "dog.11.jpg", "dog.14.jpg", "dog.17.jpg", "dog.21.jpg"]
 LITES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
-KERAS_APPS = [n for n in backbones.names() if backbones.get(n).is_keras_app]
+KERAS_APPS = [n for n in registry.names() if registry.get(n).is_keras_app]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,8 +43,8 @@ def built(name, include_top=False):
     """Each model is built once per module: keras apps with random weights, lite with real ones."""
     key = (name, include_top)
     if key not in _MODELS:
-        weights = None if backbones.get(name).is_keras_app else "auto"
-        _MODELS[key] = backbones.build_backbone(name, weights=weights, include_top=include_top)
+        weights = None if registry.get(name).is_keras_app else "auto"
+        _MODELS[key] = registry.build_backbone(name, weights=weights, include_top=include_top)
     return _MODELS[key]
 
 
@@ -62,13 +62,13 @@ def chelsea(size):
 
 
 def test_registry_lookup():
-    assert backbones.names()[:3] == ["xception", "inception_v3", "resnet50"]
-    assert set(LITES) <= set(backbones.names())
+    assert registry.names()[:3] == ["xception", "inception_v3", "resnet50"]
+    assert set(LITES) <= set(registry.names())
     assert {"efficientnetv2_b0", "convnext_tiny"} <= set(KERAS_APPS)
     with pytest.raises(ValueError, match="valid names: xception, inception_v3"):
-        backbones.get("vgg99")
+        registry.get("vgg99")
     for name in LITES:
-        b = backbones.get(name)
+        b = registry.get(name)
         assert not b.is_keras_app and b.offline_available()
 
 
@@ -80,10 +80,10 @@ EXPECTED = {  # input size, pooled features, feature map side
 }
 
 
-@pytest.mark.parametrize("name", backbones.names())
+@pytest.mark.parametrize("name", registry.names())
 def test_every_entry_builds(name):
     size, features, side = EXPECTED[name]
-    spec = backbones.get(name)
+    spec = registry.get(name)
     assert (spec.input_size, spec.feature_size) == (size, features)
     model = built(name)
     assert model.input_shape == (None, size, size, 3)
@@ -127,11 +127,11 @@ def _expected_trainable(name, model, k):
 K_FOR = {"convnext_tiny": 3, "inception_v3": 1}
 
 
-@pytest.mark.parametrize("name", backbones.names())
+@pytest.mark.parametrize("name", registry.names())
 def test_top_k_unfreezing_touches_exactly_the_top_blocks(name):
     model = built(name)
     k = K_FOR.get(name, 2)
-    unfrozen = backbones.set_trainable_top_blocks(model, name, k)
+    unfrozen = registry.set_trainable_top_blocks(model, name, k)
     trainable = [l for l in model.layers if l.trainable and l.weights]
     names = {l.name for l in trainable}
     expected, extra = _expected_trainable(name, model, k)
@@ -148,15 +148,15 @@ def test_top_k_unfreezing_touches_exactly_the_top_blocks(name):
     assert len(model.trainable_weights) == sum(len(l.trainable_weights) for l in trainable)
     assert model.trainable_weights
 
-    backbones.set_trainable_top_blocks(model, name, 0)
+    registry.set_trainable_top_blocks(model, name, 0)
     assert model.trainable_weights == []
-    n = backbones.get(name).num_blocks(model)
+    n = registry.get(name).num_blocks(model)
     with pytest.raises(ValueError, match=f"1..{n}"):
-        backbones.set_trainable_top_blocks(model, name, n + 1)
+        registry.set_trainable_top_blocks(model, name, n + 1)
 
 
 def test_block_counts():
-    counts = {name: backbones.get(name).num_blocks(built(name)) for name in backbones.names()}
+    counts = {name: registry.get(name).num_blocks(built(name)) for name in registry.names()}
     assert counts == {"xception": 14, "inception_v3": 10, "resnet50": 16, "efficientnetv2_b0": 21,
                       "convnext_tiny": 18, "efficientnet_lite0": 16, "efficientnet_lite1": 21,
                       "efficientnet_lite2": 21}
@@ -164,7 +164,7 @@ def test_block_counts():
 
 def test_blocks_are_the_same_with_the_classifier_on_top():
     model = built("efficientnet_lite0", include_top=True)
-    top = [l.name for l in backbones.get("efficientnet_lite0").top_block_layers(model, 1)]
+    top = [l.name for l in registry.get("efficientnet_lite0").top_block_layers(model, 1)]
     assert top[0] == "block7a_expand_conv" and top[-3:] == ["avg_pool", "top_dropout", "predictions"]
 
 
@@ -178,8 +178,8 @@ def test_split_at_top_blocks(name, k):
     size = model.input_shape[1]
     rng = np.random.default_rng(0)
     x = np.concatenate([chelsea(size), rng.uniform(0, 255, (1, size, size, 3)).astype(np.float32)])
-    bottom, top = backbones.split_at_top_blocks(model, name, k)
-    cut = backbones.get(name).block_boundaries(model)[-k]
+    bottom, top = registry.split_at_top_blocks(model, name, k)
+    cut = registry.get(name).block_boundaries(model)[-k]
     assert bottom.output_shape == cut.output.shape
     assert top.input_shape == bottom.output_shape
     want = model.predict(x, verbose=0)
@@ -187,7 +187,7 @@ def test_split_at_top_blocks(name, k):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
     # The halves share the model's layers: training `top` trains the model.
     top_layers = {id(l) for l in top.layers if l.weights}
-    assert top_layers == {id(l) for l in backbones.get(name).top_block_layers(model, k) if l.weights}
+    assert top_layers == {id(l) for l in registry.get(name).top_block_layers(model, k) if l.weights}
 
 
 # ---------------------------------------------------------------------------
@@ -236,8 +236,8 @@ def test_lite_normalization_matches_checkpoint_statistics():
 
 def test_converted_weights_are_cached_once(tmp_path, monkeypatch):
     monkeypatch.setenv("CATDOG_TF_CACHE", str(tmp_path))
-    spec = backbones.get("efficientnet_lite0")
-    first = backbones.build_backbone("efficientnet_lite0")
+    spec = registry.get("efficientnet_lite0")
+    first = registry.build_backbone("efficientnet_lite0")
     files = list((tmp_path / "weights").iterdir())
     digest = sha256_file(Path(spec.pth_file()))
     assert [f.name for f in files] == [f"efficientnet_lite0-{digest[:16]}.weights.h5"]  # no temp left
@@ -246,7 +246,7 @@ def test_converted_weights_are_cached_once(tmp_path, monkeypatch):
         raise AssertionError("converted again instead of loading the cache")
 
     monkeypatch.setattr(torch_checkpoint, "load_state_dict", no_conversion)
-    again = backbones.build_backbone("efficientnet_lite0", image_size=192)  # any size, same weights
+    again = registry.build_backbone("efficientnet_lite0", image_size=192)  # any size, same weights
     for a, b in zip(first.weights, again.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -265,7 +265,7 @@ def test_lite_model_survives_save_and_safe_load(tmp_path):
 
 
 def test_caffe_preprocessing_layer_round_trips(tmp_path):
-    spec = backbones.get("resnet50").preprocess
+    spec = registry.get("resnet50").preprocess
     inputs = keras.Input((2, 2, 3))
     model = keras.Model(inputs, spec.layer()(inputs))
     path = tmp_path / "pre.keras"
@@ -295,10 +295,10 @@ def no_network(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name", KERAS_APPS)
 def test_keras_app_offline_error_says_what_to_download(no_network, name):
-    spec = backbones.get(name)
+    spec = registry.get(name)
     assert not spec.offline_available()
     with pytest.raises(weights.WeightsUnavailableError) as info:
-        backbones.build_backbone(name)  # weights="auto": never downloads
+        registry.build_backbone(name)  # weights="auto": never downloads
     msg = str(info.value)
     assert spec.weight_url(include_top=False) in msg and "_notop" in spec.weight_url()
     assert str(no_network / Path(spec.weight_url()).name) in msg
@@ -306,14 +306,14 @@ def test_keras_app_offline_error_says_what_to_download(no_network, name):
 
 
 def test_keras_app_weights_resolution(no_network):
-    spec = backbones.get("resnet50")
+    spec = registry.get("resnet50")
     with pytest.raises(weights.WeightsUnavailableError, match="resnet50_weights_tf_dim_ordering_tf_kernels.h5"):
-        backbones.build_backbone("resnet50", include_top=True)
+        registry.build_backbone("resnet50", include_top=True)
     # "imagenet" may download; with no network it fails fast with the same advice.
     with pytest.raises(weights.WeightsUnavailableError, match="download failed"):
-        backbones.build_backbone("resnet50", weights="imagenet")
+        registry.build_backbone("resnet50", weights="imagenet")
     with pytest.raises(FileNotFoundError):
-        backbones.build_backbone("resnet50", weights=str(no_network / "nope.h5"))
+        registry.build_backbone("resnet50", weights=str(no_network / "nope.h5"))
     # Once the file is where the error said, "auto" uses it (no download).
     dest = spec.weight_path(include_top=False)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -336,7 +336,7 @@ def test_keras_app_loads_a_local_weights_file(tmp_path):
     path = tmp_path / "resnet50_notop.h5"
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, plain)
-    model = backbones.build_backbone("resnet50", weights=str(path))
+    model = registry.build_backbone("resnet50", weights=str(path))
     assert len(model.weights) == len(plain.weights)
     for a, b in zip(plain.weights, model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -358,7 +358,7 @@ def test_cli_lists_registry(weights_cache):
     lines = out.stdout.splitlines()
     assert lines[0].split() == ["name", "input", "features", "offline", "weights", "source"]
     rows = {l.split()[0]: l.split() for l in lines[2:] if l.strip() and not l.startswith("keras weights")}
-    assert set(rows) == set(backbones.names())
+    assert set(rows) == set(registry.names())
     assert rows["efficientnet_lite1"][1:4] == ["240", "1280", "yes"]
     assert rows["xception"][1:3] == ["299", "2048"] and "xception_weights" in rows["xception"][-1]
 

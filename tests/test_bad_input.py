@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 
 from catdog_tf.config import BuildConfig
-from catdog_tf.data import pipeline, records
-from catdog_tf.inference import predict
+from catdog_tf.data import manifest, pipeline, shards, sources
+from catdog_tf.inference import predictor
 from conftest import REPO, jpeg_bytes
 
 
 def build(inputs, out, **kw):
-    return records.build([str(i) for i in inputs], BuildConfig(**{"out": str(out), "workers": 2, **kw}))
+    return shards.build([str(i) for i in inputs], BuildConfig(**{"out": str(out), "workers": 2, **kw}))
 
 
 def labeled_folder(d, n=6, start=0):
@@ -49,7 +49,7 @@ def one_line_error(r, *needles):
     return errors[0]
 
 
-def manifest(out):
+def manifest_json(out):
     return json.loads((out / "manifest.json").read_text())
 
 
@@ -60,8 +60,8 @@ def test_failed_rebuild_leaves_the_old_build_whole(tmp_path, monkeypatch):
     photos = labeled_folder(tmp_path / "p", n=20)
     out = tmp_path / "rec"
     old = build([photos], out)
-    old_examples = sorted(e["id"] for e in records.read_examples(str(out)))
-    real = records._write_shard
+    old_examples = sorted(e["id"] for e in manifest.read_examples(str(out)))
+    real = shards._write_shard
     calls = []
 
     def fail_after_one(path, *a, **kw):  # a disk that fills up after the first new shard
@@ -70,13 +70,13 @@ def test_failed_rebuild_leaves_the_old_build_whole(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(path, *a, **kw)
 
-    monkeypatch.setattr(records, "_write_shard", fail_after_one)
+    monkeypatch.setattr(shards, "_write_shard", fail_after_one)
     with pytest.raises(OSError, match="No space"):
         build([photos], out, folds=3, workers=1)  # another build into the same folder
     monkeypatch.undo()
-    assert manifest(out) == old  # the old manifest, and every shard it lists, untouched
-    assert sorted(e["id"] for e in records.read_examples(str(out))) == old_examples
-    assert len(records.shard_files(str(out), "train")) == len(old["splits"]["train"]["shards"])
+    assert manifest_json(out) == old  # the old manifest, and every shard it lists, untouched
+    assert sorted(e["id"] for e in manifest.read_examples(str(out))) == old_examples
+    assert len(manifest.shard_files(str(out), "train")) == len(old["splits"]["train"]["shards"])
     again = build([photos], out, folds=3)  # the rebuild then succeeds and the old shards go
     listed = {sh["file"] for s in again["splits"].values() for sh in s["shards"]}
     assert {p.name for p in out.glob("*.tfrecord")} == listed
@@ -87,11 +87,11 @@ def test_readers_refuse_a_shard_that_does_not_match_the_manifest(tmp_path):
     m = build([labeled_folder(tmp_path / "p")], out)
     shard = out / m["splits"]["train"]["shards"][0]["file"]
     shard.write_bytes(shard.read_bytes()[:-10])
-    with pytest.raises(records.RecordsError, match="manifest says"):
+    with pytest.raises(sources.RecordsError, match="manifest says"):
         pipeline.make_dataset(str(out), "train", 32, 4)
     shard.unlink()
-    with pytest.raises(records.RecordsError, match="missing"):
-        list(records.read_examples(str(out)))
+    with pytest.raises(sources.RecordsError, match="missing"):
+        list(manifest.read_examples(str(out)))
 
 
 def test_only_the_previous_builds_shards_are_removed(tmp_path, capsys):
@@ -103,7 +103,7 @@ def test_only_the_previous_builds_shards_are_removed(tmp_path, capsys):
     build([labeled_folder(tmp_path / "p")], out, val_fraction=0.5)
     assert foreign.read_bytes() == b"someone else's data"
     assert "mine.tfrecord: not written by a build here; left alone" in capsys.readouterr().err
-    listed = {sh["file"] for s in manifest(out)["splits"].values() for sh in s["shards"]}
+    listed = {sh["file"] for s in manifest_json(out)["splits"].values() for sh in s["shards"]}
     assert {p.name for p in out.glob("*.tfrecord")} == listed | {"mine.tfrecord"}
 
 
@@ -135,7 +135,7 @@ def test_any_pillow_image_is_stored_faithfully_and_predict_sees_the_same_pixels(
     (d / "dog.13.jpg").write_bytes(_exif_cmyk_jpeg())
     out = tmp_path / "rec"
     build([d], out, val_fraction=0.0)
-    stored = {e["id"]: e for e in records.read_examples(str(out))}
+    stored = {e["id"]: e for e in manifest.read_examples(str(out))}
     for id_, expect in {"cat.10": 30000 / 257, "cat.11": 255, "dog.12": 255}.items():
         px = np.asarray(Image.open(io.BytesIO(stored[id_]["encoded"])).convert("RGB"), np.float64)
         assert abs(px.mean() - expect) < 3, (id_, px.mean())  # transparency on white, 16 bits scaled
@@ -157,7 +157,7 @@ def test_two_builds_into_one_folder_at_once_are_refused(tmp_path):
     out.mkdir()
     with open(out / ".lock", "a+") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another build holds the folder
-        with pytest.raises(records.RecordsError, match="another build is writing"):
+        with pytest.raises(sources.RecordsError, match="another build is writing"):
             build([labeled_folder(tmp_path / "p")], out)
     build([labeled_folder(tmp_path / "p")], out)  # free again
 
@@ -166,7 +166,7 @@ def test_duplicate_ids_and_stray_files_when_scoring_a_folder(tmp_path):
     d = labeled_folder(tmp_path / "p", n=3)
     (d / "cat.1.png").write_bytes(jpeg_bytes(seed=50, fmt="PNG"))  # the same id twice
     (d / "dog.2.jpg.bak").write_bytes(jpeg_bytes(seed=51))  # a backup copy: not a photo name
-    photos = predict.scan_folder(str(d), labeled=True)
+    photos = predictor.scan_folder(str(d), labeled=True)
     assert sorted(photos.ids) == sorted(f"{c}.{i}" for c in ("cat", "dog") for i in range(3))
     reasons = {os.path.basename(s["file"]): s["reason"] for s in photos.skipped}
     assert "duplicate id cat.1" in reasons["cat.1.png"] and "suffix .bak" in reasons["dog.2.jpg.bak"]
@@ -177,7 +177,7 @@ def test_duplicate_ids_and_stray_files_when_scoring_a_folder(tmp_path):
         (t / f"{i}.jpg").write_bytes(jpeg_bytes(seed=i))
     (t / "1.jpg.bak").write_bytes(b"old")
     (t / "cat.5.jpg").write_bytes(jpeg_bytes(seed=5))  # a stray training photo is no test id
-    tphotos = predict.scan_folder(str(t), labeled=False)
+    tphotos = predictor.scan_folder(str(t), labeled=False)
     assert tphotos.ids == ["1", "2"] and tphotos.missing_ids() == []  # the .bak costs no row
 
 
@@ -230,10 +230,10 @@ def test_a_build_that_writes_no_labeled_photo_fails(tmp_path):
     d.mkdir()
     (d / "notes.txt").write_text("hello")
     (d / "cat.1.jpg").write_bytes(b"")
-    with pytest.raises(records.RecordsError, match="all 1 labeled photos were skipped"):
+    with pytest.raises(sources.RecordsError, match="all 1 labeled photos were skipped"):
         build([d], tmp_path / "rec")
     (d / "cat.1.jpg").unlink()
-    with pytest.raises(records.RecordsError, match="no labeled photo"):
+    with pytest.raises(sources.RecordsError, match="no labeled photo"):
         build([d], tmp_path / "rec")
     assert not (tmp_path / "rec" / "manifest.json").exists()
 
@@ -318,17 +318,17 @@ def test_train_refuses_a_missing_split_or_fold(rec, tmp_path):
 
 def test_train_rerun_after_a_records_rebuild_is_not_called_finished(rec, tmp_path):
     from catdog_tf.config import TrainConfig
-    from catdog_tf.training import train
+    from catdog_tf.training import two_stage
 
     cfg = TrainConfig(records=str(rec), out=str(tmp_path / "t"))
-    identity = train._identity(cfg)
+    identity = two_stage._identity(cfg)
     (tmp_path / "t").mkdir()
     for f in ("model.keras", "metrics.json"):
         (tmp_path / "t" / f).write_text("{}")
     (tmp_path / "t" / "flags.json").write_text(json.dumps(identity))
-    assert train._finished(tmp_path / "t", train._identity(cfg)) == {}
+    assert two_stage._finished(tmp_path / "t", two_stage._identity(cfg)) == {}
     build([labeled_folder(tmp_path / "p2", n=10, start=50)], rec)  # same folder, other photos
-    assert train._finished(tmp_path / "t", train._identity(cfg)) is None
+    assert two_stage._finished(tmp_path / "t", two_stage._identity(cfg)) is None
 
 
 # ------------------------------------------------------------------ unclear messages

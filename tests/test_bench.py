@@ -17,9 +17,10 @@ import pytest
 from catdog_tf import bench
 from catdog_tf.bench import document, tables
 from catdog_tf.bench.rows import KINDS
-from catdog_tf.data import pipeline, records
+from catdog_tf.data import manifest, pipeline, shards
 from catdog_tf.errors import UserError
 from conftest import REPO
+from catdog_tf.config import BuildConfig
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
@@ -193,8 +194,8 @@ def test_cached_training_dataset_reshuffles_every_epoch(kaggle_dir, tmp_path):
     """The shuffle sits before decoding, or after the cache when caching: either way every
     epoch holds every example once, in a new order."""
     rec = str(tmp_path / "rec")
-    records.build([str(kaggle_dir)], records.BuildConfig(out=rec, val_fraction=0.25, min_shards=4, workers=2))
-    n = sum(1 for _ in records.read_examples(rec, "train"))
+    shards.build([str(kaggle_dir)], BuildConfig(out=rec, val_fraction=0.25, min_shards=4, workers=2))
+    n = sum(1 for _ in manifest.read_examples(rec, "train"))
     for cache in (False, True):
         ds = pipeline.make_dataset(rec, "train", 16, n, training=True, seed=3, cache=cache, repeat=True,
                                    with_ids=True)

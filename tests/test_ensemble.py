@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from catdog_tf import metrics
-from catdog_tf.inference import ensemble, predict
+from catdog_tf.inference import ensembling, predictor
 from conftest import tiny_classifier as tiny
 
 
@@ -16,20 +16,20 @@ def members():
 @pytest.mark.parametrize("space", ["prob", "logit"])
 def test_ensemble_equals_weighted_combination(members, space):
     w = [0.3, 0.7]
-    ens = ensemble.build_ensemble(members, w, space, temperature=1.5)
+    ens = ensembling.build_ensemble(members, w, space, temperature=1.5)
     assert ens.input_shape == (None, 48, 48, 3)
     x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 3)).astype("float32")
     pa = members[0](tf.image.resize(x, [32, 32], antialias=True)).numpy()[:, 0]
     pb = members[1](x).numpy()[:, 0]
-    expected = ensemble.combine(np.stack([pa, pb], 1), w, space, 1.5)
+    expected = ensembling.combine(np.stack([pa, pb], 1), w, space, 1.5)
     np.testing.assert_allclose(ens(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)
 
 
 def test_export_reloads_safe_mode_identical(members, tmp_path):
-    ens = ensemble.build_ensemble(members, [1, 1], "logit", 0.9)
+    ens = ensembling.build_ensemble(members, [1, 1], "logit", 0.9)
     path = tmp_path / "model.keras"
     ens.save(path)
-    again = predict.load_model(str(path))  # safe_mode=True inside
+    again = predictor.load_model(str(path))  # safe_mode=True inside
     x = np.random.default_rng(1).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
     np.testing.assert_array_equal(ens(x).numpy(), again(x).numpy())
 
@@ -43,9 +43,9 @@ def test_fitted_weights_never_worse_than_best_member():
     P = np.stack([noisy, good, bad], 1)
     best_single = min(metrics.log_loss(y, P[:, k]) for k in range(3))
     for space in ("prob", "logit"):
-        w = ensemble.fit_weights(P, y, space)
+        w = ensembling.fit_weights(P, y, space)
         assert w.min() >= 0 and abs(w.sum() - 1) < 1e-9
-        assert metrics.log_loss(y, ensemble.combine(P, w, space)) <= best_single + 1e-12
+        assert metrics.log_loss(y, ensembling.combine(P, w, space)) <= best_single + 1e-12
         assert w[1] > w[2]  # the informative member gets more weight than noise
 
 
@@ -55,18 +55,18 @@ def test_temperature_calibrates_overconfidence():
     z = (2 * y - 1) * 1.0 + rng.normal(0, 1.0, 2000)
     # the calibrated logit for unit-variance classes at +-1 is 2z; 3z is overconfident by 1.5
     p = 1 / (1 + np.exp(-3 * z))
-    t = ensemble.fit_temperature(p, y)
+    t = ensembling.fit_temperature(p, y)
     assert 1.3 < t < 1.7
     assert metrics.log_loss(y, 1 / (1 + np.exp(-3 * z / t))) < metrics.log_loss(y, p)
 
 
 def test_submission_has_every_id_once(tmp_path):
     ids = ["10", "2", "1"]
-    predict.write_submission(str(tmp_path / "s.csv"), ids, np.array([0.9, 0.2, 1.0]), clip=0.01)
+    predictor.write_submission(str(tmp_path / "s.csv"), ids, np.array([0.9, 0.2, 1.0]), clip=0.01)
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert lines == ["id,label", "1,0.990000", "2,0.200000", "10,0.900000"]
     with pytest.raises(ValueError, match="appear twice"):
-        predict.write_submission(str(tmp_path / "t.csv"), ["1", "1"], np.array([0.5, 0.5]))
+        predictor.write_submission(str(tmp_path / "t.csv"), ["1", "1"], np.array([0.5, 0.5]))
     assert not (tmp_path / "t.csv").exists()
 
 
@@ -82,10 +82,10 @@ def test_hedge_pulls_photos_without_one_clear_animal_toward_half():
     masses = np.stack([cat, dog], 1)
     z = np.where(kind == 0, (2 * y - 1) * 6 + rng.normal(0, 1, n), rng.normal(0, 6, n))
     P = metrics.sigmoid(np.stack([z, z + rng.normal(0, 0.5, n)], 1))
-    w = ensemble.fit_weights(P, y, "logit")
-    plain = ensemble.combine(P, w, "logit", ensemble.fit_temperature(ensemble.combine(P, w, "logit"), y))
-    h = ensemble.fit_hedge(P, y, w, "logit", masses)
-    hedged = ensemble.combine(P, w, "logit", 1.0, h, masses)
+    w = ensembling.fit_weights(P, y, "logit")
+    plain = ensembling.combine(P, w, "logit", ensembling.fit_temperature(ensembling.combine(P, w, "logit"), y))
+    h = ensembling.fit_hedge(P, y, w, "logit", masses)
+    hedged = ensembling.combine(P, w, "logit", 1.0, h, masses)
     assert metrics.log_loss(y, hedged) < 0.7 * metrics.log_loss(y, plain)
     unclear = kind != 0
     assert np.abs(hedged[unclear] - 0.5).mean() < 0.5 * np.abs(plain[unclear] - 0.5).mean()
@@ -106,12 +106,12 @@ def _pooled_member(seed, mirror=False):
 
 
 def test_hedged_ensemble_is_one_graph_equal_to_numpy_and_to_plain_keras(tmp_path):
-    from catdog_tf.inference import export
+    from catdog_tf.inference import serving
     from catdog_tf.models import imagenet
     parts = [_pooled_member(1), _pooled_member(2, mirror=True)]
     members, clfs = [m for m, _, _ in parts], [c for _, _, c in parts]
     w, h = [0.4, 0.6], [-1.0, 2.0, -5.0]
-    ens = ensemble.build_ensemble(members, w, "logit", hedge=h, classifiers=clfs)
+    ens = ensembling.build_ensemble(members, w, "logit", hedge=h, classifiers=clfs)
     x = np.random.default_rng(3).uniform(0, 255, (6, 32, 32, 3)).astype("float32")
     P = np.stack([m(x).numpy()[:, 0] for m in members], 1)
     feats = [parts[0][1](x).numpy(), (parts[1][1](x).numpy() + parts[1][1](x[:, :, ::-1]).numpy()) / 2]
@@ -120,11 +120,11 @@ def test_hedged_ensemble_is_one_graph_equal_to_numpy_and_to_plain_keras(tmp_path
     z = [metrics.logit(m(x).numpy()[:, 0]) for m in (members[1], _pooled_member(2)[0])]
     zm = metrics.logit(_pooled_member(2)[0](x[:, :, ::-1]).numpy()[:, 0])
     np.testing.assert_allclose(z[0], (z[1] + zm) / 2, rtol=1e-4, atol=1e-4)
-    expected = ensemble.combine(P, w, "logit", 1.0, h, masses)
-    assert np.abs(expected - ensemble.combine(P, w, "logit")).max() > 1e-3  # the hedge does something here
+    expected = ensembling.combine(P, w, "logit", 1.0, h, masses)
+    assert np.abs(expected - ensembling.combine(P, w, "logit")).max() > 1e-3  # the hedge does something here
     np.testing.assert_allclose(ens(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)
     ens.save(tmp_path / "model.keras")
-    again = predict.load_model(str(tmp_path / "model.keras"))
+    again = predictor.load_model(str(tmp_path / "model.keras"))
     np.testing.assert_allclose(again(x).numpy(), ens(x).numpy(), rtol=1e-6, atol=1e-7)
-    plain = export.plain_keras(again)
+    plain = serving.plain_keras(again)
     np.testing.assert_allclose(plain(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from catdog_tf import metrics
-from catdog_tf.inference import predict
+from catdog_tf.inference import predictor
 from conftest import REPO, jpeg_bytes
+from catdog_tf.config import BuildConfig
 
 
 def test_log_loss_is_kaggles_formula():
@@ -41,7 +42,7 @@ def test_evaluate_folder_json_and_plots(tmp_path):
     paths = sorted(str(p) for p in d.glob("*.jpg"))
     ids = [p.rsplit("/", 1)[1][:-4] for p in paths]
     y = np.array([1.0 if i.startswith("dog") else 0.0 for i in ids])
-    p = predict.predict_files(predict.load_model(str(tmp_path / "m.keras")), paths)
+    p = predictor.predict_files(predictor.load_model(str(tmp_path / "m.keras")), paths)
     assert abs(s["log_loss"] - metrics.log_loss(y, p)) < 1e-6
     assert abs(s["log_loss_clipped"]["0.05"] - metrics.log_loss(y, p, 0.05)) < 1e-6
     assert abs(s["accuracy"] - np.mean((p > 0.5) == (y > 0.5))) < 1e-9
@@ -66,10 +67,10 @@ def test_bootstrap_interval_covers_and_narrows_with_more_photos():
 
 def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp_path):
     """--predictions: the label-error review path; excluded photos scored but marked."""
-    from catdog_tf.data import records
+    from catdog_tf.data import manifest, shards
     from catdog_tf.errors import UserError
-    from catdog_tf.inference import evaluate
-    from catdog_tf.training import kfold
+    from catdog_tf.inference import scoring
+    from catdog_tf.data import oof
     d = tmp_path / "train"
     d.mkdir()
     ids = [f"{c}.{i}" for c in ("cat", "dog") for i in range(8)]
@@ -77,15 +78,15 @@ def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp
         (d / f"{i}.jpg").write_bytes(jpeg_bytes(seed=n))
     (tmp_path / "ex.txt").write_text("dog.3\n")
     rec = tmp_path / "rec"
-    records.build([str(d)], records.BuildConfig(out=str(rec), folds=2, exclude=str(tmp_path / "ex.txt"), workers=2))
+    shards.build([str(d)], BuildConfig(out=str(rec), folds=2, exclude=str(tmp_path / "ex.txt"), workers=2))
     y = np.asarray([i.startswith("dog") for i in ids], float)
     p = np.where(y == 1, 0.95, 0.05)
     p[ids.index("cat.2")] = 0.999  # a confident contradiction: a label-error candidate
     p[ids.index("dog.3")] = 0.01  # excluded from training, still scored
     excluded = np.asarray([i == "dog.3" for i in ids])
-    fold_of = {e["id"]: k for k in ("fold0", "fold1") for e in records.read_examples(str(rec), k)}
+    fold_of = {e["id"]: k for k in ("fold0", "fold1") for e in manifest.read_examples(str(rec), k)}
     folds = [fold_of[i] for i in ids]
-    kfold.write_oof(tmp_path / "oof.csv", ids, y, folds, p, excluded)
+    oof.write_oof(tmp_path / "oof.csv", ids, y, folds, p, excluded)
     r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--predictions={tmp_path / 'oof.csv'}",
                         f"--records={rec}", f"--json_out={tmp_path / 'e.json'}", "--worst=4"],
                        cwd=REPO, capture_output=True, text=True)
@@ -98,7 +99,7 @@ def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp
     assert (tmp_path / "e_plots" / "worst_mistakes.png").stat().st_size > 1000
     assert "95% CI" in r.stdout and "excluded from training" in r.stdout
     # A CSV from other records (another exclusion list) is refused in one line.
-    kfold.write_oof(tmp_path / "other.csv", ids, y, folds, p)
+    oof.write_oof(tmp_path / "other.csv", ids, y, folds, p)
     r = subprocess.run([sys.executable, "-m", "catdog_tf.evaluate", f"--predictions={tmp_path / 'other.csv'}",
                         f"--records={rec}"], cwd=REPO, capture_output=True, text=True)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
@@ -106,10 +107,10 @@ def test_evaluate_scores_an_out_of_fold_csv_with_cleaned_figures_and_a_sheet(tmp
     assert "excluded photos differ" in errors[0]
     # A partial file (a photo's row missing) would score a subset: refused too.
     keep = [k for k, i in enumerate(ids) if i != "cat.5"]
-    kfold.write_oof(tmp_path / "part.csv", [ids[k] for k in keep], y[keep], [folds[k] for k in keep], p[keep],
+    oof.write_oof(tmp_path / "part.csv", [ids[k] for k in keep], y[keep], [folds[k] for k in keep], p[keep],
                     excluded[keep])
     with pytest.raises(UserError, match="partial"):
-        evaluate.evaluate_predictions(str(tmp_path / "part.csv"), records_dir=str(rec))
+        scoring.evaluate_predictions(str(tmp_path / "part.csv"), records_dir=str(rec))
     # Without records the figures and the calibration plot are made; the sheet has no photos to show.
-    s = evaluate.evaluate_predictions(str(tmp_path / "oof.csv"), out_dir=str(tmp_path / "alone"))
+    s = scoring.evaluate_predictions(str(tmp_path / "oof.csv"), out_dir=str(tmp_path / "alone"))
     assert s["count"] == 16 and s["worst_png"] is None and (tmp_path / "alone" / "calibration.png").exists()

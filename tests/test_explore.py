@@ -1,4 +1,4 @@
-"""Tests of catdog_tf.tools.explore (and `python -m catdog_tf.explore`) on tiny synthetic JPEGs plus
+"""Tests of catdog_tf.tools.survey (and `python -m catdog_tf.explore`) on tiny synthetic JPEGs plus
 a few copies of real photos."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import scipy.fft
 from PIL import Image
 
 from catdog_tf.errors import UserError
-from catdog_tf.tools import explore
-from catdog_tf.tools.explore import scan
+from catdog_tf.tools import survey
+from catdog_tf.tools.survey import scan
 from conftest import KAGGLE_NATIVE, REPO, require
 
 NATIVE = KAGGLE_NATIVE / "train"
@@ -78,8 +78,8 @@ def folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def result(folder) -> explore.ExploreResult:
-    return explore.explore_folder(folder, workers=1, progress=False)  # default threshold (6)
+def result(folder) -> survey.ExploreResult:
+    return survey.explore_folder(folder, workers=1, progress=False)  # default threshold (6)
 
 
 def _group_sets(groups) -> list[frozenset[str]]:
@@ -96,7 +96,7 @@ def _group_sets(groups) -> list[frozenset[str]]:
     ("dog.3.PNG", "dog"), ("7.jpeg", "unlabeled"), ("cat.1.webp", "other"), ("42.txt", "other"),
 ])
 def test_classify_name(name, cls):
-    assert explore.classify_name(name) == cls
+    assert survey.classify_name(name) == cls
 
 
 def test_phash_is_the_standard_dct_phash():
@@ -106,12 +106,12 @@ def test_phash_is_the_standard_dct_phash():
         px = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
         low = scipy.fft.dct(scipy.fft.dct(px, axis=0), axis=1)[:8, :8]
         bits = "".join("1" if b else "0" for b in (low > np.median(low)).ravel())
-        assert explore.phash(img) == int(bits, 2)
+        assert survey.phash(img) == int(bits, 2)
 
 
 def test_phash_separates_different_images():
-    hashes = [explore.phash(_smooth_image(s)) for s in range(20)]
-    dists = [explore.hamming(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1:]]
+    hashes = [survey.phash(_smooth_image(s)) for s in range(20)]
+    dists = [survey.hamming(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1:]]
     assert min(dists) > 8
     assert 20 < np.mean(dists) < 44  # about 32 for unrelated images
 
@@ -120,9 +120,9 @@ def test_hash_pairs_matches_brute_force():
     rng = np.random.default_rng(0)
     hashes = [int(x) for x in rng.integers(0, 2**63, size=300, dtype=np.uint64)]
     hashes += [h ^ (1 << int(b)) for h, b in zip(hashes[:40], rng.integers(0, 64, 40))]  # 1-bit variants
-    expected = {(i, j, explore.hamming(a, b)) for i, a in enumerate(hashes) for j, b in enumerate(hashes)
-                if i < j and explore.hamming(a, b) <= 12}
-    got = explore.hash_pairs(np.array(hashes, dtype=np.uint64), 12, block=64)
+    expected = {(i, j, survey.hamming(a, b)) for i, a in enumerate(hashes) for j, b in enumerate(hashes)
+                if i < j and survey.hamming(a, b) <= 12}
+    got = survey.hash_pairs(np.array(hashes, dtype=np.uint64), 12, block=64)
     assert set(got) == expected
     assert len(expected) >= 40
 
@@ -137,12 +137,12 @@ def test_analyze_bytes_never_raises_on_bad_input():
         b"\xff\xd8\xff\xe0" + b"\x00" * 50: None,
     }
     for data, kind in cases.items():
-        r = explore.analyze_bytes(data)
+        r = survey.analyze_bytes(data)
         assert r["error"], data[:20]
         assert r["phash"] is None
         if kind:
             assert r["error_kind"] == kind, r
-    ok = explore.analyze_bytes(good)
+    ok = survey.analyze_bytes(good)
     assert ok["error"] is None and (ok["width"], ok["height"]) == (160, 120) and ok["format"] == "JPEG"
 
 
@@ -172,7 +172,7 @@ def test_near_duplicates(result):
     # Different images are not grouped: every group is one of the planted ones.
     assert len(sets) == 2, result.near_duplicates
     for g in result.near_duplicates:
-        assert g["max_distance"] <= explore.DEFAULT_NEAR_DUP_THRESHOLD
+        assert g["max_distance"] <= survey.DEFAULT_NEAR_DUP_THRESHOLD
         assert not g["label_conflict"]
 
 
@@ -208,7 +208,7 @@ def test_size_stats_and_extremes(result, folder):
 
 
 def test_pool_matches_serial(folder, result):
-    pooled = explore.scan_images(folder, workers=2, progress=False)
+    pooled = survey.scan_images(folder, workers=2, progress=False)
     # Below 256 files per worker the pool is skipped, so force it through _pool_map.
     direct = scan._pool_map(scan._analyze_file, [it.path for it in result.items], 2, None, False, "t",
                             chunk_size=3)
@@ -222,10 +222,10 @@ def test_kaggle_root_and_several_folders(tmp_path):
         (tmp_path / "root" / split).mkdir(parents=True)
         for k, n in enumerate(names):
             (tmp_path / "root" / split / f"{n}.jpg").write_bytes(_jpeg(_smooth_image(10 + k + len(split))))
-    r = explore.explore_folder(tmp_path / "root", workers=1, progress=False)
+    r = survey.explore_folder(tmp_path / "root", workers=1, progress=False)
     assert sorted(it.id for it in r.items) == ["test/1", "test/2", "train/cat.1", "train/dog.1"]
     assert r.counts == {"cat": 1, "dog": 1, "unlabeled": 2, "other": 0, "total": 4}
-    r2 = explore.explore_folder([tmp_path / "root" / "train", tmp_path / "root" / "test"], workers=1,
+    r2 = survey.explore_folder([tmp_path / "root" / "train", tmp_path / "root" / "test"], workers=1,
                                 progress=False)
     assert sorted(it.id for it in r2.items) == ["test/1", "test/2", "train/cat.1", "train/dog.1"]
     assert set(r2.counts_by_source) == {str(tmp_path / "root" / "train"), str(tmp_path / "root" / "test")}
@@ -235,7 +235,7 @@ def test_kaggle_root_and_several_folders(tmp_path):
 
 
 def test_write_report(result, tmp_path):
-    paths = explore.write_report(result, tmp_path / "rep")
+    paths = survey.write_report(result, tmp_path / "rep")
     for key in ("summary", "scatter", "filesize", "aspect", "index"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
     for key in ("scatter", "filesize", "aspect"):
@@ -308,7 +308,7 @@ def test_explore_records(tmp_path):
                 ("dog.2", 1, _jpeg(Image.open(io.BytesIO(dog1)), quality=30)), ("5", -1, b"\xff\xd8junk"),
                 ("6", -1, _jpeg(_smooth_image(3))), ("8", -1, _jpeg(_smooth_image(4)), (10, 20))]
     _write_records(tmp_path / "rec", examples)
-    r = explore.explore_records(tmp_path / "rec", workers=1, progress=False)
+    r = survey.explore_records(tmp_path / "rec", workers=1, progress=False)
     assert r.counts == {"cat": 2, "dog": 3, "unlabeled": 3, "other": 0, "total": 8}
     assert _group_sets(r.duplicates) == [frozenset({"cat.1", "dog.7"})]
     assert r.duplicates[0]["label_conflict"]
@@ -317,7 +317,7 @@ def test_explore_records(tmp_path):
     assert r.undecodable[0]["path"].endswith(".tfrecord#2")  # 6th example -> shard 1, index 2
     assert r.stats["dog"]["n"]["count"] == 3
     assert r.summary()["warnings"] == [{"id": "8", "warning": "declared size 10x20 != decoded size 160x120"}]
-    paths = explore.write_report(r, tmp_path / "rep")  # thumbnails re-read from the shards
+    paths = survey.write_report(r, tmp_path / "rep")  # thumbnails re-read from the shards
     assert paths["index"].read_text().count("data:image/jpeg;base64,") >= 4
 
 
@@ -336,8 +336,8 @@ def test_records_from_manifest_and_bad_records(tmp_path):
     manifest = {"splits": {"train": {"count": 3, "shards": [entry(n, 3) for n in train]},
                            "validation": {"count": 1, "shards": [entry(n, 1) for n in val]}}}
     (rec / "manifest.json").write_text(json.dumps(manifest))
-    assert [os.path.basename(p) for p in explore.record_shards(rec)] == sorted(train + val)
-    r = explore.explore_records(rec, workers=1, progress=False)
+    assert [os.path.basename(p) for p in survey.record_shards(rec)] == sorted(train + val)
+    r = survey.explore_records(rec, workers=1, progress=False)
     assert sorted(it.id for it in r.items) == sorted(["cat.1", "dog.1", "7", f"{train[0]}#1"])
     assert r.counts == {"cat": 1, "dog": 1, "unlabeled": 1, "other": 1, "total": 4}
     [bad] = r.undecodable
@@ -346,7 +346,7 @@ def test_records_from_manifest_and_bad_records(tmp_path):
     manifest["splits"]["train"]["shards"].append({"file": "gone.tfrecord", "count": 0, "bytes": 1, "sha256": "0"})
     (rec / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="gone.tfrecord.*missing"):
-        explore.record_shards(rec)
+        survey.record_shards(rec)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

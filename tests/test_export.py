@@ -10,8 +10,9 @@ import keras
 import numpy as np
 from PIL import Image
 
-from catdog_tf.data import pipeline, records
-from catdog_tf.inference import ensemble, export, predict
+from catdog_tf.config import BuildConfig
+from catdog_tf.data import pipeline, shards
+from catdog_tf.inference import ensembling, predictor, serving
 from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.head import build_head, pooled_head_model, pooled_model
 from conftest import KAGGLE200, REPO, require
@@ -51,7 +52,7 @@ def _member(seed):
 
 def test_export_agrees_with_predict_outside_the_package(tmp_path):
     keras.utils.set_random_seed(0)
-    model = ensemble.build_ensemble([_member(1), _member(2)], [0.4, 0.6], "logit", 0.8)
+    model = ensembling.build_ensemble([_member(1), _member(2)], [0.4, 0.6], "logit", 0.8)
     model.save(tmp_path / "ens.keras")
     paths = [str(require(KAGGLE200 / "train" / p)) for p in PHOTOS]
     png = tmp_path / "1.png"
@@ -62,8 +63,8 @@ def test_export_agrees_with_predict_outside_the_package(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert {"model.keras", "saved_model", "model.tflite", "model_float16.tflite", "README.md"} <= \
         {p.name for p in out.iterdir()}
-    loaded = predict.load_model(str(tmp_path / "ens.keras"))
-    p_ref = predict.predict_files(loaded, paths)
+    loaded = predictor.load_model(str(tmp_path / "ens.keras"))
+    p_ref = predictor.predict_files(loaded, paths)
     assert p_ref.std() > 0.02  # the members' heads separate the photos: agreement means something
     images = np.concatenate([b.numpy() for b in pipeline.files_dataset(paths, 96, 8)])
     np.save(out / "images.npy", images)
@@ -81,8 +82,8 @@ def test_export_agrees_with_predict_outside_the_package(tmp_path):
     photos.mkdir()
     for p in paths:
         (photos / Path(p).name).symlink_to(p)
-    records.build([str(photos)], records.BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.0, workers=1))
-    m = export.measure(str(out), str(tmp_path / "rec"), "train")["measured"]["results"]
+    shards.build([str(photos)], BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.0, workers=1))
+    m = serving.measure(str(out), str(tmp_path / "rec"), "train")["measured"]["results"]
     assert set(m) == {"model.keras", "model.tflite", "model_float16.tflite"}
     assert all(r["count"] == 8 and r["images_per_s"] > 0 and r["bytes"] > 0 for r in m.values())
     assert abs(m["model.tflite"]["log_loss"] - m["model.keras"]["log_loss"]) < 1e-3
@@ -90,8 +91,8 @@ def test_export_agrees_with_predict_outside_the_package(tmp_path):
 
 def test_plain_keras_uses_standard_layers_only():
     keras.utils.set_random_seed(0)
-    model = ensemble.build_ensemble([_member(3), _member(4)], [1.0, 3.0], "logit", 1.3)
-    plain = export.plain_keras(model)
+    model = ensembling.build_ensemble([_member(3), _member(4)], [1.0, 3.0], "logit", 1.3)
+    plain = serving.plain_keras(model)
     kinds = {type(layer).__module__.split(".")[0] for layer in all_layers(plain)}
     assert kinds == {"keras"}
     x = np.random.default_rng(0).uniform(0, 255, (3, 96, 96, 3)).astype("float32")
@@ -104,6 +105,6 @@ def test_decode_image_matches_the_pipeline_for_jpeg(tmp_path):
     data = open(require(KAGGLE200 / "train" / PHOTOS[0]), "rb").read()
     buf = io.BytesIO()
     Image.open(io.BytesIO(data)).save(buf, "JPEG", quality=90)
-    got = export.decode_image(buf.getvalue(), 64).numpy()
+    got = serving.decode_image(buf.getvalue(), 64).numpy()
     want = next(iter(pipeline.encoded_dataset(lambda: iter([(buf.getvalue(), 200, 200)]), 64, 1))).numpy()[0]
     np.testing.assert_array_equal(got, want)

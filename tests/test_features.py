@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 
-from catdog_tf.data import records
+from catdog_tf.config import BuildConfig
+from catdog_tf.data import manifest, shards
 from catdog_tf.progress import Progress
 from catdog_tf.training import features
 
@@ -17,7 +18,7 @@ def tiny(name="tiny", seed=0):
 
 def test_cached_equals_fresh_and_is_reused(kaggle_dir, tmp_path):
     rec = tmp_path / "rec"
-    records.build([str(kaggle_dir / "train")], records.BuildConfig(out=str(rec), folds=2, workers=1))
+    shards.build([str(kaggle_dir / "train")], BuildConfig(out=str(rec), folds=2, workers=1))
     m, cache = tiny(), tmp_path / "cache"
     fresh = features.cached(m, str(rec), "fold0", 16, cache_dir=str(cache))
     files = sorted(cache.iterdir())
@@ -26,7 +27,7 @@ def test_cached_equals_fresh_and_is_reused(kaggle_dir, tmp_path):
     np.testing.assert_array_equal(fresh[0], again[0])
     np.testing.assert_array_equal(fresh[1], again[1])
     assert list(fresh[2]) == list(again[2]) and all(isinstance(i, str) for i in fresh[2])
-    assert sorted(fresh[2]) == sorted(ex["id"] for ex in records.read_examples(str(rec), "fold0"))
+    assert sorted(fresh[2]) == sorted(ex["id"] for ex in manifest.read_examples(str(rec), "fold0"))
     # A mirror image, another split or other weights is another cache entry, never a stale hit.
     flipped = features.cached(m, str(rec), "fold0", 16, flip=True, cache_dir=str(cache))
     assert not np.allclose(flipped[0], fresh[0])
@@ -34,7 +35,7 @@ def test_cached_equals_fresh_and_is_reused(kaggle_dir, tmp_path):
     other = features.cached(tiny(seed=1), str(rec), "fold0", 16, cache_dir=str(cache))
     assert not np.allclose(other[0], fresh[0])
     assert len(list(cache.iterdir())) == 4
-    assert records.split_count(str(rec), "fold0+fold1") == 40
+    assert manifest.split_count(str(rec), "fold0+fold1") == 40
 
 
 def test_progress_prints_rate_and_eta(capsys):
@@ -51,9 +52,10 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from catdog_tf.models.head import pooled_model
-from catdog_tf.training import distribute, features
+from catdog_tf import distribution
+from catdog_tf.training import features
 rec, cache = sys.argv[1], sys.argv[2]
-strategy, _ = distribute.choose_strategy("mirrored")
+strategy, _ = distribution.choose_strategy("mirrored")
 one = pooled_model("efficientnet_lite0", "auto", 96)
 with strategy.scope():
     two = pooled_model("efficientnet_lite0", "auto", 96)
@@ -63,7 +65,7 @@ x2, y2, i2 = features.cached(two, rec, "fold0", 96, batch_size=7, strategy=strat
 odd = np.random.default_rng(0).uniform(0, 255, (5, 96, 96, 3)).astype("float32")
 step = lambda im: one(im, training=False)
 direct = np.asarray(step(odd))
-split = np.asarray(distribute.replica_map(strategy, step)(odd))
+split = np.asarray(distribution.replica_map(strategy, step)(odd))
 print("RESULT", json.dumps({"n": len(i1), "replicas": strategy.num_replicas_in_sync, "ids_equal": list(i1) == list(i2),
       "labels_equal": bool((y1 == y2).all()), "max_diff": float(np.abs(x1 - x2).max()),
       "odd_diff": float(np.abs(direct - split).max()), "scale": float(np.abs(x1).max())}))

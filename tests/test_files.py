@@ -12,9 +12,10 @@ import tensorflow as tf
 from PIL import Image
 
 from catdog_tf import files, plots
-from catdog_tf.data import pipeline, records
+from catdog_tf.data import manifest, pipeline, shards, sources
 from conftest import jpeg_bytes
 from conftest import tiny_classifier as tiny
+from catdog_tf.config import BuildConfig
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +47,7 @@ def copy_to(local_root, remote_root: str) -> None:
 
 
 def build(inputs, out, **kw):
-    return records.build([str(i) for i in inputs], records.BuildConfig(out=str(out), workers=2, **kw))
+    return shards.build([str(i) for i in inputs], BuildConfig(out=str(out), workers=2, **kw))
 
 
 # --------------------------------------------------------------------------- catdog_tf.files
@@ -88,7 +89,7 @@ def test_records_build_and_read_on_ram(kaggle_dir):
     out = ram("records")
     m = build([kaggle_dir], out, folds=3)
     assert m["seen"] == m["written"] == 46 and m["skipped"] == []
-    assert records.load_manifest(out) == m
+    assert manifest.load_manifest(out) == m
     names = files.listdir(out)
     assert "manifest.json" in names and ".lock" not in names  # the remote lock file is gone
     assert not [n for n in names if ".tmp" in n]
@@ -96,7 +97,7 @@ def test_records_build_and_read_on_ram(kaggle_dir):
     assert sorted(n for n in names if n.endswith(".tfrecord")) == sorted(sh["file"] for sh in shards)
     for sh in shards:  # the manifest describes the bytes on ram://
         assert files.sha256_file(files.join(out, sh["file"])) == sh["sha256"]
-    ex = {e["id"]: e for e in records.read_examples(out)}
+    ex = {e["id"]: e for e in manifest.read_examples(out)}
     assert len(ex) == 46
     assert ex["cat.3"]["encoded"] == (kaggle_dir / "train" / "cat.3.jpg").read_bytes()
     assert ex["4"]["label"] == -1 and ex["dog.5"]["label"] == 1
@@ -112,7 +113,7 @@ def test_records_build_and_read_on_ram(kaggle_dir):
     assert again["splits"] == m["splits"]
     # a second build while one holds the lock is refused
     files.write_text(files.join(out, ".lock"), "pid 1 on elsewhere\n")
-    with pytest.raises(records.RecordsError, match="another build is writing.*pid 1 on elsewhere"):
+    with pytest.raises(sources.RecordsError, match="another build is writing.*pid 1 on elsewhere"):
         build([kaggle_dir], out, folds=3)
 
 
@@ -131,12 +132,12 @@ def test_records_from_a_ram_input_folder_match_the_local_folder(kaggle_dir, tmp_
     assert remote["skipped"] == [{"file": files.join(src, "train", "notes.txt"),
                                   "reason": "not an image file name (suffix .txt; expected cat.N.jpg or dog.N.jpg)"}]
     assert remote["excluded"] == ["cat.1", "dog.2"] and remote["source"] == [src]
-    local_ids = sorted(e["id"] for e in records.read_examples(str(tmp_path / "rec")))
-    assert sorted(e["id"] for e in records.read_examples(remote_out)) == local_ids
+    local_ids = sorted(e["id"] for e in manifest.read_examples(str(tmp_path / "rec")))
+    assert sorted(e["id"] for e in manifest.read_examples(remote_out)) == local_ids
     for split, s in local["splits"].items():  # the same photos in the same folds: the same shard bytes
         assert sorted(sh["sha256"] for sh in remote["splits"][split]["shards"]) == \
             sorted(sh["sha256"] for sh in s["shards"])
-    with pytest.raises(records.RecordsError, match="does not exist"):
+    with pytest.raises(sources.RecordsError, match="does not exist"):
         build([ram("nothing")], ram("rec2"))
 
 
@@ -144,7 +145,7 @@ def test_records_from_a_ram_input_folder_match_the_local_folder(kaggle_dir, tmp_
 
 
 def test_ensemble_export_and_plots_on_ram(kaggle_dir, monkeypatch):
-    from catdog_tf.inference import ensemble, export, predict
+    from catdog_tf.inference import ensembling, predictor, serving
 
     root = ram()
     rec = files.join(root, "records")
@@ -155,25 +156,25 @@ def test_ensemble_export_and_plots_on_ram(kaggle_dir, monkeypatch):
         tiny(size, k, name).save(path)
         members.append(files.parent(path) if k else path)  # a model folder and a .keras file
     out = files.join(root, "ensemble")
-    report = ensemble.run(members, rec, out, split="validation")
+    report = ensembling.run(members, rec, out, split="validation")
     assert report["count"] == 20 and np.isfinite(report["log_loss"])
     assert json.loads(files.read_text(files.join(out, "ensemble.json"))) == json.loads(json.dumps(report))
     assert files.exists(files.join(out, "saved_model", "saved_model.pb"))
-    ids, y, p = predict.predict_records(predict.load_model(out), rec, "validation")  # the ensemble, reloaded
+    ids, y, p = predictor.predict_records(predictor.load_model(out), rec, "validation")  # the ensemble, reloaded
     assert len(ids) == 20 and np.all((p > 0) & (p < 1))
 
     # export of a tiny model: SavedModel, LiteRT and the standard-layer model.keras, all on ram://
     exp = files.join(root, "export")
-    r = export.export(members[0], exp)
+    r = serving.export(members[0], exp)
     assert set(r["files"]) == {"model.keras", "saved_model", "model.tflite"}
     assert all(r["bytes"][f] > 0 for f in r["files"])
     assert r["bytes"]["model.tflite"] == len(files.read_bytes(files.join(exp, "model.tflite")))
     served = tf.saved_model.load(files.join(exp, "saved_model"))
     photo = (kaggle_dir / "train" / "dog.3.jpg").read_bytes()
     p_served = served.signatures["serving_default"](image_bytes=tf.constant([photo]))["p_dog"].numpy()
-    p_keras = predict.predict_files(predict.load_model(members[0]), [str(kaggle_dir / "train" / "dog.3.jpg")])
+    p_keras = predictor.predict_files(predictor.load_model(members[0]), [str(kaggle_dir / "train" / "dog.3.jpg")])
     np.testing.assert_allclose(p_served, p_keras, atol=1e-4)
-    measured = export.measure(exp, rec, "validation")["measured"]["results"]
+    measured = serving.measure(exp, rec, "validation")["measured"]["results"]
     assert measured["model.tflite"]["count"] == 20
     assert abs(measured["model.tflite"]["log_loss"] - measured["model.keras"]["log_loss"]) < 1e-4
     assert "measured" in json.loads(files.read_text(files.join(exp, "export.json")))
@@ -191,21 +192,21 @@ def test_ensemble_export_and_plots_on_ram(kaggle_dir, monkeypatch):
     # a worker that is not the chief writes nothing, says so, and returns
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["h:1", "h:2"]},
                                                 "task": {"type": "worker", "index": 1}}))
-    assert ensemble.run(members, rec, files.join(root, "ens2")) == {}
-    assert ensemble.run_oof(members, files.join(root, "ens3")) == {}
-    assert export.export(members[0], files.join(root, "exp2")) == {}
+    assert ensembling.run(members, rec, files.join(root, "ens2")) == {}
+    assert ensembling.run_oof(members, files.join(root, "ens3")) == {}
+    assert serving.export(members[0], files.join(root, "exp2")) == {}
     assert not any(files.exists(files.join(root, d)) for d in ("ens2", "ens3", "exp2"))
 
 
 def test_explore_report_on_ram(kaggle_dir):
-    from catdog_tf.tools import explore
+    from catdog_tf.tools import survey
 
     src = ram("kaggle")
     copy_to(kaggle_dir, src)
-    result = explore.explore_folder(src, workers=1, progress=False)
+    result = survey.explore_folder(src, workers=1, progress=False)
     assert result.counts["cat"] == result.counts["dog"] == 20 and result.counts["unlabeled"] == 6
     out = ram("report")
-    paths = explore.write_report(result, out)
+    paths = survey.write_report(result, out)
     assert files.listdir(out) == ["aspect_hist.png", "filesize_hist.png", "index.html", "sizes_scatter.png",
                                   "summary.json"]
     for key in ("scatter", "filesize", "aspect"):
@@ -239,8 +240,8 @@ def test_loop_backup_and_resume_on_ram():
 
 def test_train_with_records_out_and_caches_on_ram(kaggle_dir, monkeypatch):
     from catdog_tf.config import TrainConfig
-    from catdog_tf.inference import predict
-    from catdog_tf.training.train import train
+    from catdog_tf.inference import predictor
+    from catdog_tf.training.two_stage import train
 
     root = ram()
     monkeypatch.setenv("CATDOG_TF_CACHE", files.join(root, "weights_cache"))  # converted Lite0 weights
@@ -262,8 +263,8 @@ def test_train_with_records_out_and_caches_on_ram(kaggle_dir, monkeypatch):
     assert any(f.startswith("events.out.tfevents.") for f in events)
     assert len(files.glob(files.join(cache, "*.npz"))) == 3  # train, its mirror images, validation
     assert len(files.glob(files.join(root, "weights_cache", "weights", "efficientnet_lite0-*.weights.h5"))) == 1
-    model = predict.load_model(out)
-    _, y, p = predict.predict_records(model, rec, "validation")
+    model = predictor.load_model(out)
+    _, y, p = predictor.predict_records(model, rec, "validation")
     assert abs(float(np.mean(-np.log(np.clip(np.where(y == 1, p, 1 - p), 1e-15, 1)))) - r["val_log_loss"]) < 1e-5
     # a second run finds the finished run on ram:// and does nothing
     again = train(cfg)
@@ -271,9 +272,9 @@ def test_train_with_records_out_and_caches_on_ram(kaggle_dir, monkeypatch):
 
 
 def test_weights_file_on_a_tf_filesystem_is_read_through_a_local_copy():
-    from catdog_tf.models import backbones, weights
+    from catdog_tf.models import registry, weights
 
-    spec = backbones.get("efficientnet_lite0")
+    spec = registry.get("efficientnet_lite0")
     path = ram("w") + "/lite0.weights.h5"
     files.write_bytes(path, b"not really weights")
     local = weights._weights_file(spec, path)

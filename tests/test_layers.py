@@ -6,7 +6,7 @@ import pytest
 
 from catdog_tf.config import GEM_P, KFoldConfig
 from catdog_tf.errors import UserError
-from catdog_tf.inference import export
+from catdog_tf.inference import serving
 from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.head import make_pooling
 from catdog_tf.models.layers import GeneralizedMeanPooling2D
@@ -45,14 +45,14 @@ def test_gem_p2_is_rewritten_with_standard_layers_exactly():
     inputs = keras.Input((5, 4, 7))
     keras.utils.set_random_seed(0)
     model = keras.Model(inputs, keras.layers.Dense(1)(GeneralizedMeanPooling2D(2.0, name="pool")(inputs)))
-    plain = export.plain_keras(model)
+    plain = serving.plain_keras(model)
     assert {type(layer).__module__.split(".")[0] for layer in all_layers(plain)} == {"keras"}
     x = _maps(2)
     x[0] = 0  # an all-zero map: every location at the clip
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     cube = keras.Model(inputs, GeneralizedMeanPooling2D(3.0, name="pool3")(inputs))
     with pytest.raises(UserError, match="pool3: GeM pooling with p = 3 cannot be written"):
-        export.plain_keras(cube)
+        serving.plain_keras(cube)
 
 
 def test_kfold_pooling_names_the_run_and_the_cache():

@@ -84,6 +84,18 @@ def test_data_flows_one_way():
     assert wrong == []
 
 
+# Siblings kept apart although the order above allows the import: inference serves models and
+# reads a k-fold run's files (data/oof.py) without pulling in the trainers.
+APART = {("inference", "training")}
+
+
+def test_inference_does_not_import_training():
+    mods = modules()
+    wrong = [f"{m}:{line} imports {i}" for m, p in mods.items() for i, line, _ in imports_of(p, mods)
+             if len(m.split(".")) > 1 and len(i.split(".")) > 1 and (m.split(".")[1], i.split(".")[1]) in APART]
+    assert wrong == []
+
+
 TOOLS = ["records", "train", "kfold", "ensemble", "evaluate", "predict", "export", "outliers", "backbones", "explore"]
 ENTRIES = {f"catdog_tf.{t}" for t in TOOLS}
 # Local imports kept on purpose: heavy optional dependencies a caller may never need.

@@ -8,9 +8,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from catdog_tf.config import OutliersConfig
-from catdog_tf.data import records
-from catdog_tf.tools import outliers
+from catdog_tf.data import manifest, shards
+from catdog_tf.tools import outlier_screen
 from conftest import KAGGLE200, REPO, require
+from catdog_tf.config import BuildConfig
 
 
 ANIMALS = ["cat.2", "cat.7", "cat.14", "dog.1", "dog.6", "dog.11"]
@@ -40,7 +41,7 @@ def folder(tmp_path_factory):
 
 def test_screen_flags_non_animals_only(folder, tmp_path):
     out = tmp_path / "out"
-    s = outliers.run(OutliersConfig(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0"))
+    s = outlier_screen.run(OutliersConfig(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0"))
     assert s["screened"] == 9
     assert set(s["ids"]) == {"cat.90001", "dog.90002", "cat.90003"}
     rows = list(csv.DictReader(open(out / "candidates.csv")))
@@ -58,11 +59,11 @@ def test_screen_flags_non_animals_only(folder, tmp_path):
 
 def test_exclusion_file_round_trips_into_records(folder, tmp_path):
     out = tmp_path / "out"
-    s = outliers.run(OutliersConfig(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0"))
-    m = records.build([str(folder)], records.BuildConfig(out=str(tmp_path / "rec"), exclude=str(out / "exclude.txt"),
+    s = outlier_screen.run(OutliersConfig(images=str(folder), out=str(out), top_n=5, backbone="efficientnet_lite0"))
+    m = shards.build([str(folder)], BuildConfig(out=str(tmp_path / "rec"), exclude=str(out / "exclude.txt"),
                                                          workers=2))
     assert sorted(m["excluded"]) == sorted(s["ids"])
-    stored = {e["id"] for e in records.read_examples(str(tmp_path / "rec"))}
+    stored = {e["id"] for e in manifest.read_examples(str(tmp_path / "rec"))}
     assert stored - set(m["excluded"]) == set(ANIMALS)  # stored for evaluation, listed to keep out of training
 
 
@@ -70,7 +71,7 @@ def test_label_conflict_is_flagged():
     probs = np.full((2, 1000), 1e-4)
     probs[0, 200] = 0.9   # a confident dog class...
     probs[1, 282] = 0.9   # ...and a confident cat
-    s = outliers.screen(probs / probs.sum(1, keepdims=True), np.array([0, 0]), top_n=30)
+    s = outlier_screen.screen(probs / probs.sum(1, keepdims=True), np.array([0, 0]), top_n=30)
     assert s["label_conflict"].tolist() == [True, False]   # on a cat. file: conflict; a cat: fine
     assert not s["no_animal"].any()
 

@@ -5,13 +5,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from catdog_tf.data import pipeline, records
+from catdog_tf.data import manifest, pipeline, shards
 from conftest import KAGGLE200, KAGGLE_NATIVE, jpeg_bytes, require
+from catdog_tf.config import BuildConfig
 
 
 @pytest.fixture
 def rec(kaggle_dir, tmp_path):
-    records.build([str(kaggle_dir)], records.BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.25,
+    shards.build([str(kaggle_dir)], BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.25,
                                                          min_shards=4, workers=2))
     return str(tmp_path / "rec")
 
@@ -45,7 +46,7 @@ def test_eval_order_is_deterministic_and_complete(rec):
 
 def test_training_covers_every_example_each_epoch(rec):
     ids, labels, _ = collect(pipeline.make_dataset(rec, "train", 16, 4, training=True, seed=1, with_ids=True))
-    expected = {e["id"] for e in records.read_examples(rec, "train")}
+    expected = {e["id"] for e in manifest.read_examples(rec, "train")}
     assert len(ids) == 30 and set(ids) == expected
     test_ids, _, _ = collect(pipeline.make_dataset(rec, "test", 16, 4, with_ids=True))
     assert sorted(test_ids, key=int) == [str(i) for i in range(1, 7)]
@@ -174,8 +175,8 @@ def test_records_stored_at_the_model_size_are_decoded_only(tmp_path):
     for i, (h, w) in enumerate([(300, 500), (420, 380), (60, 90)]):
         (d / f"cat.{i}.jpg").write_bytes(_jpeg(h, w, seed=i))
         (d / f"dog.{i}.jpg").write_bytes(_jpeg(w, h, seed=10 + i))
-    records.build([str(d)], records.BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.0, store_size=64))
-    stored = {e["id"]: e["encoded"] for e in records.read_examples(str(tmp_path / "rec"))}
+    shards.build([str(d)], BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.0, store_size=64))
+    stored = {e["id"]: e["encoded"] for e in manifest.read_examples(str(tmp_path / "rec"))}
     ids, _, images = collect(pipeline.make_dataset(str(tmp_path / "rec"), "train", 64, 4, with_ids=True))
     assert sorted(ids) == sorted(stored)
     for i, img in zip(ids, images):

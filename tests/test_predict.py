@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from catdog_tf.errors import UserError
-from catdog_tf.inference import predict
+from catdog_tf.inference import predictor
 from conftest import REPO, jpeg_bytes
 
 
@@ -46,8 +46,8 @@ def test_submission_every_id_once_in_numeric_order(tiny_model, test_dir, tmp_pat
     p = np.array([float(ln.split(",")[1]) for ln in lines[1:]])
     assert ((p > 0) & (p < 1)).all()
     # same numbers as the library call (flip TTA included)
-    model = predict.load_model(tiny_model)
-    lib = predict.predict_files(model, [str(test_dir / f"{i}.jpg") for i in (1, 2, 3, 10)], tta="flip")
+    model = predictor.load_model(tiny_model)
+    lib = predictor.predict_files(model, [str(test_dir / f"{i}.jpg") for i in (1, 2, 3, 10)], tta="flip")
     np.testing.assert_allclose(p, lib, atol=1e-6)
 
 
@@ -70,4 +70,4 @@ def test_paths_on_command_line_print_p_dog(tiny_model, test_dir):
 
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="model.keras"):
-        predict.load_model(str(tmp_path))
+        predictor.load_model(str(tmp_path))

@@ -15,14 +15,15 @@ import tensorflow as tf
 from PIL import Image
 
 from catdog_tf.errors import UserError
-from catdog_tf.data import records, sources
+from catdog_tf.data import manifest, shards, sources
 from catdog_tf.files import sha256_file
 from conftest import KAGGLE_NATIVE, REPO, jpeg_bytes, require
+from catdog_tf.config import BuildConfig
 
 
 def build(inputs, out, **kw):
     kw.setdefault("workers", 2)
-    return records.build([str(i) for i in inputs], records.BuildConfig(out=str(out), **kw))
+    return shards.build([str(i) for i in inputs], BuildConfig(out=str(out), **kw))
 
 
 def huge_png_header(w=100_000, h=100_000) -> bytes:
@@ -36,7 +37,7 @@ def huge_png_header(w=100_000, h=100_000) -> bytes:
 def test_round_trip_keeps_bytes_ids_labels(kaggle_dir, tmp_path):
     m = build([kaggle_dir], tmp_path / "rec", val_fraction=0.25)
     assert m["seen"] == 46 and m["written"] == 46 and m["skipped"] == []
-    examples = list(records.read_examples(str(tmp_path / "rec")))
+    examples = list(manifest.read_examples(str(tmp_path / "rec")))
     ids = [e["id"] for e in examples]
     assert len(ids) == len(set(ids)) == 46
     for e in examples:
@@ -62,7 +63,7 @@ def test_round_trip_keeps_bytes_ids_labels(kaggle_dir, tmp_path):
 def test_split_is_reproducible_and_seeded(kaggle_dir, tmp_path):
     def val_ids(seed, out):
         build([kaggle_dir], tmp_path / out, seed=seed, val_fraction=0.25)
-        return sorted(e["id"] for e in records.read_examples(str(tmp_path / out), "validation"))
+        return sorted(e["id"] for e in manifest.read_examples(str(tmp_path / out), "validation"))
 
     a, b, c = val_ids(1, "a"), val_ids(1, "b"), val_ids(2, "c")
     assert a == b
@@ -75,7 +76,7 @@ def test_folds_assign_every_image_once(kaggle_dir, tmp_path):
     assert sorted(m["splits"]) == ["fold0", "fold1", "fold2", "fold3"]
     seen = {}
     for k in range(4):
-        exs = list(records.read_examples(str(tmp_path / "rec"), f"fold{k}"))
+        exs = list(manifest.read_examples(str(tmp_path / "rec"), f"fold{k}"))
         assert all(e["fold"] == k for e in exs)
         assert Counter(e["label"] for e in exs) == {0: 5, 1: 5}  # stratified
         for e in exs:
@@ -83,16 +84,16 @@ def test_folds_assign_every_image_once(kaggle_dir, tmp_path):
             seen[e["id"]] = k
     assert len(seen) == 40
     # pipeline view: train = other folds, validation = this fold
-    val = records.shard_files(str(tmp_path / "rec"), "validation", fold=2)
-    train = records.shard_files(str(tmp_path / "rec"), "train", fold=2)
+    val = manifest.shard_files(str(tmp_path / "rec"), "validation", fold=2)
+    train = manifest.shard_files(str(tmp_path / "rec"), "train", fold=2)
     assert all("fold2" in f for f in val) and not any("fold2" in f for f in train)
-    with pytest.raises(records.RecordsError, match="fold"):
-        records.shard_files(str(tmp_path / "rec"), "train")
-    joined = records.shard_files(str(tmp_path / "rec"), "fold0+fold3")
-    assert joined == records.shard_files(str(tmp_path / "rec"), "fold0") + records.shard_files(str(tmp_path / "rec"), "fold3")
+    with pytest.raises(sources.RecordsError, match="fold"):
+        manifest.shard_files(str(tmp_path / "rec"), "train")
+    joined = manifest.shard_files(str(tmp_path / "rec"), "fold0+fold3")
+    assert joined == manifest.shard_files(str(tmp_path / "rec"), "fold0") + manifest.shard_files(str(tmp_path / "rec"), "fold3")
     # same seed -> same folds
     build([kaggle_dir / "train"], tmp_path / "rec2", folds=4, seed=3)
-    again = {e["id"]: e["fold"] for e in records.read_examples(str(tmp_path / "rec2"))}
+    again = {e["id"]: e["fold"] for e in manifest.read_examples(str(tmp_path / "rec2"))}
     assert again == seen
 
 
@@ -102,18 +103,18 @@ def test_exclusion_file(kaggle_dir, tmp_path):
     m = build([kaggle_dir], tmp_path / "rec", exclude=str(ex), folds=4)
     rec = str(tmp_path / "rec")
     # Kept out of TRAINING only: stored in their folds, so evaluation covers every photo.
-    folds = {e["id"]: e["fold"] for e in records.read_examples(rec)}
+    folds = {e["id"]: e["fold"] for e in manifest.read_examples(rec)}
     assert {"cat.3", "dog.5", "cat.4"} <= set(folds)
-    assert m["excluded"] == records.excluded_ids(rec) == ["cat.3", "dog.5"]
+    assert m["excluded"] == manifest.excluded_ids(rec) == ["cat.3", "dog.5"]
     assert m["exclude_unmatched"] == ["cat.999"]
     assert m["seen"] == m["written"] + len(m["skipped"]) == 46 and not m["skipped"]
     k = folds["cat.3"]
-    assert records.split_count(rec, f"fold{k}") == m["splits"][f"fold{k}"]["count"]
-    assert records.split_count(rec, f"fold{k}", training=True) == m["splits"][f"fold{k}"]["count"] - \
+    assert manifest.split_count(rec, f"fold{k}") == m["splits"][f"fold{k}"]["count"]
+    assert manifest.split_count(rec, f"fold{k}", training=True) == m["splits"][f"fold{k}"]["count"] - \
         sum(folds[i] == k for i in ("cat.3", "dog.5"))
     # The folds are cut over every photo: the same as a build without the list.
     build([kaggle_dir], tmp_path / "rec_all", folds=4)
-    assert {e["id"]: e["fold"] for e in records.read_examples(str(tmp_path / "rec_all"))} == folds
+    assert {e["id"]: e["fold"] for e in manifest.read_examples(str(tmp_path / "rec_all"))} == folds
 
 
 def test_bad_inputs_are_reported_or_converted(tmp_path):
@@ -150,7 +151,7 @@ def test_bad_inputs_are_reported_or_converted(tmp_path):
     assert m["seen"] == 19 and m["written"] == 12 and m["seen"] == m["written"] + len(m["skipped"])
     converted = {c["id"]: c["reason"] for c in m["converted"]}
     assert set(converted) == {"cat.12", "dog.13", "dog.14"}  # grayscale JPEG decodes as-is: kept
-    exs = {e["id"]: e for e in records.read_examples(str(tmp_path / "rec"))}
+    exs = {e["id"]: e for e in manifest.read_examples(str(tmp_path / "rec"))}
     assert exs["dog.15"]["encoded"] == (d / "dog.15.jpg").read_bytes()
     for i in ("cat.12", "dog.13", "dog.14", "dog.15"):  # everything written decodes as RGB JPEG
         img = tf.io.decode_jpeg(exs[i]["encoded"], channels=3).numpy()
@@ -186,15 +187,15 @@ def test_zip_input_matches_folder(kaggle_dir, tmp_path):
     a = build([kaggle_dir], tmp_path / "a", seed=5)
     b = build([z], tmp_path / "b", seed=5)
     assert a["written"] == b["written"] == 46
-    ea = {e["id"]: e["encoded"] for e in records.read_examples(str(tmp_path / "a"))}
-    eb = {e["id"]: e["encoded"] for e in records.read_examples(str(tmp_path / "b"))}
+    ea = {e["id"]: e["encoded"] for e in manifest.read_examples(str(tmp_path / "a"))}
+    eb = {e["id"]: e["encoded"] for e in manifest.read_examples(str(tmp_path / "b"))}
     assert ea == eb
     assert {k: v["count"] for k, v in a["splits"].items()} == {k: v["count"] for k, v in b["splits"].items()}
 
 
 def test_interrupted_build_leaves_no_half_shard_and_resumes(kaggle_dir, tmp_path, monkeypatch):
     out = tmp_path / "rec"
-    real = records._write_shard
+    real = shards._write_shard
     calls = []
 
     def dying(path, items, *a):
@@ -206,16 +207,16 @@ def test_interrupted_build_leaves_no_half_shard_and_resumes(kaggle_dir, tmp_path
             raise KeyboardInterrupt
         return real(path, items, *a)
 
-    monkeypatch.setattr(records, "_write_shard", dying)
+    monkeypatch.setattr(shards, "_write_shard", dying)
     with pytest.raises(KeyboardInterrupt):
         build([kaggle_dir], out, min_shards=4, workers=1)
     assert not (out / "manifest.json").exists()
     finished = sorted(p.name for p in out.glob("*.tfrecord"))
     assert len(finished) == 2  # only complete shards carry the reader-visible name
-    monkeypatch.setattr(records, "_write_shard", real)
+    monkeypatch.setattr(shards, "_write_shard", real)
     m = build([kaggle_dir], out, min_shards=4, workers=1)
     assert m["written"] == 46
-    assert len(list(records.read_examples(str(out)))) == 46
+    assert len(list(manifest.read_examples(str(out)))) == 46
     assert not list(out.glob(".*.tmp-*"))  # leftovers of the dead run are gone
     # a clean build gives identical shards
     m2 = build([kaggle_dir], tmp_path / "clean", min_shards=4, workers=1)
@@ -229,19 +230,19 @@ def test_max_side_downscales(tmp_path):
     (d / "cat.1.jpg").write_bytes(jpeg_bytes(h=300, w=500))
     (d / "dog.1.jpg").write_bytes(jpeg_bytes(h=100, w=80))
     build([d], tmp_path / "rec", max_side=250, val_fraction=0.0)
-    exs = {e["id"]: e for e in records.read_examples(str(tmp_path / "rec"))}
+    exs = {e["id"]: e for e in manifest.read_examples(str(tmp_path / "rec"))}
     assert (exs["cat.1"]["height"], exs["cat.1"]["width"]) == (150, 250)
     assert tf.io.decode_jpeg(exs["cat.1"]["encoded"]).shape == (150, 250, 3)
     assert exs["dog.1"]["encoded"] == (d / "dog.1.jpg").read_bytes()  # small: untouched
 
 
 def test_tfds_source_offline_fails_clearly(tmp_path):
-    with pytest.raises(records.RecordsError, match="--input=FOLDER"):
+    with pytest.raises(sources.RecordsError, match="--input=FOLDER"):
         sources.tfds_candidates(str(tmp_path / "tfds"))
 
 
 def test_missing_input_is_a_clear_error(tmp_path):
-    with pytest.raises(records.RecordsError, match="does not exist"):
+    with pytest.raises(sources.RecordsError, match="does not exist"):
         build([tmp_path / "nope"], tmp_path / "rec")
 
 
@@ -278,7 +279,7 @@ def test_trainers_skip_excluded_photos_and_evaluation_keeps_them(kaggle_dir, tmp
     assert ids(skip_excluded=True) == ids(training=True)
     fs = FeatureSet(np.arange(4.0)[:, None], np.zeros(4), np.asarray(["cat.3", "cat.4", "dog.5", "dog.6"], object),
                     np.arange(4.0)[:, None] + 10)
-    kept = fs.without(records.excluded_ids(rec))
+    kept = fs.without(manifest.excluded_ids(rec))
     assert list(kept.ids) == ["cat.4", "dog.6"] and kept.x[:, 0].tolist() == [1, 3] and kept.x_flip[:, 0].tolist() == [11, 13]
 
 
@@ -289,9 +290,9 @@ def test_content_fingerprint_follows_shards_and_exclusions_not_build_time(kaggle
     build([kaggle_dir / "train"], tmp_path / "b", exclude=str(ex), folds=2)  # another build time, same content
     ex.write_text("cat.3\ndog.4\n")
     build([kaggle_dir / "train"], tmp_path / "c", exclude=str(ex), folds=2)
-    fa, fb, fc = (records.content_fingerprint(str(tmp_path / k)) for k in "abc")
+    fa, fb, fc = (manifest.content_fingerprint(str(tmp_path / k)) for k in "abc")
     assert fa == fb != fc
-    assert records.split_shards(str(tmp_path / "a"), "fold0") == records.split_shards(str(tmp_path / "c"), "fold0")
+    assert manifest.split_shards(str(tmp_path / "a"), "fold0") == manifest.split_shards(str(tmp_path / "c"), "fold0")
 
 
 def test_store_size_stores_every_photo_at_that_size(tmp_path):
@@ -302,9 +303,9 @@ def test_store_size_stores_every_photo_at_that_size(tmp_path):
     (d / "dog.1.jpg").symlink_to(native / "dog.2.jpg")
     Image.new("RGB", (150, 90), (200, 10, 30)).save(d / "dog.2.jpg", "PNG")  # PNG content, grows
     m = build([d], tmp_path / "rec", store_size=224, val_fraction=0.0)
-    assert m["store_size"] == 224 and records.stored_size(str(tmp_path / "rec")) == 224
+    assert m["store_size"] == 224 and manifest.stored_size(str(tmp_path / "rec")) == 224
     assert [c["id"] for c in m["converted"]] == ["dog.2"]  # the PNG: the list keeps only real conversions
-    for e in records.read_examples(str(tmp_path / "rec")):
+    for e in manifest.read_examples(str(tmp_path / "rec")):
         assert (e["height"], e["width"]) == (224, 224)
         with Image.open(io.BytesIO(e["encoded"])) as im:
             assert im.format == "JPEG" and im.size == (224, 224)
@@ -314,7 +315,7 @@ def test_store_size_stores_every_photo_at_that_size(tmp_path):
         got = tf.io.decode_jpeg(e["encoded"], dct_method="INTEGER_ACCURATE").numpy().astype(np.float32)
         assert np.abs(got - ref).mean() < 1.5, e["id"]  # squashed, antialiased: a wrong geometry is off by tens
     build([d], tmp_path / "plain", val_fraction=0.0)
-    assert records.stored_size(str(tmp_path / "plain")) is None
+    assert manifest.stored_size(str(tmp_path / "plain")) is None
 
 
 def test_store_size_with_max_side_is_refused(tmp_path):

@@ -26,9 +26,9 @@ def run_train(*args, env=None, **kw):
 
 
 def test_short_real_run_improves_and_exports(rec, tmp_path):
-    from catdog_tf.inference import predict
+    from catdog_tf.inference import predictor
     from catdog_tf.config import TrainConfig
-    from catdog_tf.training.train import train
+    from catdog_tf.training.two_stage import train
 
     cfg = TrainConfig(backbone="efficientnet_lite0", records=rec, out=str(tmp_path / "m"), epochs1=4, epochs2=1,
                       unfreeze_blocks=1, batch_size=16, seed=1)
@@ -43,8 +43,8 @@ def test_short_real_run_improves_and_exports(rec, tmp_path):
     assert json.loads((m / "flags.json").read_text())["config"]["backbone"] == "efficientnet_lite0"
     assert any((m / "tensorboard").rglob("events.out.tfevents.*"))
     # the exported model, reloaded with safe_mode, reproduces the reported figure
-    model = predict.load_model(str(m))
-    ids, y, p = predict.predict_records(model, rec, "validation")
+    model = predictor.load_model(str(m))
+    ids, y, p = predictor.predict_records(model, rec, "validation")
     from catdog_tf.metrics import log_loss
     assert abs(log_loss(y, p) - r["val_log_loss"]) < 1e-5
     # a second run finds both stages done and only re-exports
@@ -87,7 +87,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from catdog_tf.data import augment
-from catdog_tf.training.fit import FitConfig, fit
+from catdog_tf.training.fit import fit, FitConfig
 keras.mixed_precision.set_global_policy(sys.argv[1])
 out = {}
 for jit in (False, True):

@@ -13,7 +13,7 @@ import pytest
 
 from catdog_tf import contracts, identity
 from catdog_tf.config import TrainConfig
-from catdog_tf.data import records
+from catdog_tf.data import manifest, photos, shards, sources
 from catdog_tf.errors import UserError
 from conftest import REPO, jpeg_bytes, tiny_classifier
 from test_bad_input import build, cli, labeled_folder, one_line_error
@@ -51,11 +51,11 @@ def rec(tmp_path_factory):
 
 
 def _train(rec, out, **kw):
-    from catdog_tf.training import train
+    from catdog_tf.training import two_stage
 
     cfg = TrainConfig(**{"backbone": "efficientnet_lite0", "weights": "none", "records": rec, "out": str(out),
                          "image_size": 32, "epochs1": 1, "epochs2": 0, "batch_size": 8, **kw})
-    return train.train(cfg)
+    return two_stage.train(cfg)
 
 
 def test_a_rerun_with_other_flags_redoes_the_stages_it_changes(rec, tmp_path, capsys):
@@ -79,14 +79,14 @@ def test_a_rerun_with_other_flags_redoes_the_stages_it_changes(rec, tmp_path, ca
 
 
 def test_a_run_interrupted_after_new_flags_leaves_no_stale_model(rec, tmp_path):
-    from catdog_tf.training import train
+    from catdog_tf.training import two_stage
 
     out = tmp_path / "run"
     _train(rec, out)
     assert (out / "model.keras").exists()
     cfg = TrainConfig(backbone="efficientnet_lite0", weights="none", records=rec, out=str(out), image_size=32,
                       epochs1=3, epochs2=0, batch_size=8)
-    identity.claim(str(out), train._identity(cfg), train._PRODUCTS, print, "the exported model", record="flags.json")
+    identity.claim(str(out), two_stage._identity(cfg), two_stage._PRODUCTS, print, "the exported model", record="flags.json")
     # What a run with new flags does first: flags.json describes it, and the old model is gone.
     assert not (out / "model.keras").exists() and not (out / "metrics.json").exists()
     assert json.loads((out / "flags.json").read_text())["config"]["epochs1"] == 3
@@ -105,13 +105,13 @@ def test_a_rebuild_rewrites_a_shard_whose_bytes_changed(tmp_path):
     m2 = build([p], tmp_path / "rec")
     for s in m2["splits"].values():
         for sh in s["shards"]:
-            assert records.sha256_file(str(tmp_path / "rec" / sh["file"])) == sh["sha256"]
-    assert len(list(records.read_examples(str(tmp_path / "rec")))) == 12
+            assert shards.sha256_file(str(tmp_path / "rec" / sh["file"])) == sh["sha256"]
+    assert len(list(manifest.read_examples(str(tmp_path / "rec")))) == 12
 
 
 def test_a_photo_that_changes_between_check_and_store_is_refused(tmp_path, monkeypatch):
     p = labeled_folder(tmp_path / "p", n=4)
-    real = records.check
+    real = photos.check
 
     def check_then_change(c, *a, **kw):
         res = real(c, *a, **kw)
@@ -119,8 +119,8 @@ def test_a_photo_that_changes_between_check_and_store_is_refused(tmp_path, monke
             (p / "cat.1.jpg").write_bytes(jpeg_bytes(seed=999))
         return res
 
-    monkeypatch.setattr(records, "check", check_then_change)
-    with pytest.raises(records.RecordsError, match="cat.1.jpg: changed while the build read it"):
+    monkeypatch.setattr(photos, "check", check_then_change)
+    with pytest.raises(sources.RecordsError, match="cat.1.jpg: changed while the build read it"):
         build([p], tmp_path / "rec")
 
 
@@ -128,7 +128,7 @@ def test_strict_refuses_before_touching_a_good_build(tmp_path):
     p = labeled_folder(tmp_path / "p", n=4)
     good = build([p], tmp_path / "rec")
     (p / "cat.9.jpg").write_bytes(b"not a photo")
-    with pytest.raises(records.RecordsError, match="--strict"):
+    with pytest.raises(sources.RecordsError, match="--strict"):
         build([p], tmp_path / "rec", strict=True)
     assert json.loads((tmp_path / "rec" / "manifest.json").read_text())["created"] == good["created"]
 
@@ -184,12 +184,12 @@ def test_scoring_or_fitting_a_test_split_is_refused(tmp_path):
 
 def test_the_submission_written_is_read_back(tmp_path, monkeypatch):
     from catdog_tf import files
-    from catdog_tf.inference import predict
+    from catdog_tf.inference import predictor
 
     real = files.write_text
     monkeypatch.setattr(files, "write_text", lambda path, text: real(path, text[: len(text) // 2]))
     with pytest.raises(UserError, match="differs"):
-        predict.write_submission(str(tmp_path / "s.csv"), ["1", "2", "3"], np.asarray([0.1, 0.5, 0.9]))
+        predictor.write_submission(str(tmp_path / "s.csv"), ["1", "2", "3"], np.asarray([0.1, 0.5, 0.9]))
     assert not (tmp_path / "s.csv").exists()
 
 
@@ -243,7 +243,7 @@ def test_a_split_never_gets_more_shards_than_photos(n, shard_mb):
     from catdog_tf.config import BuildConfig
 
     items = [SimpleNamespace(height=4000, width=6000)] * n  # big photos: the size rule asks for many shards
-    k = records._num_shards(items, BuildConfig(shard_mb=shard_mb))
+    k = shards._num_shards(items, BuildConfig(shard_mb=shard_mb))
     assert 1 <= k <= max(n, 1)
 
 
@@ -262,7 +262,7 @@ def test_a_split_named_twice_or_validating_on_training_photos_is_refused(tmp_pat
     rec = str(tmp_path / "rec")
     for split in ("fold0+fold0", "fold1+fold2+fold1"):
         with pytest.raises(UserError, match="twice"):
-            records.split_count(rec, split)
+            manifest.split_count(rec, split)
     for train_split, val_split, fold in (("fold0+fold1", "fold1", None), ("train", "fold1", 2),
                                          ("fold2", "validation", 2)):
         with pytest.raises(UserError, match="also in --train_split"):
@@ -304,22 +304,22 @@ def test_the_feature_cache_key_sees_a_change_to_any_weight():
     (["cat.1,1,fold0,0.1", "dog.1,1,fold1,0.9"], "label other than their id's"),
     (["dog.7,0,fold0,0.1", "cat.2,0,fold1,0.2"], "label other than their id's")])
 def test_out_of_fold_rows_that_repeat_or_contradict_their_id_are_refused(tmp_path, rows, needle):
-    from catdog_tf.training import kfold
+    from catdog_tf.data import oof
 
-    (tmp_path / "oof.csv").write_text(kfold.OOF_HEADER + "\n" + "\n".join(rows) + "\n")
+    (tmp_path / "oof.csv").write_text(oof.OOF_HEADER + "\n" + "\n".join(rows) + "\n")
     with pytest.raises(UserError, match=needle):
-        kfold.read_oof(str(tmp_path / "oof.csv"))
+        oof.read_oof(str(tmp_path / "oof.csv"))
 
 
 @pytest.mark.parametrize("report", [[], {"config": []}, {"config": {"backbone": 5}},
                                     {"config": {"backbone": "efficientnet_lite0", "weights": 3}},
                                     {"config": {"backbone": "efficientnet_lite0", "weights": "auto", "epochs": -1}}])
 def test_a_k_fold_report_of_the_wrong_shape_is_one_error(tmp_path, report):
-    from catdog_tf.training import kfold
+    from catdog_tf.data import oof
 
     (tmp_path / "kfold.json").write_text(json.dumps(report))
     with pytest.raises(UserError, match="kfold.json"):
-        kfold.run_config(str(tmp_path))
+        oof.run_config(str(tmp_path))
 
 
 @pytest.mark.parametrize("edit", [
@@ -333,7 +333,7 @@ def test_manifest_fields_of_the_wrong_type_are_refused(tmp_path, edit):
     edit(m)
     (tmp_path / "rec" / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(UserError, match="manifest"):
-        records.split_count(str(tmp_path / "rec"), "train")
+        manifest.split_count(str(tmp_path / "rec"), "train")
 
 
 @pytest.mark.parametrize("bad", ["[]", '{"splits": []}', '{"splits": {"train": {"shards": [{"file": 5}]}}}',
@@ -342,7 +342,7 @@ def test_a_rebuild_over_a_malformed_manifest_builds(tmp_path, bad):
     (tmp_path / "rec").mkdir()
     (tmp_path / "rec" / "manifest.json").write_text(bad)
     m = build([labeled_folder(tmp_path / "p", n=4)], tmp_path / "rec")
-    assert m["written"] == 8 and records.split_count(str(tmp_path / "rec"), "train") > 0
+    assert m["written"] == 8 and manifest.split_count(str(tmp_path / "rec"), "train") > 0
 
 
 def test_records_whose_photos_are_not_their_stored_size_name_the_folder(tmp_path):
@@ -361,7 +361,7 @@ def test_records_whose_photos_are_not_their_stored_size_name_the_folder(tmp_path
 
 
 def test_explore_reads_a_records_folder_through_the_manifest_checks(tmp_path):
-    from catdog_tf.tools.explore import scan
+    from catdog_tf.tools.survey import scan
 
     build([labeled_folder(tmp_path / "p", n=4)], tmp_path / "rec")
     m = json.loads((tmp_path / "rec" / "manifest.json").read_text())
@@ -378,16 +378,16 @@ def test_explore_reads_a_records_folder_through_the_manifest_checks(tmp_path):
 
 
 def test_export_into_a_folder_holding_another_model_is_refused(tmp_path):
-    from catdog_tf.inference import export
+    from catdog_tf.inference import serving
 
     run = tmp_path / "run"
     run.mkdir()
     tiny_classifier(32, 0, "m").save(run / "model.keras")
     before = (run / "model.keras").read_bytes()
     with pytest.raises(UserError, match="inside --out"):
-        export.export(str(run / "model.keras"), str(run))
+        serving.export(str(run / "model.keras"), str(run))
     with pytest.raises(UserError, match="no export wrote"):
-        export.export(_copy(run / "model.keras", tmp_path / "elsewhere.keras"), str(run))
+        serving.export(_copy(run / "model.keras", tmp_path / "elsewhere.keras"), str(run))
     assert (run / "model.keras").read_bytes() == before
 
 
@@ -434,17 +434,17 @@ def test_an_output_folder_that_holds_another_tools_work_or_an_input_is_refused(t
 
 
 def test_ensemble_into_a_member_and_export_into_a_users_folder_are_refused(tmp_path):
-    from catdog_tf.inference import ensemble, export
+    from catdog_tf.inference import ensembling, serving
 
     (tmp_path / "m1").mkdir()
     tiny_classifier(32, 0, "m").save(tmp_path / "m1" / "model.keras")
     before = (tmp_path / "m1" / "model.keras").read_bytes()
     with pytest.raises(UserError, match="inside --out"):
-        ensemble.run([str(tmp_path / "m1")], "unused", str(tmp_path / "m1"))
+        ensembling.run([str(tmp_path / "m1")], "unused", str(tmp_path / "m1"))
     (tmp_path / "proj").mkdir()
     (tmp_path / "proj" / "README.md").write_text("mine")
     with pytest.raises(UserError, match="no export wrote"):
-        export.export(str(tmp_path / "m1" / "model.keras"), str(tmp_path / "proj"))
+        serving.export(str(tmp_path / "m1" / "model.keras"), str(tmp_path / "proj"))
     assert (tmp_path / "proj" / "README.md").read_text() == "mine"
     assert (tmp_path / "m1" / "model.keras").read_bytes() == before
 
@@ -472,11 +472,11 @@ def test_records_with_an_empty_input_is_refused(tmp_path):
 def test_a_model_that_is_not_a_p_dog_model_is_refused_when_loaded(tmp_path, layers):
     import keras
 
-    from catdog_tf.inference import predict
+    from catdog_tf.inference import predictor
 
     keras.Sequential(layers(keras)).save(tmp_path / "x.keras")
     with pytest.raises(UserError, match="not a P\\(dog\\) model"):
-        predict.load_model(str(tmp_path / "x.keras"))
+        predictor.load_model(str(tmp_path / "x.keras"))
 
 
 def test_exclusion_ids_that_match_no_photo_are_said_and_refused_under_strict(tmp_path, capsys):
@@ -489,7 +489,7 @@ def test_exclusion_ids_that_match_no_photo_are_said_and_refused_under_strict(tmp
 
 
 def test_explore_refuses_a_fifo_named_like_a_shard(tmp_path):
-    from catdog_tf.tools.explore import scan
+    from catdog_tf.tools.survey import scan
 
     os.mkfifo(tmp_path / "a.tfrecord")
     with pytest.raises(OSError, match="not a regular file"):
@@ -497,31 +497,31 @@ def test_explore_refuses_a_fifo_named_like_a_shard(tmp_path):
 
 
 def test_out_of_fold_files_that_cannot_be_cross_fitted_or_carry_bad_masses_are_refused(tmp_path):
-    from catdog_tf.inference import ensemble
-    from catdog_tf.training import kfold
+    from catdog_tf.inference import ensembling
+    from catdog_tf.data import oof
 
     ids = [f"{c}.{i}" for c in ("cat", "dog") for i in range(4)]
     y = np.asarray([i.startswith("dog") for i in ids], float)
     (tmp_path / "one").mkdir()
-    kfold.write_oof(tmp_path / "one" / "oof_predictions.csv", ids, y, ["fold0"] * 8, np.full(8, 0.5))
+    oof.write_oof(tmp_path / "one" / "oof_predictions.csv", ids, y, ["fold0"] * 8, np.full(8, 0.5))
     with pytest.raises(UserError, match="cannot be cross-fitted"):
-        ensemble.run_oof([str(tmp_path / "one")], str(tmp_path / "ens"))
+        ensembling.run_oof([str(tmp_path / "one")], str(tmp_path / "ens"))
     masses = np.full((8, 2), 0.4)
     masses[3, 1] = np.nan
-    kfold.write_oof(tmp_path / "m.csv", ids, y, ["fold0", "fold1"] * 4, np.full(8, 0.5), masses=masses)
+    oof.write_oof(tmp_path / "m.csv", ids, y, ["fold0", "fold1"] * 4, np.full(8, 0.5), masses=masses)
     with pytest.raises(UserError, match="ImageNet masses"):
-        kfold.read_oof(str(tmp_path / "m.csv"))
+        oof.read_oof(str(tmp_path / "m.csv"))
     with pytest.raises(UserError, match="not probabilities"):
-        kfold.write_oof(tmp_path / "nan.csv", ids, y, ["fold0"] * 8, np.full(8, np.nan))
+        oof.write_oof(tmp_path / "nan.csv", ids, y, ["fold0"] * 8, np.full(8, np.nan))
     assert not (tmp_path / "nan.csv").exists()
 
 
 def test_a_new_batch_policy_redoes_a_full_image_stage_1():
-    from catdog_tf.training import train
+    from catdog_tf.training import two_stage
 
     base = TrainConfig(records="r", head_augmentation="reference", epochs2=0)
     mixed = TrainConfig(records="r", head_augmentation="reference", epochs2=0, batch_policy="mixup")
-    key = lambda c: train._stage_key({"config": train.dataclasses.asdict(c)}, 1, False)  # noqa: E731
+    key = lambda c: two_stage._stage_key({"config": two_stage.dataclasses.asdict(c)}, 1, False)  # noqa: E731
     assert key(base) != key(mixed)
 
 
@@ -586,11 +586,11 @@ def test_a_flag_the_chosen_mode_never_reads_is_refused(tool, args, needle):
 
 
 def test_outliers_never_replace_a_reviewed_exclusion_list(tmp_path):
-    from catdog_tf.tools import outliers
+    from catdog_tf.tools import outlier_screen
 
     (tmp_path / "exclude.txt").write_text("cat.1  # kept after review\n")
     with pytest.raises(UserError, match="edited since this tool wrote it"):
-        outliers._check_unreviewed(str(tmp_path))
-    (tmp_path / "summary.json").write_text(json.dumps({"exclude_sha256": records.sha256_file(
+        outlier_screen._check_unreviewed(str(tmp_path))
+    (tmp_path / "summary.json").write_text(json.dumps({"exclude_sha256": shards.sha256_file(
         str(tmp_path / "exclude.txt"))}))
-    outliers._check_unreviewed(str(tmp_path))  # the tool's own list: a rerun may replace it
+    outlier_screen._check_unreviewed(str(tmp_path))  # the tool's own list: a rerun may replace it

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from catdog_tf.models import backbones, weights
+from catdog_tf.models import registry, weights
 from conftest import REPO, free_ports
 from test_bad_input import build, labeled_folder, one_line_error
 
@@ -49,7 +49,7 @@ def _with_hash(sha):
     """The registry's Xception entry with the served file's checksum (the real one is Google's)."""
     import dataclasses
 
-    spec = backbones.get("xception")
+    spec = registry.get("xception")
     return dataclasses.replace(spec, weight_hashes=(spec.weight_hashes[0], sha))
 
 
@@ -74,7 +74,7 @@ def test_a_download_with_the_wrong_checksum_is_refused(bucket, tmp_path, monkeyp
 
 
 # The entry point as a user runs it, with the registry's checksum set to the served file's.
-TRAIN = ("import dataclasses, sys; from catdog_tf.models import backbones as b; s = b.REGISTRY['xception']; "
+TRAIN = ("import dataclasses, sys; from catdog_tf.models import registry as b; s = b.REGISTRY['xception']; "
          "b.REGISTRY['xception'] = dataclasses.replace(s, weight_hashes=(s.weight_hashes[0], sys.argv.pop(1))); "
          "from catdog_tf import train; sys.argv[0] = 'catdog-train'; train.run()")
 

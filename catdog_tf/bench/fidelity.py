@@ -16,7 +16,7 @@ from PIL import Image
 from keras.src.legacy.preprocessing.image import ImageDataGenerator as LegacyImageDataGenerator
 
 from catdog_tf.bench.measure import Clock
-from catdog_tf.data import pipeline, records
+from catdog_tf.data import manifest, pipeline
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -73,7 +73,7 @@ def _images(loader: str, size: int, records_dir: str | None, classes: str | None
     """(photo id, float image) of a loader, every photo once, deterministically."""
     fn = per_image(loader, size)
     if fn is not None:
-        ex = list(records.read_examples(records_dir, "train"))
+        ex = list(manifest.read_examples(records_dir, "train"))
         ds = tf.data.Dataset.from_tensor_slices(([e["encoded"] for e in ex], [e["height"] for e in ex],
                                                  [e["width"] for e in ex]))
         ds = ds.map(fn, num_parallel_calls=AUTOTUNE).batch(batch)

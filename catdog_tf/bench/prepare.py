@@ -10,9 +10,9 @@ import numpy as np
 from PIL import Image
 
 from catdog_tf.bench.measure import log
-from catdog_tf.bench.plan import Settings, pick
+from catdog_tf.bench.plan import pick, Settings
 from catdog_tf.config import BuildConfig
-from catdog_tf.data import records
+from catdog_tf.data import shards
 
 
 def synthetic_photos(folder: Path, n: int, native: bool, seed: int = 0) -> list[Path]:
@@ -65,18 +65,18 @@ def prepare(work: str, native: str | None, k200: str | None, settings: dict) -> 
              "bytes": sum(p.stat().st_size for p in photos)}
         cfg = dict(val_fraction=0.0, workers=0)
         log(f"{ds}: building records of {len(photos)} photos")
-        m = records.build([str(flat)], BuildConfig(out=str(base / "records"), **cfg))
+        m = shards.build([str(flat)], BuildConfig(out=str(base / "records"), **cfg))
         d["records"], d["records_bytes"] = str(base / "records"), _train_bytes(m)
         d["records_ms"], d["records_ms_bytes"], d["records_ms_converted"] = {}, {}, {}
         d["records_ss"], d["records_ss_bytes"], d["records_ss_count"] = {}, {}, {}
         if ds == "native":
             for size in s.sizes:
                 out = base / f"records_ms{s.max_side[size]}"
-                m = records.build([str(flat)], BuildConfig(out=str(out), max_side=s.max_side[size], **cfg))
+                m = shards.build([str(flat)], BuildConfig(out=str(out), max_side=s.max_side[size], **cfg))
                 d["records_ms"][size], d["records_ms_bytes"][size] = str(out), _train_bytes(m)
                 d["records_ms_converted"][size] = len(m["converted"])
                 out = base / f"records_ss{size}"
-                m = records.build([str(flat)], BuildConfig(out=str(out), store_size=size, **cfg))
+                m = shards.build([str(flat)], BuildConfig(out=str(out), store_size=size, **cfg))
                 d["records_ss"][size], d["records_ss_bytes"][size] = str(out), _train_bytes(m)
                 d["records_ss_count"][size] = m["written"]  # every photo written is re-encoded
             z = base / "photos.zip"

@@ -15,18 +15,20 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-# The reference's loader: keras.preprocessing.image.ImageDataGenerator is gone from Keras 3's
-# public API; Keras 3 still ships the Keras 2 code privately (already loaded by `import keras`).
 from keras.src.legacy.preprocessing.image import ImageDataGenerator as LegacyImageDataGenerator
 
 from catdog_tf.bench import fidelity
 from catdog_tf.bench.measure import Clock, measure, ratio_runs, sample, snap, summarize
 from catdog_tf.config import BuildConfig
-from catdog_tf.data import pipeline, records
-from catdog_tf.inference import ensemble, predict
-from catdog_tf.models import backbones
-from catdog_tf.models.classifier import ModelConfig, build_classifier
-from catdog_tf.training import distribute, features
+from catdog_tf.data import manifest, pipeline, shards
+from catdog_tf.inference import ensembling, predictor
+from catdog_tf.models import registry
+from catdog_tf.models.classifier import build_classifier, ModelConfig
+from catdog_tf.training import features
+from catdog_tf import distribution
+
+# The reference's loader: keras.preprocessing.image.ImageDataGenerator is gone from Keras 3's
+# public API; Keras 3 still ships the Keras 2 code privately (already loaded by `import keras`).
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -46,7 +48,7 @@ def _image_data_generator():
 def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
     """One per-image function alone, over the records' JPEG bytes held in memory: decode alone
     at the DCT scale decode_resize picks ("decode"), decode_resize ("limit"), the old one, ..."""
-    ex = list(records.read_examples(records_dir, "train"))
+    ex = list(manifest.read_examples(records_dir, "train"))
     enc = tf.constant([e["encoded"] for e in ex])
     hw = tf.constant([[e["height"], e["width"]] for e in ex], tf.int64)
     if loader == "decode":  # the decoded pixels are made in full; one of them is kept (any size)
@@ -65,7 +67,7 @@ def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
 def _shuffle_after_decode(records_dir: str, size: int, batch: int, shuffle_buffer: int = 2048):
     """make_dataset(training=True, repeat=True) as it was before this benchmark: the shuffle
     buffer after the decoding map, so it held decoded float images."""
-    files = records.shard_files(records_dir, "train")
+    files = manifest.shard_files(records_dir, "train")
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=0, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
                        deterministic=False)
@@ -192,7 +194,7 @@ def _classifier(backbone: str, weights, size: int, stage: int):
     keras.utils.set_random_seed(0)
     clf = build_classifier(ModelConfig(backbone, weights, size, seed=0))
     if stage == 2:
-        backbones.set_trainable_top_blocks(clf.backbone, backbone, 2)
+        registry.set_trainable_top_blocks(clf.backbone, backbone, 2)
     _compile(clf.model, 1e-3 if stage == 1 else 1e-5)
     return clf
 
@@ -201,7 +203,7 @@ def row_train(backbone: str, weights, size: int, batch: int, steps: int, repeats
               stage: int, feed: str, strategy: str = "default") -> dict:
     """Epochs of model.fit (steps_per_epoch=steps) on the full classifier; stage 1: backbone
     frozen, stage 2: top 2 blocks trainable (backbones.set_trainable_top_blocks)."""
-    strat, _ = distribute.choose_strategy(strategy)
+    strat, _ = distribution.choose_strategy(strategy)
     with strat.scope():
         clf = _classifier(backbone, weights, size, stage)
     if feed == "real":
@@ -277,10 +279,10 @@ def row_infer(what: str, members: list, weights, batch: int, chunk: int, repeats
         clock = Clock(ds, count=lambda b: b[1].shape[0])
         features.extract(clfs[0].pooled(), clock)
     else:
-        model = clfs[0].inference_model() if what == "predict" else ensemble.build_ensemble(
+        model = clfs[0].inference_model() if what == "predict" else ensembling.build_ensemble(
             [c.inference_model() for c in clfs], [1.0] * len(clfs))
         clock = Clock(ds.map(lambda x, y: x["image"]), count=lambda b: b.shape[0])
-        predict.predict_batches(model, clock)
+        predictor.predict_batches(model, clock)
     return clock.summary(warmup, chunk)
 
 
@@ -293,7 +295,7 @@ def row_build(source: str, repeats: int, warmup: int, work: str, max_side: int |
     def run_once():
         runs[0] += 1
         out = tmp / f"run{runs[0]}"
-        m = records.build([source], BuildConfig(out=str(out), val_fraction=0.1, max_side=max_side,
+        m = shards.build([source], BuildConfig(out=str(out), val_fraction=0.1, max_side=max_side,
                                                 store_size=store_size))
         shutil.rmtree(out)
         return m["written"]

@@ -13,7 +13,9 @@ from typing import Callable, Iterator
 
 import tensorflow as tf
 
-from catdog_tf.data import records, schema
+from catdog_tf.data import manifest, schema
+from catdog_tf.data.photos import check_file, Checked, stored_bytes
+from catdog_tf.config import MAX_PIXELS
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -102,7 +104,7 @@ def record_decoder(records_dir: str, image_size: int) -> Callable:
     """(JPEG bytes, height, width) -> float image, as a records folder is decoded at image_size:
     decode_stored when its build stored every photo at exactly that size (--store_size), else
     decode_resize."""
-    stored = records.stored_size(records_dir)
+    stored = manifest.stored_size(records_dir)
     if stored == image_size:
         return lambda encoded, height, width: decode_stored(encoded, image_size, records_dir)
     if stored and stored < image_size:
@@ -155,7 +157,7 @@ def make_dataset(
     shard: (count, index): every count-th example from the index-th, in order (one worker's
         share of an extraction or evaluation; example_ids() lists the whole order).
     """
-    files = records.shard_files(records_dir, split, fold)
+    files = manifest.shard_files(records_dir, split, fold)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -177,7 +179,7 @@ def make_dataset(
         # at 224, 1.1 MB at 299): the same randomness for ~20x less memory, and the first
         # batch waits for reading the buffer, not for decoding it (BENCHMARKS.md).
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    excluded = records.excluded_ids(records_dir) if (training if skip_excluded is None else skip_excluded) else []
+    excluded = manifest.excluded_ids(records_dir) if (training if skip_excluded is None else skip_excluded) else []
     if excluded:
         table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(excluded), tf.ones(len(excluded), tf.int32)), default_value=0)
@@ -195,7 +197,7 @@ def make_dataset(
     if not repeat and shard is None and input_context is None:
         # A dataset that knows its length (from the manifest): Keras shows a bar with an ETA
         # inside the epoch, and does not warn that the input "ran out of data".
-        n = records.split_count(records_dir, split, fold, training=bool(excluded))
+        n = manifest.split_count(records_dir, split, fold, training=bool(excluded))
         ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch_size if drop_remainder else
                                                               -(-n // batch_size)))
     if with_ids:
@@ -219,7 +221,7 @@ def _interleave(files: tf.data.Dataset, count: int, training: bool) -> tf.data.D
 
 def example_ids(records_dir: str, split: str, fold: int | None = None) -> list[str]:
     """The ids of a split in the order make_dataset(training=False) yields its photos."""
-    return list(_ids(tuple(records.shard_files(records_dir, split, fold))))
+    return list(_ids(tuple(manifest.shard_files(records_dir, split, fold))))
 
 
 @functools.lru_cache(maxsize=64)  # shard names carry their content's fingerprint: same names, same ids
@@ -239,15 +241,15 @@ def encoded_dataset(encoded: Callable[[], Iterator[tuple[bytes, int, int]]], ima
     return ds.batch(batch_size).prefetch(AUTOTUNE)
 
 
-def photos_dataset(items: list[records.Checked], image_size: int, batch_size: int) -> tf.data.Dataset:
+def photos_dataset(items: list[Checked], image_size: int, batch_size: int) -> tf.data.Dataset:
     """Checked photo files (records.check) as batches: the bytes records would store for each
     without --store_size (its own JPEG bytes, or its re-encoding), so a file and its record (of a
     build without --store_size) give the same pixels."""
-    return encoded_dataset(lambda: ((records.stored_bytes(it), it.height, it.width) for it in items),
+    return encoded_dataset(lambda: ((stored_bytes(it), it.height, it.width) for it in items),
                            image_size, batch_size)
 
 
 def files_dataset(paths: list[str], image_size: int, batch_size: int,
-                  max_pixels: int = records.DEFAULT_MAX_PIXELS) -> tf.data.Dataset:
+                  max_pixels: int = MAX_PIXELS) -> tf.data.Dataset:
     """Photo files in the order given; an unreadable one is a RecordsError naming it."""
-    return photos_dataset([records.check_file(p, max_pixels) for p in paths], image_size, batch_size)
+    return photos_dataset([check_file(p, max_pixels) for p in paths], image_size, batch_size)

@@ -1,7 +1,7 @@
 """Blocks of a backbone graph: where they start, which layers are the top k, and the cut
 between a frozen bottom (whose activations can be cached) and a trainable top.
 
-`spec` is a registry entry (catdog_tf.models.backbones.Backbone): its `block_id` maps a layer
+`spec` is a registry entry (catdog_tf.models.registry.Backbone): its `block_id` maps a layer
 name to its block, or its `block_end` regex names the layers that end blocks. This module
 walks the graph through Keras's `_keras_history` (private, but the only record of a functional
 graph's nodes); tests/test_backbones.py checks every registered backbone against it.

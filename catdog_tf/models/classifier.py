@@ -11,7 +11,7 @@ import dataclasses
 import keras
 
 from catdog_tf.data import augment
-from catdog_tf.models import backbones
+from catdog_tf.models import registry
 from catdog_tf.models.head import build_head, make_pooling, pool
 
 
@@ -59,9 +59,9 @@ class Classifier:
 
 
 def build_classifier(cfg: ModelConfig) -> Classifier:
-    spec = backbones.get(cfg.backbone)
+    spec = registry.get(cfg.backbone)
     size = cfg.image_size or spec.input_size
-    backbone = backbones.build_backbone(cfg.backbone, weights=cfg.weights, include_top=False, image_size=size)
+    backbone = registry.build_backbone(cfg.backbone, weights=cfg.weights, include_top=False, image_size=size)
     backbone.trainable = False
     pooling = make_pooling(cfg.pooling)
     feature_dim = int(pooling.compute_output_shape(backbone.output_shape)[-1])

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 
 from catdog_tf.config import GEM_P, POOLINGS
-from catdog_tf.models import backbones
+from catdog_tf.models import registry
 from catdog_tf.models.layers import FlipLeftRight, GeneralizedMeanPooling2D
 
 
@@ -52,7 +52,7 @@ def pool(backbone_model: keras.Model, backbone: str, pooling: str = "avg",
 
 def pooled_model(backbone: str, weights="auto", image_size: int | None = None, pooling: str = "avg") -> keras.Model:
     """A new frozen backbone + pooling: the feature extractor of k-fold members and fusion."""
-    return pool(backbones.build_backbone(backbone, weights=weights, include_top=False, image_size=image_size),
+    return pool(registry.build_backbone(backbone, weights=weights, include_top=False, image_size=image_size),
                 backbone, pooling)
 
 
@@ -64,14 +64,14 @@ def imagenet_classifier(backbone: str, weights="auto", image_size: int | None = 
     if weights in (None, "none"):
         return None
     try:
-        full = backbones.build_backbone(backbone, weights=weights, include_top=True, image_size=image_size)
+        full = registry.build_backbone(backbone, weights=weights, include_top=True, image_size=image_size)
     except (OSError, ValueError):  # WeightsUnavailableError is an OSError
         return None
     try:
         top = full.get_layer("predictions")
     except ValueError:
         return None
-    if not isinstance(top, keras.layers.Dense) or int(top.kernel.shape[0]) != backbones.get(backbone).feature_size:
+    if not isinstance(top, keras.layers.Dense) or int(top.kernel.shape[0]) != registry.get(backbone).feature_size:
         return None
     dense = keras.layers.Dense(int(top.units), activation="softmax", name=name or f"imagenet_{backbone}")
     dense.build((None, int(top.kernel.shape[0])))

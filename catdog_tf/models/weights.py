@@ -10,7 +10,7 @@
   converted once and cached as .h5 (see `weights_cache_dir`; through catdog_tf.files, so
   $CATDOG_TF_CACHE may be gs:// or hdfs:// as well as a local folder).
 
-`spec` arguments are registry entries (catdog_tf.models.backbones.Backbone).
+`spec` arguments are registry entries (catdog_tf.models.registry.Backbone).
 """
 
 from __future__ import annotations

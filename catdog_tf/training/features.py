@@ -16,11 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import files
-from catdog_tf.data import pipeline, records
+from catdog_tf import distribution, files
+from catdog_tf.data import manifest, pipeline
 from catdog_tf.errors import UserError
 from catdog_tf.progress import Progress
-from catdog_tf.training import distribute
 
 
 def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None = None, desc: str = "features",
@@ -36,7 +35,7 @@ def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None =
             images = tf.image.flip_left_right(images)
         return feature_model(images, training=False)
 
-    run = distribute.replica_map(strategy or tf.distribute.get_strategy(), step)
+    run = distribution.replica_map(strategy or tf.distribute.get_strategy(), step)
     feats, labels, ids = [], [], []
     bar = Progress(total, desc)
     for x, y in ds:
@@ -69,7 +68,7 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     Under a multi-worker strategy each worker extracts every K-th photo, the parts are
     assembled on every worker (distribute.gather_rows) and only the chief writes the cache."""
     strategy = strategy or tf.distribute.get_strategy()
-    shards = records.split_shards(records_dir, split, fold)
+    shards = manifest.split_shards(records_dir, split, fold)
     shas = sorted(sh["sha256"] for sh in shards)
     key = hashlib.sha256(json.dumps([feature_model.name, _weights_fingerprint(feature_model),
                                      list(feature_model.output_shape), image_size, flip, shas]).encode()).hexdigest()[:20]
@@ -78,20 +77,20 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     total = sum(sh["count"] for sh in shards)
     z = _load_cache(path, total, feature_model.output_shape[1:]) if path else None
     # Decided together: a worker that saw no cache would extract, and wait for the others forever.
-    if path and distribute.agree(strategy, z is not None):
+    if path and distribution.agree(strategy, z is not None):
         return z["features"], z["labels"], z["ids"].astype(object)
-    w, mine = distribute.share(strategy, total)
+    w, mine = distribution.share(strategy, total)
     desc = f"{feature_model.name} {split}{' flipped' if flip else ''}"
     print(f"features: worker {w.rank}/{w.count} extracts {len(mine)} of {total} photos ({desc})", file=sys.stderr,
           flush=True)
     # batch_size per device: a global batch of batch_size x this worker's replicas.
-    ds = pipeline.make_dataset(records_dir, split, image_size, batch_size * distribute.local_replicas(strategy),
+    ds = pipeline.make_dataset(records_dir, split, image_size, batch_size * distribution.local_replicas(strategy),
                                fold=fold, with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
-    with records.damage_named(records_dir):
+    with manifest.damage_named(records_dir):
         feats, labels, ids = extract(feature_model, ds, len(mine), desc=desc, flip=flip, strategy=strategy)
     if w.count > 1:
         order = pipeline.example_ids(records_dir, split, fold)
-        feats, labels = distribute.assemble(strategy, [feats, labels.astype(np.float32)], list(ids), order, split)
+        feats, labels = distribution.assemble(strategy, [feats, labels.astype(np.float32)], list(ids), order, split)
         ids = np.asarray(order, dtype=object)
     feats = feats.astype(dtype)
     if path and w.chief:

@@ -17,9 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import files
-from catdog_tf.training import distribute
-from catdog_tf.training.tblog import ScalarLog, current_lr
+from catdog_tf import distribution, files
+from catdog_tf.training.tblog import current_lr, ScalarLog
 
 
 class History:
@@ -108,8 +107,8 @@ def fit(model: keras.Model, strategy: tf.distribute.Strategy, train: tf.data.Dat
         if files.exists(files.join(backup, "state.json")) else None
     # Every worker keeps its own backup: resume only when all of them stopped after the same
     # epoch (else all start over), so their collectives stay in step.
-    if distribute.same_everywhere(strategy, saved["epoch"] if saved else 0) and \
-            distribute.agree(strategy, saved is not None):  # resume where a killed run stopped
+    if distribution.same_everywhere(strategy, saved["epoch"] if saved else 0) and \
+            distribution.agree(strategy, saved is not None):  # resume where a killed run stopped
         state = saved
         model.load_weights(files.join(backup, "latest.weights.h5"))
         opt_vars = files.load_npz(files.join(backup, "optimizer.npz"))

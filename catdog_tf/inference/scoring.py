@@ -16,12 +16,13 @@ import numpy as np
 import tensorflow as tf
 
 from catdog_tf import contracts, files
-from catdog_tf.data import records
+from catdog_tf.data import manifest
 from catdog_tf.errors import UserError
-from catdog_tf.inference import predict
-from catdog_tf.training import kfold
+from catdog_tf.inference import predictor
+from catdog_tf.data import oof
 from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss, per_example_log_loss
 from catdog_tf import plots
+from catdog_tf.config import MAX_PIXELS
 
 DEFAULT_CLIPS = (1e-15, 1e-4, 1e-3, 5e-3, 1e-2, 2e-2)
 
@@ -44,23 +45,23 @@ def summarize(ids: list[str], y: np.ndarray, p: np.ndarray, clips=DEFAULT_CLIPS,
 
 def evaluate(model, *, images: str | None = None, records_dir: str | None = None, split: str = "validation",
              fold: int | None = None, tta: str = "none", batch_size: int = 32, out_dir: str | None = None,
-             clips=DEFAULT_CLIPS, max_pixels: int = records.DEFAULT_MAX_PIXELS, worst: int = 24,
+             clips=DEFAULT_CLIPS, max_pixels: int = MAX_PIXELS, worst: int = 24,
              strategy: tf.distribute.Strategy | None = None) -> dict:
     """Predicts every labeled image of a folder or a records split (under `strategy`: split
     across devices and workers); returns the summary and, with out_dir, writes
     calibration.png and worst_mistakes.png there."""
     if images:
-        photos = predict.scan_folder(images, labeled=True, max_pixels=max_pixels)
+        photos = predictor.scan_folder(images, labeled=True, max_pixels=max_pixels)
         for s in photos.skipped:
             print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
         print(photos.describe(), file=sys.stderr)
         ids, skipped = photos.ids, photos.skipped
-        p = predict.predict_photos(model, photos, batch_size, tta, strategy)
+        p = predictor.predict_photos(model, photos, batch_size, tta, strategy)
         y = np.asarray(photos.labels, np.float64)
         sources = dict(zip(ids, photos.paths))
     else:
-        records.require_labeled(records_dir, split, fold, "evaluation")
-        ids, y, p = predict.predict_records(model, records_dir, split, batch_size, tta, fold, strategy)
+        manifest.require_labeled(records_dir, split, fold, "evaluation")
+        ids, y, p = predictor.predict_records(model, records_dir, split, batch_size, tta, fold, strategy)
         skipped, sources = [], None
     s = report(ids, y, p, records_dir=records_dir, out_dir=out_dir, clips=clips, worst=worst, sources=sources,
                title=model.name)
@@ -76,7 +77,7 @@ def report(ids: list[str], y, p, *, records_dir: str | None = None, out_dir: str
     plot and a contact sheet of the worst mistakes (photos from `sources` or the records)."""
     y, p = contracts.labels(y, title or "evaluation", ids), contracts.probabilities(p, title or "evaluation", ids)
     s = summarize(ids, y, p, clips, worst)
-    excluded = set(records.excluded_ids(records_dir)) if records_dir else set()
+    excluded = set(manifest.excluded_ids(records_dir)) if records_dir else set()
     if excluded:
         # The build's exclusion list: photos kept out of training but scored above like any other.
         ex = np.isin(np.asarray(ids, dtype=str), list(excluded))
@@ -90,7 +91,7 @@ def report(ids: list[str], y, p, *, records_dir: str | None = None, out_dir: str
                                                        f"{title}: log loss {s['log_loss']:.4f}, n={len(y)}")
         if sources is None and records_dir:  # JPEG bytes of just the worst few, for the contact sheet
             want = {w["id"] for w in s["worst"]}
-            sources = {e["id"]: e["encoded"] for e in records.read_examples(records_dir) if e["id"] in want}
+            sources = {e["id"]: e["encoded"] for e in manifest.read_examples(records_dir) if e["id"] in want}
         sources = sources or {}  # predictions alone: the sheet names the photos without them
         items = [(sources[w["id"]], f"{w['id']}{' (excl.)' if w.get('excluded') else ''}  P(dog)={w['p_dog']:.3f}"
                   f"\nloss {w['loss']:.2f}") for w in s["worst"] if w["id"] in sources]
@@ -104,12 +105,12 @@ def evaluate_predictions(path: str, *, records_dir: str | None = None, out_dir: 
     """report() of an out-of-fold predictions CSV (kfold / ensemble --oof). Its worst mistakes
     among photos used for training are the label-error candidates: a prediction made without
     the photo that contradicts its label with confidence."""
-    o = kfold.read_oof(path)
+    o = oof.read_oof(path)
     if records_dir:
-        excluded = set(records.excluded_ids(records_dir))
+        excluded = set(manifest.excluded_ids(records_dir))
         if any(e != (i in excluded) for i, e in zip(o.ids, o.excluded)):
             raise UserError(f"{path}: its excluded photos differ from {records_dir}'s list: not these records' run")
-        splits = records.load_manifest(records_dir)["splits"]
+        splits = manifest.load_manifest(records_dir)["splits"]
         for fold, n in collections.Counter(o.folds).items():  # a partial file would score a subset
             have = splits[fold]["count"] if fold in splits else 0
             if n != have:

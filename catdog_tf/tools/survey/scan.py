@@ -46,7 +46,7 @@ CLASSES = (*kaggle.LABELS, "unlabeled", "other")  # cat, dog, unlabeled, other
 LABEL_TO_CLASS = {**{label: name for name, label in kaggle.LABELS.items()}, kaggle.UNLABELED: "unlabeled"}
 BAD_RECORD_LABEL = -2  # a record that does not parse: class "other"
 KAGGLE_SPLITS = ("train", "test", "test1")  # sub-folders scanned when given a Kaggle root
-# As catdog_tf.data.records writes them (not imported from there: that module imports TensorFlow).
+# As catdog_tf.data.shards writes them (not imported from there: that module imports TensorFlow).
 MANIFEST = "manifest.json"
 SHARD_SUFFIX = ".tfrecord"
 HASH_SIZE = 8  # 8x8 DCT coefficients -> 64-bit hash

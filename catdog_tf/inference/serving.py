@@ -31,15 +31,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import contracts, files, metrics
-from catdog_tf.data import pipeline, records
+from catdog_tf import contracts, distribution, files, metrics
+from catdog_tf.data import manifest, pipeline
 from catdog_tf.errors import UserError
-from catdog_tf.inference import predict
+from catdog_tf.inference import predictor
 from catdog_tf.metrics import LOGIT_EPS
 from catdog_tf.progress import Progress
 from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.layers import CombineProbabilities, FlipLeftRight, GeneralizedMeanPooling2D, ImagePreprocess
-from catdog_tf.training import distribute
 
 LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
 
@@ -166,7 +165,7 @@ def decode_image(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
 def write_saved_model(model: keras.Model, path: str) -> int:
     """serving_default (image_bytes) and serving_images (float images), through Keras's
     ExportArchive, which tracks every variable the model's graph uses. Returns the input size."""
-    size = predict.input_size(model)
+    size = predictor.input_size(model)
 
     def p_dog(images):
         return {"p_dog": tf.reshape(tf.cast(model(images, training=False), tf.float32), [-1])}
@@ -231,13 +230,13 @@ LiteRT: `interpreter = tf.lite.Interpreter("model.tflite")` (or `ai_edge_litert.
 def export(model_path: str, out: str, quantize: tuple[str, ...] = ()) -> dict:
     """Writes DIR's files (see the module doc); returns the report ({} on a worker of a
     multi-worker job that is not its chief: the chief alone writes DIR)."""
-    if distribute.not_chief("export", out):
+    if distribution.not_chief("export", out):
         return {}
     files.check_out(out, "export", {"model": model_path})
     if files.isdir(out) and files.listdir(out) and not files.exists(files.join(out, "export.json")):
         # A run folder, or any folder of the user's: its model.keras or README.md would be replaced.
         raise UserError(f"--out={out}: holds files no export wrote; give a new folder or an earlier export's")
-    model = predict.load_model(model_path)
+    model = predictor.load_model(model_path)
     plain = plain_keras(model)
     files.makedirs(out)
     # An earlier export's files go first: a LiteRT file or variant this export does not write
@@ -280,10 +279,10 @@ def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dic
     """Log loss, accuracy and images/s of every exported model file on a records split (the
     Keras model through predict, each LiteRT file through the interpreter), measured one after
     the other on the same photos; written into export.json."""
-    records.require_labeled(records_dir, split, use="measuring log loss")
+    manifest.require_labeled(records_dir, split, use="measuring log loss")
     report = files.read_json(files.join(out, "export.json"), "export report")
-    model = predict.load_model(files.join(out, "model.keras"))
-    size = predict.input_size(model)
+    model = predictor.load_model(files.join(out, "model.keras"))
+    size = predictor.input_size(model)
     variants = {"model.keras": None, **{f: f for f in sorted(report["files"]) if f.endswith(".tflite")}}
     results = {}
     for name, tfl in variants.items():
@@ -292,7 +291,7 @@ def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dic
         interp = tf.lite.Interpreter(model_content=files.read_bytes(files.join(out, tfl)),
                                      num_threads=os.cpu_count()) if tfl else None
         ps, ys, t0 = [], [], time.perf_counter()
-        bar = Progress(records.split_count(records_dir, split), f"measure {name}")
+        bar = Progress(manifest.split_count(records_dir, split), f"measure {name}")
         for x, y in ds:
             ps.append(_tflite_batch(interp, x.numpy()) if interp else
                       np.asarray(model(x, training=False)).reshape(-1))

@@ -25,8 +25,8 @@ from matplotlib.text import Text
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from PIL import Image
 
-from catdog_tf.tools.explore.analysis import PERCENTILES, ExploreResult
-from catdog_tf.tools.explore.scan import CLASSES, ImageInfo, as_path, iter_records, read_bytes, write_bytes
+from catdog_tf.tools.survey.analysis import ExploreResult, PERCENTILES
+from catdog_tf.tools.survey.scan import as_path, CLASSES, ImageInfo, iter_records, read_bytes, write_bytes
 
 _CLASS_COLORS = {"cat": "#d95f02", "dog": "#1b9e77", "unlabeled": "#7570b3", "other": "#777777"}
 

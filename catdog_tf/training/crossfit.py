@@ -27,20 +27,16 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from catdog_tf import contracts, files, identity, metrics
-from catdog_tf.config import KFoldConfig, default_cache_dir
-from catdog_tf.data import kaggle, records
+from catdog_tf import contracts, distribution, files, identity, metrics
+from catdog_tf.config import default_cache_dir, KFoldConfig
+from catdog_tf.data import manifest, oof
 from catdog_tf.errors import UserError
 from catdog_tf.models import imagenet
 from catdog_tf.models.head import average_heads, build_head, imagenet_classifier, pooled_head_model, pooled_model
-from catdog_tf.training import distribute, features
-from catdog_tf.training.fit import FitConfig, fit_head, fit_logistic
+from catdog_tf.training import features
+from catdog_tf.training.fit import fit_head, fit_logistic, FitConfig
 from catdog_tf.training.tblog import ScalarLog
 
-OOF_HEADER = "id,label,fold,p_dog"
-# Also written: whether the photo was kept out of training, and the ImageNet cat and dog mass
-# the backbone's own classifier gives it (inputs of the ensemble's hedge; empty without one).
-OOF_EXTRA = ",excluded,imagenet_cat,imagenet_dog"
 
 
 def log(msg: str):
@@ -48,7 +44,7 @@ def log(msg: str):
 
 
 def fold_names(records_dir: str) -> list[str]:
-    m = records.load_manifest(records_dir)
+    m = manifest.load_manifest(records_dir)
     if not m.get("folds"):
         raise UserError(f"{records_dir} was built without --folds: k-fold needs fold0..foldK shards")
     return [f"fold{k}" for k in range(m["folds"])]
@@ -89,9 +85,9 @@ def load_features(cfg: KFoldConfig, folds: list[str], strategy=None):
                                 sets[0].ids,
                                 np.concatenate([s.x_flip for s in sets], axis=1) if sets[0].x_flip is not None else None)
     # Which fold each photo is in: from the records themselves, not from the cache grouping.
-    fold_of = {ex["id"]: f for f in folds for ex in records.read_examples(cfg.records, f)}
+    fold_of = {ex["id"]: f for f in folds for ex in manifest.read_examples(cfg.records, f)}
     fold_idx = np.asarray([folds.index(fold_of[i]) for i in fused.ids])
-    excluded = np.isin(fused.ids.astype(str), records.excluded_ids(cfg.records))
+    excluded = np.isin(fused.ids.astype(str), manifest.excluded_ids(cfg.records))
     # A fusion has no single ImageNet classifier on its features (and the ensemble's hedge needs one);
     # the classifier was trained on average-pooled features, so GeM ones get none either.
     clf = imagenet_classifier(parts[0][0], cfg.weights, parts[0][1]) \
@@ -127,10 +123,10 @@ def run(cfg: KFoldConfig) -> dict:
     if cfg.weights in (None, "none", "random"):
         log("WARNING: --weights=none: the heads learn on features of a random backbone; for real results use "
             "--weights=auto (pretrained)")
-    strategy, w = distribute.choose(cfg.strategy, log)
+    strategy, w = distribution.choose(cfg.strategy, log)
     report = _finished(cfg, out, folds)
     # Decided together: a worker that went on alone would wait for the others' collectives forever.
-    if distribute.agree(strategy, report is not None):
+    if distribution.agree(strategy, report is not None):
         log(f"{out} holds a finished run with these settings: nothing to do")
         return report
     models, fs, fold_idx, excluded, masses = load_features(cfg, folds, strategy)
@@ -152,7 +148,7 @@ def run(cfg: KFoldConfig) -> dict:
         log(f"worker {w.rank}/{w.count} fits the heads of {', '.join(folds[k] for k in mine)}; the others' "
             "arrive by all-reduce")
     dim = x.shape[1]
-    oof = np.zeros(len(y))
+    p_oof = np.zeros(len(y))
     weights = np.zeros((len(folds), dim + 1), np.float32)  # each fold head's kernel and bias
     val_losses = np.zeros((len(folds), cfg.epochs if cfg.head == "adam" else 1), np.float32)  # lbfgs: its end
     t0 = time.time()
@@ -172,18 +168,18 @@ def run(cfg: KFoldConfig) -> dict:
                                   tb=ScalarLog(files.join(out, "tensorboard", name)) if w.chief else None)
             history = hist.history
         # Called directly: predict() would retrace for every new head (and warn each time).
-        oof[va] = np.asarray(head(xs[va], training=False)).reshape(-1)
+        p_oof[va] = np.asarray(head(xs[va], training=False)).reshape(-1)
         kernel, bias = head.get_weights()
         weights[k] = np.concatenate([kernel.reshape(-1), bias])
         val_losses[k] = history["val_loss"]
         el = time.time() - t0
-        log(f"fold {k + 1}/{len(folds)} ({name}): log loss {metrics.log_loss(y[va], oof[va]):.5f} on {int(va.sum())} "
+        log(f"fold {k + 1}/{len(folds)} ({name}): log loss {metrics.log_loss(y[va], p_oof[va]):.5f} on {int(va.sum())} "
             f"photos; {el:.0f}s, ETA {el / (done_k + 1) * (len(mine) - done_k - 1):.0f}s")
     if w.count > 1:  # every worker gets every fold's head and predictions
         rows = np.flatnonzero(np.isin(fold_idx, mine))
-        oof = distribute.gather_rows(strategy, oof[rows], rows, len(y)).astype(np.float64)
-        weights = distribute.gather_rows(strategy, weights[mine], np.asarray(mine, np.int64), len(folds))
-        val_losses = distribute.gather_rows(strategy, val_losses[mine], np.asarray(mine, np.int64), len(folds))
+        p_oof = distribution.gather_rows(strategy, p_oof[rows], rows, len(y)).astype(np.float64)
+        weights = distribution.gather_rows(strategy, weights[mine], np.asarray(mine, np.int64), len(folds))
+        val_losses = distribution.gather_rows(strategy, val_losses[mine], np.asarray(mine, np.int64), len(folds))
         for k in sorted(set(range(len(folds))) - set(mine)) if w.chief else ():
             # The chief logs the other workers' folds too: their validation loss, epoch by epoch.
             tb = ScalarLog(files.join(out, "tensorboard", folds[k]))
@@ -197,21 +193,21 @@ def run(cfg: KFoldConfig) -> dict:
         heads.append(head)
         va = fold_idx == k
         per_fold.append({"fold": name, "count": int(va.sum()), "trained_on": int(((fold_idx != k) & ~excluded).sum()),
-                         "log_loss": metrics.log_loss(y[va], oof[va]),
+                         "log_loss": metrics.log_loss(y[va], p_oof[va]),
                          "val_loss_by_epoch": [round(float(v), 5) for v in val_losses[k]]})
-    report = {"config": dataclasses.asdict(cfg), "folds": folds, "records": records.content_fingerprint(cfg.records),
+    report = {"config": dataclasses.asdict(cfg), "folds": folds, "records": manifest.content_fingerprint(cfg.records),
               "inputs": _input_digests(cfg),
               "count": int(len(y)),
-              "excluded": int(excluded.sum()), "oof_log_loss": metrics.log_loss(y, oof),
-              "oof_accuracy": metrics.accuracy(y, oof), "oof_log_loss_ci95": metrics.bootstrap_ci(y, oof),
-              "cleaned_oof_log_loss": metrics.log_loss(y[~excluded], oof[~excluded]), "per_fold": per_fold}
+              "excluded": int(excluded.sum()), "oof_log_loss": metrics.log_loss(y, p_oof),
+              "oof_accuracy": metrics.accuracy(y, p_oof), "oof_log_loss_ci95": metrics.bootstrap_ci(y, p_oof),
+              "cleaned_oof_log_loss": metrics.log_loss(y[~excluded], p_oof[~excluded]), "per_fold": per_fold}
     log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f} (95% CI {report['oof_log_loss_ci95'][0]:.5f}"
         f"-{report['oof_log_loss_ci95'][1]:.5f}), accuracy {report['oof_accuracy']:.4f} on all {len(y)} photos; "
         f"{report['cleaned_oof_log_loss']:.5f} without the {int(excluded.sum())} excluded")
     if not w.chief:  # every worker holds every head and prediction; one writes them
         log(f"worker {w.rank}/{w.count}: done; the chief writes {out}")
         return report
-    write_oof(files.join(out, "oof_predictions.csv"), fs.ids, y, [folds[j] for j in fold_idx], oof, excluded, masses)
+    oof.write_oof(files.join(out, oof.FILE), fs.ids, y, [folds[j] for j in fold_idx], p_oof, excluded, masses)
 
     # Every fold head's weights, for inspection and tests (a few KB).
     files.save_npz(files.join(out, "fold_heads.npz"), **{f"{folds[k]}/{j}": v for k, h in enumerate(heads)
@@ -223,7 +219,7 @@ def run(cfg: KFoldConfig) -> dict:
     files.write_text(files.join(out, "kfold.json"), json.dumps(report, indent=1))
     files.write_run_readme(out, model.name, int(model.input_shape[1]), False)
     log(f"wrote {files.join(out, 'model.keras')} (mean of {len(heads)} fold heads), "
-        f"{files.join(out, 'oof_predictions.csv')}; TensorBoard: {files.join(out, 'tensorboard')}")
+        f"{files.join(out, oof.FILE)}; TensorBoard: {files.join(out, 'tensorboard')}")
     return report
 
 
@@ -235,26 +231,11 @@ def _finished(cfg: KFoldConfig, out: str, folds: list[str]) -> dict | None:
     report = files.read_json(done, "k-fold report")
     same = isinstance(report, dict) and isinstance(report.get("config"), dict) and \
         _result_settings(report["config"]) == _result_settings(dataclasses.asdict(cfg)) and \
-        report.get("folds") == folds and report.get("records") == records.content_fingerprint(cfg.records) and \
+        report.get("folds") == folds and report.get("records") == manifest.content_fingerprint(cfg.records) and \
         report.get("inputs", _input_digests(cfg)) == _input_digests(cfg)
     if not same:
         log(f"{out} holds a run with other settings or inputs: redone")
     return report if same else None
-
-
-def run_config(folder: str) -> KFoldConfig:
-    """The settings a k-fold run folder was made with (its kfold.json), checked like flags."""
-    path = files.join(folder, "kfold.json")
-    report = files.read_json(path, "k-fold report")
-    c = report.get("config") if isinstance(report, dict) else None
-    if not isinstance(c, dict) or not isinstance(c.get("backbone"), str) or \
-            not isinstance(c.get("weights"), (str, type(None))):
-        raise UserError(f"{path}: not a k-fold report (no config with a backbone and weights)")
-    names = {f.name for f in dataclasses.fields(KFoldConfig)}
-    try:
-        return KFoldConfig(**{k: v for k, v in c.items() if k in names})
-    except (UserError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: {e}") from None
 
 
 def _input_digests(cfg: KFoldConfig) -> dict:
@@ -264,63 +245,9 @@ def _input_digests(cfg: KFoldConfig) -> dict:
 
 def _soft_targets(path: str, ids) -> np.ndarray:
     """A teacher's P(dog) for each photo, in `ids` order."""
-    t = read_oof(path)
+    t = oof.read_oof(path)
     by_id = dict(zip(t.ids, t.p_dog))
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise UserError(f"{path}: no teacher prediction for {len(missing)} photo(s), e.g. {missing[:3]}")
     return contracts.probabilities([by_id[i] for i in ids], f"{path}: teacher predictions", ids).astype(np.float32)
-
-
-def write_oof(path, ids, labels, folds, p_dog, excluded=None, masses=None) -> None:
-    contracts.probabilities(p_dog, f"{path}: out-of-fold predictions", ids)  # never a NaN row written
-    n = len(ids)
-    excluded = np.zeros(n, bool) if excluded is None else excluded
-    mass = [("", "")] * n if masses is None else [(f"{c:.6g}", f"{d:.6g}") for c, d in masses]
-    files.write_text(path, OOF_HEADER + OOF_EXTRA + "\n" + "".join(
-        f"{i},{int(t)},{k},{q:.8f},{int(e)},{c},{d}\n"
-        for i, t, k, q, e, (c, d) in zip(ids, labels, folds, p_dog, excluded, mass)))
-
-
-@dataclasses.dataclass
-class OOF:
-    """A k-fold run's out-of-fold predictions, one row per photo."""
-
-    ids: list[str]
-    labels: np.ndarray
-    folds: list[str]
-    p_dog: np.ndarray
-    excluded: np.ndarray  # bool: kept out of training
-    masses: np.ndarray | None  # [n, 2] ImageNet cat and dog mass, or None
-
-
-def read_oof(path: str) -> OOF:
-    """A k-fold run's folder or its oof_predictions.csv (older files lack the extra columns)."""
-    p = files.join(path, "oof_predictions.csv") if files.isdir(path) else str(path)
-    if not files.exists(p):
-        raise UserError(f"{p}: no out-of-fold predictions file (a k-fold run's folder or its oof_predictions.csv)")
-    header, *lines = files.read_text(p).splitlines() or [""]
-    if header.strip() not in (OOF_HEADER, OOF_HEADER + OOF_EXTRA):
-        raise UserError(f"{p}: not an out-of-fold predictions file (header {header.strip()!r})")
-    rows = [line.split(",") for line in lines]
-    has_mass = bool(rows) and all(len(r) > 6 and r[5] != "" for r in rows)
-    try:
-        for n, r in enumerate(rows, 2):
-            if len(r) < 4 or not r[0]:
-                raise ValueError(f"line {n}: {len(r)} field(s)")
-        labels = np.asarray([float(r[1]) for r in rows])
-        p_dog = np.asarray([float(r[3]) for r in rows])
-        masses = np.asarray([[float(r[5]), float(r[6])] for r in rows]) if has_mass else None
-    except ValueError as e:
-        raise UserError(f"{p}: not an out-of-fold predictions file ({e})") from None
-    ids = [r[0] for r in rows]
-    contracts.unique(ids, p)
-    if masses is not None:
-        contracts.probabilities(masses, f"{p}: ImageNet masses", ids)
-    contracts.probabilities(p_dog, p, ids)
-    named = np.asarray([kaggle.id_label(i) for i in ids], dtype=object)
-    clash = [i for i, t, n in zip(ids, labels, named) if n is not None and n != kaggle.UNLABELED and n != t]
-    if clash:  # the id's own name is the label (cat.N / dog.N)
-        raise UserError(f"{p}: {len(clash)} row(s) carry a label other than their id's, e.g. {clash[0]}")
-    excluded = np.asarray([len(r) > 4 and r[4] == "1" for r in rows], bool)
-    return OOF(ids, labels, [r[2] for r in rows], p_dog, excluded, masses)

@@ -21,15 +21,15 @@ import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from catdog_tf import contracts, files, identity, metrics
-from catdog_tf.config import TrainConfig, default_cache_dir
-from catdog_tf.data import augment, pipeline, records
+from catdog_tf import contracts, distribution, files, identity, metrics
+from catdog_tf.config import default_cache_dir, TrainConfig
+from catdog_tf.data import augment, manifest, pipeline
 from catdog_tf.errors import UserError
-from catdog_tf.models import backbones
-from catdog_tf.models.classifier import Classifier, ModelConfig, build_classifier
+from catdog_tf.models import registry
+from catdog_tf.models.classifier import build_classifier, Classifier, ModelConfig
 from catdog_tf.models.head import feature_model_name
-from catdog_tf.training import distribute, features
-from catdog_tf.training.fit import FitConfig, fit
+from catdog_tf.training import features
+from catdog_tf.training.fit import fit, FitConfig
 from catdog_tf.training.tblog import ScalarLog
 
 CACHED_POLICIES = ("none", "flip")  # stage policies the cached-activation path can train
@@ -101,7 +101,7 @@ def _identity(cfg: TrainConfig) -> dict:
     records (their shard checksums and exclusions) and the bytes of a --weights file."""
     return identity.canonical({
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NO_EFFECT},
-        "records": records.content_fingerprint(cfg.records), "weights_sha256": identity.file_digest(cfg.weights)})
+        "records": manifest.content_fingerprint(cfg.records), "weights_sha256": identity.file_digest(cfg.weights)})
 
 
 def _stage_key(run_identity: dict, stage: int, stage2_cached: bool) -> dict:
@@ -135,7 +135,7 @@ class _Run:
         self.size = self.clf.image_size
         self._split = None
         if cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0:
-            n = backbones.num_blocks(self.clf.backbone, cfg.backbone)
+            n = registry.num_blocks(self.clf.backbone, cfg.backbone)
             if cfg.unfreeze_blocks > n:
                 raise UserError(f"--unfreeze_blocks={cfg.unfreeze_blocks}: {cfg.backbone} has {n} blocks")
 
@@ -177,7 +177,7 @@ class _Run:
         kw = dict(fold=c.fold, cache_dir=self.cache_dir, dtype=dtype, strategy=self.strategy,
                   batch_size=max(c.batch_size // self.strategy.num_replicas_in_sync, 32))
         x, y = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw) \
-            .without(records.excluded_ids(c.records)).with_mirrors()
+            .without(manifest.excluded_ids(c.records)).with_mirrors()
         val = None
         if self.has_val:
             v = features.load(feature_model, c.records, [c.val_split], self.size, **kw)
@@ -189,7 +189,7 @@ class _Run:
         if self._split is None:
             k = self.cfg.unfreeze_blocks
             with self.strategy.scope():
-                self._split = backbones.split_at_top_blocks(
+                self._split = registry.split_at_top_blocks(
                     self.clf.backbone, self.cfg.backbone, k,
                     bottom_name=feature_model_name(self.cfg.backbone, self.size, f"bottom{k}"))
         return self._split
@@ -233,7 +233,7 @@ class _Run:
 
 def train(cfg: TrainConfig) -> dict:
     """Runs both stages, exports the model; returns the final metrics."""
-    with records.damage_named(cfg.records):
+    with manifest.damage_named(cfg.records):
         return _train(cfg)
 
 
@@ -241,39 +241,39 @@ def _train(cfg: TrainConfig) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     out = str(cfg.out)
     # Bad records, splits or folds: one clear line before anything slow.
-    records.require_labeled(cfg.records, cfg.train_split, cfg.fold, "training")
+    manifest.require_labeled(cfg.records, cfg.train_split, cfg.fold, "training")
     has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
     if has_val:
-        records.require_labeled(cfg.records, cfg.val_split, cfg.fold, "validation")
-        both = set(records.split_names(cfg.records, cfg.train_split, cfg.fold)) & set(
-            records.split_names(cfg.records, cfg.val_split, cfg.fold))
+        manifest.require_labeled(cfg.records, cfg.val_split, cfg.fold, "validation")
+        both = set(manifest.split_names(cfg.records, cfg.train_split, cfg.fold)) & set(
+            manifest.split_names(cfg.records, cfg.val_split, cfg.fold))
         if both:  # early stopping and the reported figure would be measured on training photos
             raise UserError(f"--val_split={cfg.val_split}: {', '.join(sorted(both))} is also in --train_split="
                             f"{cfg.train_split}")
     run_identity = _identity(cfg)
-    strategy, why = distribute.choose_strategy(cfg.strategy)
-    log(f"strategy: {distribute.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
+    strategy, why = distribution.choose_strategy(cfg.strategy)
+    log(f"strategy: {distribution.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
     # Each "already done?" is decided together: a worker that skipped a stage alone would leave
     # the others waiting in their collectives.
     done = _finished(out, run_identity)
-    if distribute.agree(strategy, done is not None):
+    if distribution.agree(strategy, done is not None):
         log(f"{out} holds a finished run with these flags and records: nothing to do")
         return {"config": dataclasses.asdict(cfg), **done}
     if cfg.weights in (None, "none", "random"):
         log("WARNING: --weights=none: the backbone is random and frozen in stage 1, so only the head "
             "learns, on random features; for real results use --weights=auto (pretrained)")
-    mp, why = distribute.choose_mixed_precision(cfg.mixed_precision)
+    mp, why = distribution.choose_mixed_precision(cfg.mixed_precision)
     log(f"mixed precision: {'on' if mp else 'off'}: {why}")
     keras.mixed_precision.set_global_policy("mixed_float16" if mp else "float32")
-    xla, why = distribute.choose_xla(cfg.xla, strategy)
+    xla, why = distribution.choose_xla(cfg.xla, strategy)
     log(f"XLA: {'on' if xla else 'off'}: {why}")
 
     # The weights first (a Keras application's file downloads here): a run that cannot have them
     # stops before it writes anything into --out.
-    backbones.resolve_weights(cfg.backbone, cfg.weights)
-    chief = distribute.is_chief()
+    registry.resolve_weights(cfg.backbone, cfg.weights)
+    chief = distribution.is_chief()
     # Non-chief workers of a multi-worker job write to a scratch folder, never the output folder.
-    work = out if chief else files.join(out, f".worker-{distribute.worker_index()}")
+    work = out if chief else files.join(out, f".worker-{distribution.worker_index()}")
     files.check_out(out, "train", {"records": cfg.records, "weights": cfg.weights})
     run = _Run(cfg, strategy, xla, work, chief, has_val)  # checks --unfreeze_blocks: before any write
     files.makedirs(work)
@@ -291,7 +291,7 @@ def _train(cfg: TrainConfig) -> dict:
     if chief:
         _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached1)
     done = _stage_done(work, 1, _stage_key(run_identity, 1, stage2_cached))
-    if distribute.agree(strategy, done is not None):
+    if distribution.agree(strategy, done is not None):
         clf.model.load_weights(files.join(work, "stage1.weights.h5"))
         log("stage 1 already done: loaded its weights")
         results["history1"] = done
@@ -322,12 +322,12 @@ def _train(cfg: TrainConfig) -> dict:
         if chief:
             _log_images(cfg, work, run.size, 2, policy2, stage2_cached)
         done = _stage_done(work, 2, _stage_key(run_identity, 2, stage2_cached))
-        if distribute.agree(strategy, done is not None):
+        if distribution.agree(strategy, done is not None):
             clf.model.load_weights(files.join(work, "stage2.weights.h5"))
             log("stage 2 already done: loaded its weights")
             results["history2"] = done
         else:
-            backbones.set_trainable_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
+            registry.set_trainable_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
             n_train = sum(int(np.prod(w.shape)) for w in clf.backbone.trainable_weights)
             log(f"stage 2: top {cfg.unfreeze_blocks} block(s) of {cfg.backbone} trainable ({n_train:,} weights), "
                 f"lr {cfg.lr2}")
@@ -373,5 +373,5 @@ def _has_split(records_dir: str, split: str, fold: int | None) -> bool:
     does not exist (a typo, a fold out of range) is an error, never a silent run without it."""
     if split in ("", "none"):
         return False
-    return bool(records.shard_files(records_dir, split, fold))
+    return bool(manifest.shard_files(records_dir, split, fold))
 

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from catdog_tf.config import ExploreConfig
-from catdog_tf.tools.explore.scan import CLASSES, ImageInfo, natural_key, scan_images, scan_records
+from catdog_tf.tools.survey.scan import CLASSES, ImageInfo, natural_key, scan_images, scan_records
 
 # The default is ExploreConfig's (written once, in catdog_tf/config.py). Why 6: pHash
 # distances are even (32 bits above the median each). On kaggle200/train every pair at

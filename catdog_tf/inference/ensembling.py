@@ -21,16 +21,16 @@ import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit
 
-from catdog_tf import contracts, files
-from catdog_tf.data import records
+from catdog_tf import contracts, distribution, files
+from catdog_tf.data import manifest
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import LOGIT_EPS as EPS
 from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss
 from catdog_tf.models import imagenet
 from catdog_tf.models.head import imagenet_classifier, split_pooled_head
 from catdog_tf.models.layers import CombineProbabilities
-from catdog_tf.inference import predict
-from catdog_tf.training import distribute, kfold
+from catdog_tf.inference import predictor
+from catdog_tf.data import oof
 
 
 def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0, hedge=None,
@@ -99,11 +99,11 @@ def build_ensemble(members: list[keras.Model], weights, space: str = "logit", te
     With `hedge`, `classifiers` holds each member's ImageNet classifier (head.imagenet_classifier):
     it runs on the member's own pooled features, and the members' mean cat and dog mass feeds
     the hedge."""
-    size = max(predict.input_size(m) for m in members)
+    size = max(predictor.input_size(m) for m in members)
     inputs = keras.Input((size, size, 3), name="image")
     outs, masses = [], []
     for k, m in enumerate(members):
-        s = predict.input_size(m)
+        s = predictor.input_size(m)
         x = inputs if s == size else keras.layers.Resizing(s, s, antialias=True, name=f"resize{k}_{s}")(inputs)
         if hedge is None:
             # Re-wrap each member under a unique name: two folds of one backbone share names.
@@ -152,16 +152,16 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     """Predicts the validation split with each member, fits the combination, exports the
     ensemble to out/model.keras (+ out/saved_model) and returns the report ({} on a worker
     that is not the chief: nothing is computed or written there)."""
-    if distribute.not_chief("ensemble", out):
+    if distribution.not_chief("ensemble", out):
         return {}
     files.check_out(out, "ensemble", {"member": member_paths, "records": records_dir})
     # The chief predicts alone, over this host's devices (the other workers have left).
-    records.require_labeled(records_dir, split, fold, "fitting the ensemble")
-    strategy = distribute.local_strategy()
-    members = [predict.load_model(p, strategy) for p in member_paths]
+    manifest.require_labeled(records_dir, split, fold, "fitting the ensemble")
+    strategy = distribution.local_strategy()
+    members = [predictor.load_model(p, strategy) for p in member_paths]
     cols, y, ids0 = [], None, None
     for path, m in zip(member_paths, members):
-        ids, labels, p = predict.predict_records(m, records_dir, split, batch_size, tta, fold, strategy)
+        ids, labels, p = predictor.predict_records(m, records_dir, split, batch_size, tta, fold, strategy)
         if ids0 is not None and ids != ids0:
             raise UserError(f"{path}: validation order differs between members")
         ids0, y = ids, contracts.labels(labels, f"{records_dir}:{split}", ids)
@@ -184,7 +184,7 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     except Exception as e:  # noqa: BLE001 - the .keras file is the product; serving export is extra
         print(f"SavedModel export failed: {type(e).__name__}: {e}", file=sys.stderr)
     files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))
-    files.write_run_readme(out, model.name, predict.input_size(model), files.exists(files.join(out, "saved_model")))
+    files.write_run_readme(out, model.name, predictor.input_size(model), files.exists(files.join(out, "saved_model")))
     print(f"ensemble ({space} space, weights {np.round(w, 3).tolist()}, T={t:.3f}): {split} log loss "
           f"{report['log_loss']:.5f} (tuned on this split) -> {files.join(out, 'model.keras')}", file=sys.stderr)
     return report
@@ -195,7 +195,7 @@ def _read_members(member_dirs: list[str]):
     folds, P [n, members], excluded, mean ImageNet masses [n, 2] or None)."""
     first, cols, masses = None, [], []
     for d in member_dirs:
-        o = kfold.read_oof(d)
+        o = oof.read_oof(d)
         order = np.argsort(o.ids)
         ids, folds = [o.ids[i] for i in order], [o.folds[i] for i in order]
         if first is not None and ids != first.ids:
@@ -203,7 +203,7 @@ def _read_members(member_dirs: list[str]):
         if first is not None and folds != first.folds:
             raise UserError(f"{d}: the photos are in other folds than in {member_dirs[0]}")
         if first is None:
-            first = kfold.OOF(ids, o.labels[order], folds, None, o.excluded[order], None)
+            first = oof.OOF(ids, o.labels[order], folds, None, o.excluded[order], None)
         cols.append(o.p_dog[order])
         masses.append(None if o.masses is None else o.masses[order])
         print(f"member {d}: out-of-fold log loss {log_loss(first.labels, cols[-1]):.5f}", file=sys.stderr)
@@ -239,7 +239,7 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     'off'. Fixed `weights` (one per member) are only normalized. The exported model uses the
     combination fitted on every fold. Returns {} on a worker
     that is not the chief."""
-    if distribute.not_chief("ensemble", out):
+    if distribution.not_chief("ensemble", out):
         return {}
     if hedge not in ("auto", "on", "off"):
         raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")
@@ -283,19 +283,19 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
               "hedge": h, **_figures(y, cross[use], excluded),
               "hedge_tried": {k: log_loss(y, v) for k, v in cross.items()},
               "fitted_log_loss": log_loss(y, fitted)}
-    members = [predict.load_model(d) for d in member_dirs]
+    members = [predictor.load_model(d) for d in member_dirs]
     classifiers = None
     if h is not None:
-        cfgs = [kfold.run_config(d) for d in member_dirs]
+        cfgs = [oof.run_config(d) for d in member_dirs]
         # A member's backbone, with its size: NAME@SIZE or --image_size (KFoldConfig.parts).
         classifiers = [imagenet_classifier(name, c.weights, size, name=f"member{k}_imagenet")
                        for k, (c, (name, size)) in enumerate(zip(cfgs, (c.parts()[0] for c in cfgs)))]
     _clear(out)
     model = build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers)
     model.save(files.join(out, "model.keras"))
-    files.write_run_readme(out, model.name, predict.input_size(model), False)
+    files.write_run_readme(out, model.name, predictor.input_size(model), False)
     files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))
-    kfold.write_oof(files.join(out, "oof_predictions.csv"), ids, y, folds, cross[use], excluded, masses)
+    oof.write_oof(files.join(out, "oof_predictions.csv"), ids, y, folds, cross[use], excluded, masses)
     lo, hi = report["oof_log_loss_ci95"]
     print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, "
           f"{'hedge ' + str(np.round(h, 3).tolist()) if h is not None else f'T={t:.3f}'}): out-of-fold log loss "

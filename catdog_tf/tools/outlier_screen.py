@@ -25,10 +25,10 @@ import numpy as np
 
 from catdog_tf import files, plots
 from catdog_tf.config import OutliersConfig
-from catdog_tf.data import pipeline, records
+from catdog_tf.data import manifest, pipeline
 from catdog_tf.errors import UserError
-from catdog_tf.inference import predict
-from catdog_tf.models import backbones, imagenet
+from catdog_tf.inference import predictor
+from catdog_tf.models import imagenet, registry
 from catdog_tf.progress import Progress
 
 
@@ -63,17 +63,17 @@ def run(cfg: OutliersConfig) -> dict:
     images, records_dir, out, top_n = cfg.images, cfg.records, cfg.out, cfg.top_n
     backbone, batch_size, conflict, per_page = cfg.backbone, cfg.batch_size, cfg.conflict, cfg.per_page
     _check_unreviewed(out)
-    model = backbones.build_backbone(backbone, weights=cfg.weights, include_top=True)
+    model = registry.build_backbone(backbone, weights=cfg.weights, include_top=True)
     size = int(model.input_shape[1])
     if images:
-        photos = predict.scan_folder(images, labeled=True)
+        photos = predictor.scan_folder(images, labeled=True)
         for s in photos.skipped:
             print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
         ids, labels, skipped = photos.ids, photos.labels, photos.skipped
         batches = pipeline.photos_dataset(photos.items, size, batch_size)
         sources: dict = dict(zip(ids, photos.paths))
     else:
-        m = records.load_manifest(records_dir)
+        m = manifest.load_manifest(records_dir)
         ids, labels = [], []
         splits = sorted(s for s in m["splits"] if s != "test")
         ds = None
@@ -102,7 +102,7 @@ def run(cfg: OutliersConfig) -> dict:
     flagged = flagged[np.argsort(s["score"][flagged])]  # surest non-animals first
     if sources is None:
         want = {ids[i] for i in flagged}
-        sources = {e["id"]: e["encoded"] for e in records.read_examples(records_dir) if e["id"] in want}
+        sources = {e["id"]: e["encoded"] for e in manifest.read_examples(records_dir) if e["id"] in want}
 
     files.makedirs(out)
     top5 = imagenet.decode_predictions(probs[flagged], top=5) if len(flagged) else []

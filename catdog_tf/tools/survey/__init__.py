@@ -27,7 +27,7 @@ folder never imports TensorFlow; only the records path and URL paths (gs://, hdf
 and written through tf.io.gfile) do.
 """
 
-from catdog_tf.tools.explore.analysis import (
+from catdog_tf.tools.survey.analysis import (
     DEFAULT_NEAR_DUP_THRESHOLD,
     ExploreResult,
     analyze,
@@ -40,8 +40,8 @@ from catdog_tf.tools.explore.analysis import (
     size_extremes,
     size_stats,
 )
-from catdog_tf.tools.explore.report import summary_lines, write_report
-from catdog_tf.tools.explore.scan import (
+from catdog_tf.tools.survey.report import summary_lines, write_report
+from catdog_tf.tools.survey.scan import (
     CLASSES,
     ImageInfo,
     analyze_bytes,

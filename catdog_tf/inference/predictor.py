@@ -20,12 +20,13 @@ import numpy as np
 import tensorflow as tf
 
 import catdog_tf.models.layers  # noqa: F401 - registers the package's layers for load_model
-from catdog_tf import contracts, files
-from catdog_tf.data import kaggle, pipeline, records, sources
+from catdog_tf import contracts, distribution, files
+from catdog_tf.data import kaggle, manifest, pipeline, sources
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import KAGGLE_EPS, LOGIT_EPS
 from catdog_tf.progress import Progress
-from catdog_tf.training import distribute
+from catdog_tf.data.photos import check, Checked
+from catdog_tf.config import MAX_PIXELS
 
 
 def load_model(path: str, strategy: tf.distribute.Strategy | None = None):
@@ -81,7 +82,7 @@ def predict_batches(model, batches, tta: str = "none", total: int | None = None,
             p = tf.sigmoid((logit(p) + logit(q)) / 2)
         return tf.reshape(p, [-1])
 
-    run = distribute.replica_map(strategy or tf.distribute.get_strategy(), step)
+    run = distribution.replica_map(strategy or tf.distribute.get_strategy(), step)
     out = []
     bar = Progress(total, desc)
     for images in batches:
@@ -94,7 +95,7 @@ def predict_batches(model, batches, tta: str = "none", total: int | None = None,
 class Photos:
     """The photos of a folder that will be scored, and every file that will not, with the reason."""
 
-    items: list[records.Checked]
+    items: list[Checked]
     skipped: list[dict]
     folder: str
 
@@ -123,7 +124,7 @@ class Photos:
         return f"{len(self.items)} photo(s) scored from {self.folder}, {len(self.skipped)} file(s) skipped"
 
 
-def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MAX_PIXELS) -> Photos:
+def scan_folder(folder: str, labeled: bool, max_pixels: int = MAX_PIXELS) -> Photos:
     """The photos of a Kaggle folder (searched like records' inputs: recursively, regular files
     only, the same name rules), each checked to decode, so a bad file is reported by name, not
     as a tf.data crash. Duplicate ids keep the first file. No photo at all is a UserError."""
@@ -138,8 +139,8 @@ def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MA
             skipped.append({"file": c.origin, "reason": kaggle.name_problem(files.name(c.origin), labeled)})
     items = []
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        for res in pool.map(lambda c: records.check(c, max_pixels), wanted):
-            (items if isinstance(res, records.Checked) else skipped).append(res)
+        for res in pool.map(lambda c: check(c, max_pixels), wanted):
+            (items if isinstance(res, Checked) else skipped).append(res)
     if not items:
         first = f"; first: {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
         raise UserError(f"{folder}: no readable photo named {'cat.N.jpg / dog.N.jpg' if labeled else 'N.jpg'} "
@@ -148,20 +149,20 @@ def scan_folder(folder: str, labeled: bool, max_pixels: int = records.DEFAULT_MA
 
 
 def _global_batch(strategy, batch_size: int) -> int:
-    return batch_size * distribute.local_replicas(strategy or tf.distribute.get_strategy())
+    return batch_size * distribution.local_replicas(strategy or tf.distribute.get_strategy())
 
 
 def predict_photos(model, photos: Photos, batch_size: int = 32, tta: str = "none",
                    strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
     """P(dog) of every photo, in order. Under a multi-worker strategy each worker predicts its
     share and every worker gets all the predictions. batch_size: per device."""
-    w, mine = distribute.share(strategy, len(photos.items))
+    w, mine = distribution.share(strategy, len(photos.items))
     # Every worker must score the same photo list (a folder each host reads for itself).
-    if not distribute.same_everywhere(strategy, zlib.crc32("\n".join(photos.ids).encode()) % (1 << 20)):
+    if not distribution.same_everywhere(strategy, zlib.crc32("\n".join(photos.ids).encode()) % (1 << 20)):
         raise UserError(f"{photos.folder}: the workers found different photos there; give every host the same folder")
     ds = pipeline.photos_dataset([photos.items[i] for i in mine], input_size(model), _global_batch(strategy, batch_size))
     p = predict_batches(model, ds, tta, total=len(mine), strategy=strategy)
-    return distribute.gather_rows(strategy, p, mine, len(photos.items)).astype(np.float64) if w.count > 1 else p
+    return distribution.gather_rows(strategy, p, mine, len(photos.items)).astype(np.float64) if w.count > 1 else p
 
 
 def predict_files(model, paths: list[str], batch_size: int = 32, tta: str = "none",
@@ -175,8 +176,8 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
                     ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(ids, labels, P(dog)) for a records split in manifest order (each worker predicts its
     share under a multi-worker strategy; every worker returns all of them)."""
-    total = records.split_count(records_dir, split, fold)
-    w, mine = distribute.share(strategy, total)
+    total = manifest.split_count(records_dir, split, fold)
+    w, mine = distribution.share(strategy, total)
     ds = pipeline.make_dataset(records_dir, split, input_size(model), _global_batch(strategy, batch_size), fold=fold,
                                with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
     ids, labels = [], []
@@ -187,15 +188,15 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
             labels.append(y.numpy())
             yield x["image"]
 
-    with records.damage_named(records_dir):
+    with manifest.damage_named(records_dir):
         p = predict_batches(model, images(), tta, total=len(mine), strategy=strategy)
     y = np.concatenate(labels) if labels else np.zeros(0)
     if w.count > 1:
         order = pipeline.example_ids(records_dir, split, fold)
-        y, p = (a.astype(np.float64) for a in distribute.assemble(strategy, [y.astype(np.float32), p], ids, order, split))
+        y, p = (a.astype(np.float64) for a in distribution.assemble(strategy, [y.astype(np.float32), p], ids, order, split))
         ids = order
     if len(ids) != total or len(p) != total:
-        raise records.RecordsError(f"{records_dir}: split {split!r} lists {total} photos but {len(ids)} were read; "
+        raise sources.RecordsError(f"{records_dir}: split {split!r} lists {total} photos but {len(ids)} were read; "
                                    "rebuild the records")
     return ids, y, p
 
