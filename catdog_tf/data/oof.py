@@ -16,6 +16,7 @@ from catdog_tf.data import kaggle
 from catdog_tf.errors import UserError
 
 FILE = "oof_predictions.csv"
+REPORT = "kfold.json"  # the run's settings and figures, written last: the run is finished
 OOF_HEADER = "id,label,fold,p_dog"
 # Also written: whether the photo was kept out of training, and the ImageNet cat and dog mass
 # the backbone's own classifier gives it (inputs of the ensemble's hedge; empty without one).
@@ -78,7 +79,7 @@ def read_oof(path: str) -> OOF:
 
 def run_config(folder: str) -> KFoldConfig:
     """The settings a k-fold run folder was made with (its kfold.json), checked like flags."""
-    path = files.join(folder, "kfold.json")
+    path = files.join(folder, REPORT)
     report = files.read_json(path, "k-fold report")
     c = report.get("config") if isinstance(report, dict) else None
     if not isinstance(c, dict) or not isinstance(c.get("backbone"), str) or \

@@ -36,7 +36,6 @@ from catdog_tf.data.sources import discover, RecordsError
 from catdog_tf.data.manifest import MANIFEST, manifest_problem
 from catdog_tf.errors import UserError
 
-UNLABELED = kaggle.UNLABELED
 SHARD_SUFFIX = ".tfrecord"
 
 
@@ -88,7 +87,7 @@ def assign_splits(items: list, val_fraction: float, folds: int, seed: int) -> di
             n_val = round(len(ranked) * val_fraction)
             splits.setdefault("validation", []).extend(ranked[:n_val])
             splits.setdefault("train", []).extend(ranked[n_val:])
-    test = [it for it in items if it.label == UNLABELED]
+    test = [it for it in items if it.label == kaggle.UNLABELED]
     if test:
         splits["test"] = test
     # Mix the classes within each split so any shard holds both.
@@ -248,7 +247,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
     # held-out and out-of-fold figures cover every photo, as a Kaggle test set would) and the
     # manifest lists them for the trainers to skip.
     ex_ids = read_exclusions(cfg.exclude) if cfg.exclude else set()
-    excluded_candidates = {c.id.lower() for c in candidates if c.label != UNLABELED} & ex_ids
+    excluded_candidates = {c.id.lower() for c in candidates if c.label != kaggle.UNLABELED} & ex_ids
     unmatched = sorted(ex_ids - excluded_candidates)
     if unmatched:  # a typo, or a list for other photos: said, and refused under --strict
         print(f"warning: {cfg.exclude}: {len(unmatched)} of {len(ex_ids)} id(s) match no labeled photo of the "
@@ -272,11 +271,11 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
         raise RecordsError(f"--strict and {len(skipped)} file(s) skipped ({_first(skipped)}); nothing written, "
                            f"{out} unchanged")
     # A build that silently loses what the user meant to build is an error, not a warning.
-    for kind, is_kind in (("labeled", lambda x: x.label != UNLABELED), ("test", lambda x: x.label == UNLABELED)):
+    for kind, is_kind in (("labeled", lambda x: x.label != kaggle.UNLABELED), ("test", lambda x: x.label == kaggle.UNLABELED)):
         found, written = sum(map(is_kind, candidates)), sum(map(is_kind, checked))
         if found and not written:
             raise RecordsError(f"all {found} {kind} photos were skipped ({_first(bad)}); nothing written")
-    if not any(it.label != UNLABELED for it in checked):
+    if not any(it.label != kaggle.UNLABELED for it in checked):
         raise RecordsError(f"no labeled photo (cat.N.jpg / dog.N.jpg) in {', '.join(source)} "
                            f"({len(skipped)} file(s) skipped; {_first(skipped)}); nothing written")
 
@@ -331,7 +330,7 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
             "count": len(items),
             "cat": sum(it.label == 0 for it in items),
             "dog": sum(it.label == 1 for it in items),
-            "unlabeled": sum(it.label == UNLABELED for it in items),
+            "unlabeled": sum(it.label == kaggle.UNLABELED for it in items),
             "excluded": sum(it.id.lower() in excluded_candidates for it in items),
             "fold": fold_of(split),
             "shards": [{k: results[files.name(j[1])][k] for k in ("file", "count", "bytes", "sha256")} for j in shards],

@@ -216,7 +216,7 @@ def run(cfg: KFoldConfig) -> dict:
     model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.slug()}",
                               mirror=cfg.tta_flip)
     model.save(files.join(out, "model.keras"))
-    files.write_text(files.join(out, "kfold.json"), json.dumps(report, indent=1))
+    files.write_text(files.join(out, oof.REPORT), json.dumps(report, indent=1))
     files.write_run_readme(out, model.name, int(model.input_shape[1]), False)
     log(f"wrote {files.join(out, 'model.keras')} (mean of {len(heads)} fold heads), "
         f"{files.join(out, oof.FILE)}; TensorBoard: {files.join(out, 'tensorboard')}")
@@ -225,7 +225,7 @@ def run(cfg: KFoldConfig) -> dict:
 
 def _finished(cfg: KFoldConfig, out: str, folds: list[str]) -> dict | None:
     """The report of a finished run in `out` with the same result settings, records and folds."""
-    done = files.join(out, "kfold.json")
+    done = files.join(out, oof.REPORT)
     if not (files.exists(done) and files.exists(files.join(out, "model.keras"))):
         return None
     report = files.read_json(done, "k-fold report")
