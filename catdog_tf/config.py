@@ -22,7 +22,8 @@ AUTO_ON_OFF = ("auto", "on", "off")
 TTA = ("none", "flip")
 # How a feature map becomes the head's input: average, GeM or flattened (models/head.py).
 POOLINGS = ("avg", "gem", "flatten")
-GEM_P = 2.0  # GeM's exponent: RESULTS.md experiment 35; 2 also has an exact standard-Keras form (export.py)
+GEM_P = 2.0  # GeM's exponent: RESULTS.md experiment 35; 2 also has an exact standard-Keras form (inference/serving.py)
+NO_WEIGHTS = (None, "none")  # --weights values that leave the backbone random
 MAX_PIXELS = 50_000_000  # ~7000x7000; anything larger is almost surely not a pet photo
 MAX_BATCH = 4096  # 4096 photos at 300 px are 4.4 GB of float32 input before any activation
 
@@ -398,7 +399,7 @@ class BackbonesConfig(_Checked):
 
 def _needs_pretrained(weights, why: str) -> str | None:
     """Random weights would give random ImageNet classes: a silently meaningless result."""
-    if weights in (None, "none", "random"):
+    if weights in NO_WEIGHTS:
         return f"--weights={weights}: {why}, which random weights cannot give (use auto, imagenet or a file)"
     return None
 

@@ -1,11 +1,12 @@
 """The metrics, once: Kaggle's log loss, accuracy, probability clipping and logits.
 
-NumPy only, so every layer of the package (training, inference, tools, benchmarks) can use it.
+NumPy (and scipy's expit) only, so every layer of the package (training, inference, tools, benchmarks) can use it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 KAGGLE_EPS = 1e-15  # Kaggle clips submissions to [eps, 1 - eps] before scoring
 LOGIT_EPS = 1e-7  # float32 logits of probabilities: 1 - 1e-7 is still distinct from 1 in float32
@@ -35,7 +36,7 @@ def logit(p, eps: float = LOGIT_EPS) -> np.ndarray:
 
 
 def sigmoid(z) -> np.ndarray:
-    return 1 / (1 + np.exp(-np.asarray(z, np.float64)))
+    return expit(np.asarray(z, np.float64))
 
 
 def bootstrap_ci(y, p, n_boot: int = 2000, seed: int = 0, eps: float = KAGGLE_EPS) -> list[float]:

@@ -146,7 +146,7 @@ def test_any_pillow_image_is_stored_faithfully_and_predict_sees_the_same_pixels(
     # predict reads the files and gets exactly the records' pixels
     names = ["cat.10.png", "cat.11.png", "dog.12.png", "dog.13.jpg"]
     from_files = np.concatenate(list(pipeline.files_dataset([str(d / n) for n in names], 48, 8)))
-    ds = pipeline.make_dataset(str(out), "train", 48, 64, with_ids=True)
+    ds = pipeline.make_dataset(str(out), "train", 48, 64, pipeline.Read(with_ids=True))
     by_id = {i.decode(): x for xs, _ in ds for i, x in zip(xs["id"].numpy(), xs["image"].numpy())}
     for n, x in zip(names, from_files):
         np.testing.assert_array_equal(x, by_id[n.rsplit(".", 1)[0]])

@@ -197,8 +197,8 @@ def test_cached_training_dataset_reshuffles_every_epoch(kaggle_dir, tmp_path):
     shards.build([str(kaggle_dir)], BuildConfig(out=rec, val_fraction=0.25, min_shards=4, workers=2))
     n = sum(1 for _ in manifest.read_examples(rec, "train"))
     for cache in (False, True):
-        ds = pipeline.make_dataset(rec, "train", 16, n, training=True, seed=3, cache=cache, repeat=True,
-                                   with_ids=True)
+        ds = pipeline.make_dataset(rec, "train", 16, n, pipeline.Read(training=True, seed=3, cache=cache, repeat=True,
+                                                                      with_ids=True))
         it = iter(ds)
         epochs = [[i.decode() for i in next(it)[0]["id"].numpy()] for _ in range(3)]
         assert all(sorted(e) == sorted(epochs[0]) and len(set(e)) == n for e in epochs)

@@ -102,7 +102,7 @@ def test_records_build_and_read_on_ram(kaggle_dir):
     assert ex["cat.3"]["encoded"] == (kaggle_dir / "train" / "cat.3.jpg").read_bytes()
     assert ex["4"]["label"] == -1 and ex["dog.5"]["label"] == 1
     # the input pipeline reads every photo of a fold from ram://
-    ds = pipeline.make_dataset(out, "fold0", 32, 8, with_ids=True)
+    ds = pipeline.make_dataset(out, "fold0", 32, 8, pipeline.Read(with_ids=True))
     got = [i.decode() for x, _ in ds for i in x["id"].numpy()]
     assert sorted(got) == sorted(e["id"] for e in ex.values() if e["fold"] == 0)
     assert len(got) == m["splits"]["fold0"]["count"] > 0
@@ -221,6 +221,7 @@ def test_explore_report_on_ram(kaggle_dir):
 def test_loop_backup_and_resume_on_ram():
     """The multi-worker loop's backups (weights, optimizer npz, state.json) on ram://, resumed."""
     from catdog_tf.training import loop
+    from catdog_tf.training.recipe import FitConfig
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64).astype("float32")
@@ -229,12 +230,14 @@ def test_loop_backup_and_resume_on_ram():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
     backup = ram("backup")
     strategy = tf.distribute.get_strategy()
-    h = loop.fit(model, strategy, ds, ds, epochs=2, lr=0.01, global_batch=16, backup_dir=backup, log=lambda m: None)
+    h = loop.fit(model, strategy, ds, ds, FitConfig(epochs=2, lr=0.01, batch_size=16), decay_steps=8, backup_dir=backup,
+                 log=lambda m: None)
     assert h.epoch == [0, 1]
     assert files.listdir(backup) == ["best.weights.h5", "latest.weights.h5", "optimizer.npz", "state.json"]
     assert json.loads(files.read_text(files.join(backup, "state.json")))["epoch"] == 2
     said = []
-    h = loop.fit(model, strategy, ds, ds, epochs=3, lr=0.01, global_batch=16, backup_dir=backup, log=said.append)
+    h = loop.fit(model, strategy, ds, ds, FitConfig(epochs=3, lr=0.01, batch_size=16), decay_steps=12, backup_dir=backup,
+                 log=said.append)
     assert h.epoch == [2] and said[0] == "restored backup: resuming after epoch 2"
 
 

@@ -19,7 +19,8 @@ from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.layers import GeneralizedMeanPooling2D
 from catdog_tf.data import oof
 from catdog_tf.training import crossfit, features
-from catdog_tf.training.fit import fit_head, FitConfig
+from catdog_tf.training.fit import fit_head
+from catdog_tf.training.recipe import FitConfig
 from conftest import KAGGLE200, REPO, real_records, require, run_workers
 from catdog_tf.config import BuildConfig
 

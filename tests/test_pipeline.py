@@ -27,7 +27,7 @@ def collect(ds):
 
 
 def test_shapes_dtypes_ranges(rec):
-    ds = pipeline.make_dataset(rec, "train", 48, 8, training=True, seed=0)
+    ds = pipeline.make_dataset(rec, "train", 48, 8, pipeline.Read(training=True, seed=0))
     x, y = next(iter(ds))
     assert x.shape == (8, 48, 48, 3) and x.dtype == tf.float32
     assert y.shape == (8,) and y.dtype == tf.float32
@@ -37,18 +37,19 @@ def test_shapes_dtypes_ranges(rec):
 
 
 def test_eval_order_is_deterministic_and_complete(rec):
-    a = collect(pipeline.make_dataset(rec, "validation", 32, 3, with_ids=True))
-    b = collect(pipeline.make_dataset(rec, "validation", 32, 3, with_ids=True))
+    a = collect(pipeline.make_dataset(rec, "validation", 32, 3, pipeline.Read(with_ids=True)))
+    b = collect(pipeline.make_dataset(rec, "validation", 32, 3, pipeline.Read(with_ids=True)))
     assert a[0] == b[0] and np.array_equal(a[2], b[2])
     assert len(a[0]) == len(set(a[0])) == 10
     assert all(lab == (1.0 if i.startswith("dog") else 0.0) for i, lab in zip(*a[:2]))
 
 
 def test_training_covers_every_example_each_epoch(rec):
-    ids, labels, _ = collect(pipeline.make_dataset(rec, "train", 16, 4, training=True, seed=1, with_ids=True))
+    ids, labels, _ = collect(pipeline.make_dataset(rec, "train", 16, 4,
+                                                   pipeline.Read(training=True, seed=1, with_ids=True)))
     expected = {e["id"] for e in manifest.read_examples(rec, "train")}
     assert len(ids) == 30 and set(ids) == expected
-    test_ids, _, _ = collect(pipeline.make_dataset(rec, "test", 16, 4, with_ids=True))
+    test_ids, _, _ = collect(pipeline.make_dataset(rec, "test", 16, 4, pipeline.Read(with_ids=True)))
     assert sorted(test_ids, key=int) == [str(i) for i in range(1, 7)]
 
 
@@ -82,15 +83,16 @@ def test_distributed_input_pipelines_split_the_data(rec):
     seen = []
     for pid in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid, num_replicas_in_sync=2)
-        ids, _, _ = collect(pipeline.make_dataset(rec, "train", 16, 8, with_ids=True, input_context=ctx))
+        ids, _, _ = collect(pipeline.make_dataset(rec, "train", 16, 8, pipeline.Read(with_ids=True, input_context=ctx)))
         seen.append(set(ids))
     assert not seen[0] & seen[1]
     assert len(seen[0] | seen[1]) == 30
 
 
 def test_cache_gives_same_batches(rec, tmp_path):
-    a = collect(pipeline.make_dataset(rec, "validation", 24, 4, with_ids=True, cache=True))
-    b = collect(pipeline.make_dataset(rec, "validation", 24, 4, with_ids=True, cache=str(tmp_path / "c")))
+    a = collect(pipeline.make_dataset(rec, "validation", 24, 4, pipeline.Read(with_ids=True, cache=True)))
+    b = collect(pipeline.make_dataset(rec, "validation", 24, 4,
+                                      pipeline.Read(with_ids=True, cache=str(tmp_path / "c"))))
     assert a[0] == b[0] and np.array_equal(a[2], b[2])
 
 
@@ -177,10 +179,10 @@ def test_records_stored_at_the_model_size_are_decoded_only(tmp_path):
         (d / f"dog.{i}.jpg").write_bytes(_jpeg(w, h, seed=10 + i))
     shards.build([str(d)], BuildConfig(out=str(tmp_path / "rec"), val_fraction=0.0, store_size=64))
     stored = {e["id"]: e["encoded"] for e in manifest.read_examples(str(tmp_path / "rec"))}
-    ids, _, images = collect(pipeline.make_dataset(str(tmp_path / "rec"), "train", 64, 4, with_ids=True))
+    ids, _, images = collect(pipeline.make_dataset(str(tmp_path / "rec"), "train", 64, 4, pipeline.Read(with_ids=True)))
     assert sorted(ids) == sorted(stored)
     for i, img in zip(ids, images):
         want = tf.io.decode_jpeg(stored[i], channels=3, dct_method="INTEGER_ACCURATE").numpy()
         assert np.array_equal(img, want.astype(np.float32)), i  # fidelity: test_records, on real photos
-    _, _, other = collect(pipeline.make_dataset(str(tmp_path / "rec"), "train", 48, 4, with_ids=True))
+    _, _, other = collect(pipeline.make_dataset(str(tmp_path / "rec"), "train", 48, 4, pipeline.Read(with_ids=True)))
     assert other.shape == (6, 48, 48, 3)

@@ -269,7 +269,7 @@ def test_trainers_skip_excluded_photos_and_evaluation_keeps_them(kaggle_dir, tmp
     rec = str(tmp_path / "rec")
 
     def ids(**kw):
-        ds = pipeline.make_dataset(rec, "fold0+fold1", 16, 8, with_ids=True, seed=0, **kw)
+        ds = pipeline.make_dataset(rec, "fold0+fold1", 16, 8, pipeline.Read(with_ids=True, seed=0, **kw))
         return sorted(i.decode() for x, _ in ds for i in x["id"].numpy())
 
     every = ids()

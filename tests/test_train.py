@@ -87,7 +87,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 from catdog_tf.data import augment
-from catdog_tf.training.fit import fit, FitConfig
+from catdog_tf.training.fit import fit
+from catdog_tf.training.recipe import FitConfig
 keras.mixed_precision.set_global_policy(sys.argv[1])
 out = {}
 for jit in (False, True):

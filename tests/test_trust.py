@@ -394,7 +394,7 @@ def test_export_into_a_folder_holding_another_model_is_refused(tmp_path):
 @pytest.mark.parametrize("make", [
     lambda: __import__("catdog_tf.config").config.OutliersConfig(weights="none"),
     lambda: __import__("catdog_tf.config").config.OutliersConfig(weights=None),
-    lambda: __import__("catdog_tf.config").config.BackbonesConfig(classify=True, weights="random")])
+    lambda: __import__("catdog_tf.config").config.BackbonesConfig(classify=True, weights="none")])
 def test_imagenet_predictions_from_random_weights_are_refused(make):
     with pytest.raises(UserError, match="random weights cannot give"):
         make()

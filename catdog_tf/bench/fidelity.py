@@ -82,7 +82,7 @@ def _images(loader: str, size: int, records_dir: str | None, classes: str | None
             for x in b.numpy():
                 yield next(ids), x
     elif loader == "ours":  # the real pipeline, in the manifest's order
-        for x, _ in pipeline.make_dataset(records_dir, "train", size, batch, with_ids=True):
+        for x, _ in pipeline.make_dataset(records_dir, "train", size, batch, pipeline.Read(with_ids=True)):
             for i, im in zip(x["id"].numpy(), x["image"].numpy()):
                 yield i.decode(), im
     elif loader == "idfd":

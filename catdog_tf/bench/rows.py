@@ -65,7 +65,7 @@ def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
 
 
 def _shuffle_after_decode(records_dir: str, size: int, batch: int, shuffle_buffer: int = 2048):
-    """make_dataset(training=True, repeat=True) as it was before this benchmark: the shuffle
+    """make_dataset(..., Read(training=True, repeat=True)) as it was before this benchmark: the shuffle
     buffer after the decoding map, so it held decoded float images."""
     files = manifest.shard_files(records_dir, "train")
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=0, reshuffle_each_iteration=True)
@@ -83,8 +83,8 @@ def _shuffle_after_decode(records_dir: str, size: int, batch: int, shuffle_buffe
 def _pipe_dataset(loader: str, size: int, batch: int, records_dir: str | None = None, classes: str | None = None):
     """(iterable of batches, extra info) of one input pipeline, no model."""
     if loader in ("ours-train", "ours-eval"):
-        return pipeline.make_dataset(records_dir, "train", size, batch, training=loader == "ours-train", seed=0,
-                                     repeat=True), {}
+        return pipeline.make_dataset(records_dir, "train", size, batch,
+                                     pipeline.Read(training=loader == "ours-train", seed=0, repeat=True)), {}
     if loader == "ours-train-old":
         return _shuffle_after_decode(records_dir, size, batch), {}
     if loader.startswith("limit") or loader in ("decode", "old", "area"):
@@ -207,7 +207,7 @@ def row_train(backbone: str, weights, size: int, batch: int, steps: int, repeats
     with strat.scope():
         clf = _classifier(backbone, weights, size, stage)
     if feed == "real":
-        ds = pipeline.make_dataset(records, "train", size, batch, training=True, seed=0, repeat=True)
+        ds = pipeline.make_dataset(records, "train", size, batch, pipeline.Read(training=True, seed=0, repeat=True))
     else:
         ds = _synthetic(size, batch)
     clock = EpochClock(steps * batch)
@@ -227,7 +227,8 @@ def row_train_pair(backbone: str, weights, size: int, batch: int, steps: int, re
     count ~30 times over: `steps` steps after a first batch are timed, and the first batch's
     time of each feed is reported apart (`startup_s`)."""
     clf = _classifier(backbone, weights, size, stage)
-    feeds = {"real": pipeline.make_dataset(records, "train", size, batch, training=True, seed=0, repeat=True),
+    feeds = {"real": pipeline.make_dataset(records, "train", size, batch,
+                                           pipeline.Read(training=True, seed=0, repeat=True)),
              "synthetic": _synthetic(size, batch)}
     samples: dict = {k: [] for k in feeds}
     startup: dict = {k: [] for k in feeds}
@@ -251,7 +252,7 @@ def row_head_cached(backbone: str, weights, size: int, batch: int, steps: int, r
     keras.utils.set_random_seed(0)
     clf = build_classifier(ModelConfig(backbone, weights, size, augmentation="none", seed=0))
     n_batches = warmup + chunk * infer_repeats + 1
-    ds = pipeline.make_dataset(records, "train", size, batch, with_ids=True, repeat=True).take(n_batches)
+    ds = pipeline.make_dataset(records, "train", size, batch, pipeline.Read(with_ids=True, repeat=True)).take(n_batches)
     clock = Clock(ds, count=lambda b: b[1].shape[0])
     feats, labels, _ = features.extract(clf.pooled(), clock)
     extract = clock.summary(warmup, chunk)
@@ -274,7 +275,7 @@ def row_infer(what: str, members: list, weights, batch: int, chunk: int, repeats
     clfs = [build_classifier(ModelConfig(name, weights, size, augmentation="none", seed=0)) for name, size in members]
     size = max(c.image_size for c in clfs)
     n_batches = warmup + chunk * repeats + 1
-    ds = pipeline.make_dataset(records, "train", size, batch, with_ids=True, repeat=True).take(n_batches)
+    ds = pipeline.make_dataset(records, "train", size, batch, pipeline.Read(with_ids=True, repeat=True)).take(n_batches)
     if what == "features":
         clock = Clock(ds, count=lambda b: b[1].shape[0])
         features.extract(clfs[0].pooled(), clock)

@@ -7,6 +7,7 @@ Each backbone's preprocessing lives inside its model, so this module knows no ba
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from typing import Callable, Iterator
@@ -123,94 +124,110 @@ def parse(serialized: tf.Tensor, decode: Callable) -> dict:
     }
 
 
-def make_dataset(
-    records_dir: str,
-    split: str,
-    image_size: int,
-    batch_size: int,
-    *,
-    training: bool = False,
-    fold: int | None = None,
-    shuffle_buffer: int = 2048,
-    seed: int | None = None,
-    cache: bool | str = False,
-    repeat: bool = False,
-    with_ids: bool = False,
-    drop_remainder: bool = False,
-    input_context: tf.distribute.InputContext | None = None,
-    batch_transform=None,
-    skip_excluded: bool | None = None,
-    shard: tuple[int, int] | None = None,
-) -> tf.data.Dataset:
-    """Batches of (images, labels), or ({"image", "id"}, labels) with with_ids.
+@dataclasses.dataclass(frozen=True)
+class Read:
+    """How make_dataset reads a split; the defaults read it once, in the manifest's order."""
 
-    training: shuffles files and examples, reads shards in non-deterministic order for
-        speed. Otherwise the order is exactly the manifest's, every time.
-    cache: True caches decoded images in memory, a path caches them on disk (worth it
-        when the decoded set fits and decoding is the bottleneck).
-    input_context: from strategy.distribute_datasets_from_function; each input pipeline
-        reads its own shards (or its own examples when there are too few shards) and
-        batch_size is the global batch, divided per replica here.
-    batch_transform: a function applied to each (images, labels) batch, e.g. MixUp.
-    skip_excluded: leave out the photos on the build's exclusion list (records.excluded_ids);
-        default: when training. Evaluation scores every photo.
-    shard: (count, index): every count-th example from the index-th, in order (one worker's
-        share of an extraction or evaluation; example_ids() lists the whole order).
-    """
-    files = manifest.shard_files(records_dir, split, fold)
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-    ds = tf.data.Dataset.from_tensor_slices(files)
-    shard_examples = False
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        if len(files) >= input_context.num_input_pipelines:
-            ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        else:
-            shard_examples = True
-    if training:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = _interleave(ds, len(files), training)
-    if shard_examples:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shard is not None:
-        ds = ds.shard(*shard)
-    if training and not cache:
-        # Shuffle the serialized examples (~10-50 KB each), not decoded images (0.6 MB each
-        # at 224, 1.1 MB at 299): the same randomness for ~20x less memory, and the first
-        # batch waits for reading the buffer, not for decoding it (BENCHMARKS.md).
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    excluded = manifest.excluded_ids(records_dir) if (training if skip_excluded is None else skip_excluded) else []
+    # Shuffle files and examples, and read shards in non-deterministic order for speed.
+    # Otherwise the order is exactly the manifest's, every time.
+    training: bool = False
+    fold: int | None = None
+    shuffle_buffer: int = 2048
+    seed: int | None = None
+    # True caches decoded images in memory, a path caches them on disk (worth it when the
+    # decoded set fits and decoding is the bottleneck).
+    cache: bool | str = False
+    repeat: bool = False
+    with_ids: bool = False
+    drop_remainder: bool = False
+    # From strategy.distribute_datasets_from_function: each input pipeline reads its own shards
+    # (or its own examples when there are too few shards), and make_dataset's batch_size is the
+    # global batch, divided per replica there.
+    input_context: tf.distribute.InputContext | None = None
+    batch_transform: Callable | None = None  # applied to each (images, labels) batch, e.g. MixUp
+    # Leave out the photos on the build's exclusion list (manifest.excluded_ids); None: when
+    # training. Evaluation scores every photo.
+    skip_excluded: bool | None = None
+    # (count, index): every count-th example from the index-th, in order (one worker's share of
+    # an extraction or evaluation; example_ids() lists the whole order).
+    shard: tuple[int, int] | None = None
+
+
+def make_dataset(records_dir: str, split: str, image_size: int, batch_size: int,
+                 read: Read = Read()) -> tf.data.Dataset:
+    """Batches of (images, labels), or ({"image", "id"}, labels) with read.with_ids."""
+    files = manifest.shard_files(records_dir, split, read.fold)
+    if read.input_context is not None:
+        batch_size = read.input_context.get_per_replica_batch_size(batch_size)
+    ds = _examples(files, read)
+    excluded = manifest.excluded_ids(records_dir) if (
+        read.training if read.skip_excluded is None else read.skip_excluded) else []
     if excluded:
         table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
             tf.constant(excluded), tf.ones(len(excluded), tf.int32)), default_value=0)
         ds = ds.filter(lambda s: table.lookup(schema.parse(s)["id"]) == 0)
-    decode = record_decoder(records_dir, image_size)
-    ds = ds.map(lambda s: parse(s, decode), num_parallel_calls=AUTOTUNE, deterministic=not training)
-    if cache:
-        ds = ds.cache(cache if isinstance(cache, str) else "")
-        if training:  # after the cache, or every epoch would replay the first epoch's order
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+    ds = _decoded(ds, record_decoder(records_dir, image_size), read)
+    if read.repeat:
         ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE,
-                  deterministic=not training)
-    if not repeat and shard is None and input_context is None:
+    ds = ds.batch(batch_size, drop_remainder=read.drop_remainder, num_parallel_calls=AUTOTUNE,
+                  deterministic=not read.training)
+    if not read.repeat and read.shard is None and read.input_context is None:
         # A dataset that knows its length (from the manifest): Keras shows a bar with an ETA
         # inside the epoch, and does not warn that the input "ran out of data".
-        n = manifest.split_count(records_dir, split, fold, training=bool(excluded))
-        ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch_size if drop_remainder else
+        n = manifest.split_count(records_dir, split, read.fold, training=bool(excluded))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(n // batch_size if read.drop_remainder else
                                                               -(-n // batch_size)))
-    if with_ids:
-        ds = ds.map(lambda d: ({"image": d["image"], "id": d["id"]}, d["label"]))
+    return _finished(ds, read)
+
+
+def _examples(files: list[str], read: Read) -> tf.data.Dataset:
+    """The serialized examples of this input pipeline's (and shard's) share of `files`."""
+    ctx = read.input_context
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    shard_examples = False
+    if ctx is not None and ctx.num_input_pipelines > 1:
+        if len(files) >= ctx.num_input_pipelines:
+            ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+        else:
+            shard_examples = True
+    if read.training:
+        ds = ds.shuffle(len(files), seed=read.seed, reshuffle_each_iteration=True)
+    ds = _interleave(ds, len(files), read.training)
+    if shard_examples:
+        ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
+    if read.shard is not None:
+        ds = ds.shard(*read.shard)
+    if read.training and not read.cache:
+        # Shuffle the serialized examples (~10-50 KB each), not decoded images (0.6 MB each
+        # at 224, 1.1 MB at 299): the same randomness for ~20x less memory, and the first
+        # batch waits for reading the buffer, not for decoding it (BENCHMARKS.md).
+        ds = ds.shuffle(read.shuffle_buffer, seed=read.seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def _decoded(examples: tf.data.Dataset, decode: Callable, read: Read) -> tf.data.Dataset:
+    """Parsed examples with decoded images, cached (and then shuffled) as `read` says."""
+    ds = examples.map(lambda s: parse(s, decode), num_parallel_calls=AUTOTUNE, deterministic=not read.training)
+    if read.cache:
+        ds = ds.cache(read.cache if isinstance(read.cache, str) else "")
+        if read.training:  # after the cache, or every epoch would replay the first epoch's order
+            ds = ds.shuffle(read.shuffle_buffer, seed=read.seed, reshuffle_each_iteration=True)
+    return ds
+
+
+def _finished(batches: tf.data.Dataset, read: Read) -> tf.data.Dataset:
+    """Batches of parsed examples -> the (inputs, labels) pairs Keras reads, with the options."""
+    if read.with_ids:
+        ds = batches.map(lambda d: ({"image": d["image"], "id": d["id"]}, d["label"]))
     else:
-        ds = ds.map(lambda d: (d["image"], d["label"]))
-    if batch_transform is not None:
-        ds = ds.map(batch_transform, num_parallel_calls=AUTOTUNE)
+        ds = batches.map(lambda d: (d["image"], d["label"]))
+    if read.batch_transform is not None:
+        ds = ds.map(read.batch_transform, num_parallel_calls=AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = not training
-    # We shard by hand above (input_context); Keras must not shard the files again.
+    options.deterministic = not read.training
+    # We shard by hand (input_context); Keras must not shard the files again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF \
-        if input_context is not None else tf.data.experimental.AutoShardPolicy.AUTO
+        if read.input_context is not None else tf.data.experimental.AutoShardPolicy.AUTO
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
@@ -220,7 +237,7 @@ def _interleave(files: tf.data.Dataset, count: int, training: bool) -> tf.data.D
 
 
 def example_ids(records_dir: str, split: str, fold: int | None = None) -> list[str]:
-    """The ids of a split in the order make_dataset(training=False) yields its photos."""
+    """The ids of a split in the order make_dataset yields its photos when not training."""
     return list(_ids(tuple(manifest.shard_files(records_dir, split, fold))))
 
 

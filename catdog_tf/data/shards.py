@@ -235,76 +235,20 @@ def _first(skipped: list[dict]) -> str:
 
 def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> dict:
     workers = cfg.workers or os.cpu_count() or 1
-    if inputs:
-        candidates, skipped = discover(inputs, int(cfg.max_file_mb * 2**20))
-        source = [str(i) if files.is_remote(i) else os.path.realpath(i) for i in inputs]
-    else:
-        candidates, skipped = sources.tfds_candidates()
-        source = ["tfds:cats_vs_dogs"]
+    candidates, skipped, source = _candidates(inputs, cfg)
     seen = len(candidates) + len(skipped)
-
-    # The exclusion list keeps photos out of TRAINING only: they are stored in their folds (so
-    # held-out and out-of-fold figures cover every photo, as a Kaggle test set would) and the
-    # manifest lists them for the trainers to skip.
-    ex_ids = read_exclusions(cfg.exclude) if cfg.exclude else set()
-    excluded_candidates = {c.id.lower() for c in candidates if c.label != kaggle.UNLABELED} & ex_ids
-    unmatched = sorted(ex_ids - excluded_candidates)
-    if unmatched:  # a typo, or a list for other photos: said, and refused under --strict
-        print(f"warning: {cfg.exclude}: {len(unmatched)} of {len(ex_ids)} id(s) match no labeled photo of the "
-              f"input (e.g. {', '.join(unmatched[:3])})", file=sys.stderr)
-        if cfg.strict:
-            raise RecordsError(f"--strict and {cfg.exclude} names {len(unmatched)} id(s) no labeled photo has "
-                               f"(e.g. {', '.join(unmatched[:3])}); nothing written")
-
-    checked: list[photos.Checked] = []
-    bad: list[dict] = []
-    with _progress(len(candidates), "checking") as bar, concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for res in pool.map(lambda c: photos.check(c, cfg.max_pixels, cfg.max_side, cfg.store_size), candidates):
-            bar.update()
-            if isinstance(res, photos.Checked):
-                checked.append(res)
-            else:
-                bad.append(res)
-                bar.write(f"skip {res['file']}: {res['reason']}", file=sys.stderr)
+    excluded_candidates, unmatched = _exclusions(cfg, candidates)
+    checked, bad = _check_all(candidates, cfg, workers)
     skipped += bad
-    if cfg.strict and skipped:  # before anything is written: the folder keeps its previous build
-        raise RecordsError(f"--strict and {len(skipped)} file(s) skipped ({_first(skipped)}); nothing written, "
-                           f"{out} unchanged")
-    # A build that silently loses what the user meant to build is an error, not a warning.
-    for kind, is_kind in (("labeled", lambda x: x.label != kaggle.UNLABELED), ("test", lambda x: x.label == kaggle.UNLABELED)):
-        found, written = sum(map(is_kind, candidates)), sum(map(is_kind, checked))
-        if found and not written:
-            raise RecordsError(f"all {found} {kind} photos were skipped ({_first(bad)}); nothing written")
-    if not any(it.label != kaggle.UNLABELED for it in checked):
-        raise RecordsError(f"no labeled photo (cat.N.jpg / dog.N.jpg) in {', '.join(source)} "
-                           f"({len(skipped)} file(s) skipped; {_first(skipped)}); nothing written")
+    _refuse_losses(cfg, out, source, candidates, checked, bad, skipped)
 
     excluded = sorted(it.id for it in checked if it.id.lower() in excluded_candidates)
     splits = assign_splits(checked, cfg.val_fraction, cfg.folds, cfg.seed)
-    jobs = []
-    for split, items in splits.items():
-        n = _num_shards(items, cfg)
-        for k in range(n):
-            part = items[k::n]
-            fold = fold_of(split)
-            fp = _shard_fingerprint(part, cfg, fold)
-            # Named by content: a new build never overwrites a shard the current manifest lists.
-            jobs.append((split, files.join(out, f"{split}-{k:05d}-of-{n:05d}-{fp[:12]}{SHARD_SUFFIX}"), part, fold,
-                         fp))
+    jobs = _plan(splits, cfg, out)
     previous = _previous_shards(out)
     for partial in files.glob(files.join(out, f".*{SHARD_SUFFIX}.tmp-*")):  # a killed build's unfinished shards
         files.remove(partial)
-
-    results: dict[str, dict] = {}
-    # The bar closes (ends its line) before an error propagates, so the error is a line of its own.
-    with _progress(sum(len(j[2]) for j in jobs), "writing") as bar, \
-            concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futs = {pool.submit(_write_shard, path, part, cfg, fold, fp): (split, path, part)
-                for split, path, part, fold, fp in jobs}
-        for fut in concurrent.futures.as_completed(futs):
-            split, path, part = futs[fut]
-            results[files.name(path)] = fut.result()
-            bar.update(len(part))
+    results = _write_all(jobs, cfg, workers)
 
     manifest = {
         "format": "catdog_tf.records/1",
@@ -322,11 +266,111 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
         "folds": cfg.folds,
         "max_side": cfg.max_side,
         "store_size": cfg.store_size,
-        "splits": {},
+        "splits": _split_entries(splits, jobs, results, excluded_candidates),
     }
+    assert manifest["seen"] == manifest["written"] + len(skipped), "count reconciliation failed"
+    files.write_text(files.join(out, MANIFEST), json.dumps(manifest, indent=1))  # atomic: temp name + rename
+    _remove_old_shards(out, {files.name(j[1]) for j in jobs}, previous)
+    _summary(manifest, jobs, results, time.time() - t0, out)
+    return manifest
+
+
+def _candidates(inputs: list[str] | None, cfg: BuildConfig) -> tuple[list, list[dict], list[str]]:
+    """(the photo files found, the files skipped already, the manifest's `source`)."""
+    if inputs:
+        candidates, skipped = discover(inputs, int(cfg.max_file_mb * 2**20))
+        source = [str(i) if files.is_remote(i) else os.path.realpath(i) for i in inputs]
+    else:
+        candidates, skipped = sources.tfds_candidates()
+        source = ["tfds:cats_vs_dogs"]
+    return candidates, skipped, source
+
+
+def _exclusions(cfg: BuildConfig, candidates: list) -> tuple[set[str], list[str]]:
+    """(lowercased ids of the labeled candidates on the exclusion list, the list's ids that match none)."""
+    # The exclusion list keeps photos out of TRAINING only: they are stored in their folds (so
+    # held-out and out-of-fold figures cover every photo, as a Kaggle test set would) and the
+    # manifest lists them for the trainers to skip.
+    ex_ids = read_exclusions(cfg.exclude) if cfg.exclude else set()
+    excluded_candidates = {c.id.lower() for c in candidates if c.label != kaggle.UNLABELED} & ex_ids
+    unmatched = sorted(ex_ids - excluded_candidates)
+    if unmatched:  # a typo, or a list for other photos: said, and refused under --strict
+        print(f"warning: {cfg.exclude}: {len(unmatched)} of {len(ex_ids)} id(s) match no labeled photo of the "
+              f"input (e.g. {', '.join(unmatched[:3])})", file=sys.stderr)
+        if cfg.strict:
+            raise RecordsError(f"--strict and {cfg.exclude} names {len(unmatched)} id(s) no labeled photo has "
+                               f"(e.g. {', '.join(unmatched[:3])}); nothing written")
+    return excluded_candidates, unmatched
+
+
+def _check_all(candidates: list, cfg: BuildConfig, workers: int) -> tuple[list[photos.Checked], list[dict]]:
+    """(the candidates that decoded, in order; the skip entries of those that did not)."""
+    checked: list[photos.Checked] = []
+    bad: list[dict] = []
+    with _progress(len(candidates), "checking") as bar, concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for res in pool.map(lambda c: photos.check(c, cfg.max_pixels, cfg.max_side, cfg.store_size), candidates):
+            bar.update()
+            if isinstance(res, photos.Checked):
+                checked.append(res)
+            else:
+                bad.append(res)
+                bar.write(f"skip {res['file']}: {res['reason']}", file=sys.stderr)
+    return checked, bad
+
+
+def _refuse_losses(cfg: BuildConfig, out: str, source: list[str], candidates: list,
+                   checked: list[photos.Checked], bad: list[dict], skipped: list[dict]) -> None:
+    """The refusals that come before anything is written, so the folder keeps its previous build."""
+    if cfg.strict and skipped:
+        raise RecordsError(f"--strict and {len(skipped)} file(s) skipped ({_first(skipped)}); nothing written, "
+                           f"{out} unchanged")
+    # A build that silently loses what the user meant to build is an error, not a warning.
+    for kind, is_kind in (("labeled", lambda x: x.label != kaggle.UNLABELED), ("test", lambda x: x.label == kaggle.UNLABELED)):
+        found, written = sum(map(is_kind, candidates)), sum(map(is_kind, checked))
+        if found and not written:
+            raise RecordsError(f"all {found} {kind} photos were skipped ({_first(bad)}); nothing written")
+    if not any(it.label != kaggle.UNLABELED for it in checked):
+        raise RecordsError(f"no labeled photo (cat.N.jpg / dog.N.jpg) in {', '.join(source)} "
+                           f"({len(skipped)} file(s) skipped; {_first(skipped)}); nothing written")
+
+
+def _plan(splits: dict[str, list], cfg: BuildConfig, out: str) -> list[tuple]:
+    """The shards to write: (split, path, photos, fold, fingerprint) each."""
+    jobs = []
+    for split, items in splits.items():
+        n = _num_shards(items, cfg)
+        for k in range(n):
+            part = items[k::n]
+            fold = fold_of(split)
+            fp = _shard_fingerprint(part, cfg, fold)
+            # Named by content: a new build never overwrites a shard the current manifest lists.
+            jobs.append((split, files.join(out, f"{split}-{k:05d}-of-{n:05d}-{fp[:12]}{SHARD_SUFFIX}"), part, fold,
+                         fp))
+    return jobs
+
+
+def _write_all(jobs: list[tuple], cfg: BuildConfig, workers: int) -> dict[str, dict]:
+    """Shard name -> what _write_shard returned for it."""
+    results: dict[str, dict] = {}
+    # The bar closes (ends its line) before an error propagates, so the error is a line of its own.
+    with _progress(sum(len(j[2]) for j in jobs), "writing") as bar, \
+            concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futs = {pool.submit(_write_shard, path, part, cfg, fold, fp): (split, path, part)
+                for split, path, part, fold, fp in jobs}
+        for fut in concurrent.futures.as_completed(futs):
+            split, path, part = futs[fut]
+            results[files.name(path)] = fut.result()
+            bar.update(len(part))
+    return results
+
+
+def _split_entries(splits: dict[str, list], jobs: list[tuple], results: dict[str, dict],
+                   excluded_candidates: set[str]) -> dict[str, dict]:
+    """The manifest's `splits`: counts and shards (in name order) of each split."""
+    entries = {}
     for split, items in splits.items():
         shards = sorted((j for j in jobs if j[0] == split), key=lambda j: files.name(j[1]))
-        manifest["splits"][split] = {
+        entries[split] = {
             "count": len(items),
             "cat": sum(it.label == 0 for it in items),
             "dog": sum(it.label == 1 for it in items),
@@ -335,18 +379,18 @@ def _build(inputs: list[str] | None, cfg: BuildConfig, out: str, t0: float) -> d
             "fold": fold_of(split),
             "shards": [{k: results[files.name(j[1])][k] for k in ("file", "count", "bytes", "sha256")} for j in shards],
         }
-    assert manifest["seen"] == manifest["written"] + len(skipped), "count reconciliation failed"
-    files.write_text(files.join(out, MANIFEST), json.dumps(manifest, indent=1))  # atomic: temp name + rename
-    _remove_old_shards(out, {files.name(j[1]) for j in jobs}, previous)
+    return entries
+
+
+def _summary(manifest: dict, jobs: list[tuple], results: dict[str, dict], dt: float, out: str) -> None:
     reused = sum(r["reused"] for r in results.values())
-    dt = time.time() - t0
-    print(f"records: seen {seen}, written {len(checked)}, skipped {len(skipped)}"
-          f", {len(excluded)} of them excluded from training, {len(jobs)} shards ({reused} reused) in {dt:.1f}s"
-          f" ({len(checked) / max(dt, 1e-9):.0f} img/s) -> {files.join(out, MANIFEST)}", file=sys.stderr)
+    print(f"records: seen {manifest['seen']}, written {manifest['written']}, skipped {len(manifest['skipped'])}"
+          f", {len(manifest['excluded'])} of them excluded from training, {len(jobs)} shards ({reused} reused) in "
+          f"{dt:.1f}s ({manifest['written'] / max(dt, 1e-9):.0f} img/s) -> {files.join(out, MANIFEST)}",
+          file=sys.stderr)
     for split, s in manifest["splits"].items():
         print(f"  {split:<11} {s['count']:>6} images  cat {s['cat']:>6}  dog {s['dog']:>6}"
               f"  {len(s['shards'])} shards", file=sys.stderr)
-    return manifest
 
 
 def _remove_old_shards(out: str, current: set[str], previous: set[str]) -> None:

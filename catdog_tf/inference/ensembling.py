@@ -19,14 +19,12 @@ import sys
 import keras
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
-from scipy.special import expit
 
 from catdog_tf import contracts, distribution, files
 from catdog_tf.data import manifest
 from catdog_tf.errors import UserError
-from catdog_tf.metrics import LOGIT_EPS as EPS
-from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss
-from catdog_tf.models import imagenet
+from catdog_tf.metrics import accuracy, bootstrap_ci, log_loss, logit, sigmoid
+from catdog_tf.models import combination, imagenet
 from catdog_tf.models.head import imagenet_classifier, split_pooled_head
 from catdog_tf.models.layers import CombineProbabilities
 from catdog_tf.inference import predictor
@@ -35,22 +33,10 @@ from catdog_tf.data import oof
 
 def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0, hedge=None,
             masses: np.ndarray | None = None) -> np.ndarray:
-    """NumPy twin of CombineProbabilities: P is [n, members], masses [n, 2] (ImageNet cat, dog)."""
-    w = np.asarray(weights, np.float64) / np.sum(weights)
-    P = np.clip(np.asarray(P, np.float64), EPS, 1 - EPS)
-    if space == "prob":
-        q = np.clip(P @ w, EPS, 1 - EPS)
-        z = np.log(q) - np.log(1 - q)
-    else:
-        z = (np.log(P) - np.log(1 - P)) @ w
-    if hedge is not None:
-        z = z * _hedge_scale(hedge, masses)
-    return expit(z / temperature)
-
-
-def _hedge_scale(hedge, masses: np.ndarray) -> np.ndarray:
-    cat, dog = masses[:, 0], masses[:, 1]
-    return np.exp(hedge[0] + hedge[1] * (cat + dog) + hedge[2] * cat * dog)
+    """The combination rule (models.combination) in float64: P is [n, members], masses [n, 2]
+    (ImageNet cat, dog) with a hedge."""
+    rule = combination.Rule(tuple(weights), space, temperature, None if hedge is None else tuple(hedge))
+    return combination.combine(combination.NUMPY, P, rule, masses)
 
 
 def fit_hedge(P: np.ndarray, y: np.ndarray, w, space: str, masses: np.ndarray) -> list[float]:
@@ -87,9 +73,9 @@ def fit_weights(P: np.ndarray, y: np.ndarray, space: str) -> np.ndarray:
 
 
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, EPS, 1 - EPS)
-    z = np.log(p) - np.log(1 - p)
-    res = minimize_scalar(lambda t: log_loss(y, 1 / (1 + np.exp(-z / t))), bounds=(0.2, 5.0), method="bounded")
+    p = combination.NUMPY.clip(p)
+    z = logit(p)
+    res = minimize_scalar(lambda t: log_loss(y, sigmoid(z / t)), bounds=(0.2, 5.0), method="bounded")
     return float(res.x) if res.fun < log_loss(y, p) else 1.0
 
 
@@ -246,6 +232,37 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     files.check_out(out, "ensemble", {"member": member_dirs})
     if weights is not None and len(weights) != len(member_dirs):
         raise UserError(f"--weights: {len(weights)} weights for {len(member_dirs)} members")
+    ids, y, folds, P, excluded, masses = _read_checked_members(member_dirs, hedge)
+    fit = _OofFit(P, y, masses, space, temperature, weights)
+    tries = {"off": False} if masses is None or hedge == "off" else {"on": True} if hedge == "on" else \
+        {"off": False, "on": True}
+    cross = {k: fit.cross_fitted(folds, with_hedge) for k, with_hedge in tries.items()}
+    use = min(cross, key=lambda k: log_loss(y, cross[k]))
+    everything = np.ones(len(y), bool)
+    sp, w, h, t = fit.fit(everything, tries[use])
+    fitted = fit.apply(everything, sp, w, h, t)
+    if h is not None:
+        contracts.finite(h, "the ensemble's hedge")
+    report = {"members": [{"path": d, **_figures(y, P[:, k], excluded)} for k, d in enumerate(member_dirs)],
+              "count": int(len(y)), "excluded": int(excluded.sum()), "folds": sorted(set(folds.tolist())),
+              "space": sp, "weights": [float(v) for v in w], "temperature": 1.0 if h is not None else t,
+              "hedge": h, **_figures(y, cross[use], excluded),
+              "hedge_tried": {k: log_loss(y, v) for k, v in cross.items()},
+              "fitted_log_loss": log_loss(y, fitted)}
+    _write_oof_ensemble(member_dirs, out, report, ids, y, folds, cross[use], excluded, masses)
+    lo, hi = report["oof_log_loss_ci95"]
+    print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, "
+          f"{'hedge ' + str(np.round(h, 3).tolist()) if h is not None else f'T={t:.3f}'}): out-of-fold log loss "
+          f"{report['oof_log_loss']:.5f} (95% CI {lo:.5f}-{hi:.5f}) on all {len(y)} photos, cross-fitted "
+          f"({report['fitted_log_loss']:.5f} fitted on all); {report['cleaned_oof_log_loss']:.5f} on the "
+          f"{report['cleaned_count']} not excluded; hedge tried: "
+          f"{ {k: round(v, 5) for k, v in report['hedge_tried'].items()} } -> {files.join(out, 'model.keras')}",
+          file=sys.stderr)
+    return report
+
+
+def _read_checked_members(member_dirs: list[str], hedge: str):
+    """_read_members, refused when the combination could not be cross-fitted or hedged."""
     ids, y, folds, P, excluded, masses = _read_members(member_dirs)
     y = contracts.labels(y, f"{member_dirs[0]}: out-of-fold predictions", ids)
     for f in sorted(set(folds)):
@@ -256,33 +273,38 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     if masses is None and hedge == "on":
         raise UserError("--hedge=on needs every member's ImageNet masses (k-fold runs of a backbone with an "
                         "ImageNet classifier)")
+    return ids, y, folds, P, excluded, masses
 
-    def fit(rows, with_hedge):
-        sp, w, t, _ = _fit_combination(P[rows], y[rows], space, temperature, weights)
-        return sp, w, (fit_hedge(P[rows], y[rows], w, sp, masses[rows]) if with_hedge else None), t
 
-    def apply(rows, sp, w, h, t):
-        return combine(P[rows], w, sp, 1.0, h, masses[rows]) if h is not None else combine(P[rows], w, sp, t)
+class _OofFit:
+    """The combination fitted on some rows of the out-of-fold predictions and applied to others."""
 
-    tries = {"off": False} if masses is None or hedge == "off" else {"on": True} if hedge == "on" else \
-        {"off": False, "on": True}
-    cross = {k: np.zeros(len(y)) for k in tries}
-    for f in sorted(set(folds)):
-        te = folds == f
-        for k, with_hedge in tries.items():
-            cross[k][te] = apply(te, *fit(~te, with_hedge))
-    use = min(cross, key=lambda k: log_loss(y, cross[k]))
-    everything = np.ones(len(y), bool)
-    sp, w, h, t = fit(everything, tries[use])
-    fitted = apply(everything, sp, w, h, t)
-    if h is not None:
-        contracts.finite(h, "the ensemble's hedge")
-    report = {"members": [{"path": d, **_figures(y, P[:, k], excluded)} for k, d in enumerate(member_dirs)],
-              "count": int(len(y)), "excluded": int(excluded.sum()), "folds": sorted(set(folds.tolist())),
-              "space": sp, "weights": [float(v) for v in w], "temperature": 1.0 if h is not None else t,
-              "hedge": h, **_figures(y, cross[use], excluded),
-              "hedge_tried": {k: log_loss(y, v) for k, v in cross.items()},
-              "fitted_log_loss": log_loss(y, fitted)}
+    def __init__(self, P, y, masses, space, temperature, weights):
+        self.P, self.y, self.masses = P, y, masses
+        self.space, self.temperature, self.weights = space, temperature, weights
+
+    def fit(self, rows, with_hedge):
+        P, y = self.P[rows], self.y[rows]
+        sp, w, t, _ = _fit_combination(P, y, self.space, self.temperature, self.weights)
+        return sp, w, (fit_hedge(P, y, w, sp, self.masses[rows]) if with_hedge else None), t
+
+    def apply(self, rows, sp, w, h, t):
+        P = self.P[rows]
+        return combine(P, w, sp, 1.0, h, self.masses[rows]) if h is not None else combine(P, w, sp, t)
+
+    def cross_fitted(self, folds, with_hedge) -> np.ndarray:
+        """Each fold's rows combined as fitted on the other folds."""
+        out = np.zeros(len(self.y))
+        for f in sorted(set(folds)):
+            te = folds == f
+            out[te] = self.apply(te, *self.fit(~te, with_hedge))
+        return out
+
+
+def _write_oof_ensemble(member_dirs, out, report, ids, y, folds, p, excluded, masses):
+    """The one model (members + the combination fitted on every fold), its report and the
+    cross-fitted predictions."""
+    h = report["hedge"]
     members = [predictor.load_model(d) for d in member_dirs]
     classifiers = None
     if h is not None:
@@ -291,17 +313,9 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
         classifiers = [imagenet_classifier(name, c.weights, size, name=f"member{k}_imagenet")
                        for k, (c, (name, size)) in enumerate(zip(cfgs, (c.parts()[0] for c in cfgs)))]
     _clear(out)
-    model = build_ensemble(members, w, sp, report["temperature"], hedge=h, classifiers=classifiers)
+    model = build_ensemble(members, report["weights"], report["space"], report["temperature"], hedge=h,
+                           classifiers=classifiers)
     model.save(files.join(out, "model.keras"))
     files.write_run_readme(out, model.name, predictor.input_size(model), False)
     files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))
-    oof.write_oof(files.join(out, "oof_predictions.csv"), ids, y, folds, cross[use], excluded, masses)
-    lo, hi = report["oof_log_loss_ci95"]
-    print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, "
-          f"{'hedge ' + str(np.round(h, 3).tolist()) if h is not None else f'T={t:.3f}'}): out-of-fold log loss "
-          f"{report['oof_log_loss']:.5f} (95% CI {lo:.5f}-{hi:.5f}) on all {len(y)} photos, cross-fitted "
-          f"({report['fitted_log_loss']:.5f} fitted on all); {report['cleaned_oof_log_loss']:.5f} on the "
-          f"{report['cleaned_count']} not excluded; hedge tried: "
-          f"{ {k: round(v, 5) for k, v in report['hedge_tried'].items()} } -> {files.join(out, 'model.keras')}",
-          file=sys.stderr)
-    return report
+    oof.write_oof(files.join(out, "oof_predictions.csv"), ids, y, folds, p, excluded, masses)

@@ -22,11 +22,15 @@ import tensorflow as tf
 import catdog_tf.models.layers  # noqa: F401 - registers the package's layers for load_model
 from catdog_tf import contracts, distribution, files
 from catdog_tf.data import kaggle, manifest, pipeline, sources
+from catdog_tf.models import combination
 from catdog_tf.errors import UserError
-from catdog_tf.metrics import KAGGLE_EPS, LOGIT_EPS
+from catdog_tf.metrics import KAGGLE_EPS
 from catdog_tf.progress import Progress
 from catdog_tf.data.photos import check, Checked
 from catdog_tf.config import MAX_PIXELS
+
+# tta='flip': a photo and its mirror image, averaged in logit space
+FLIP_RULE = combination.Rule((1.0, 1.0))
 
 
 def load_model(path: str, strategy: tf.distribute.Strategy | None = None):
@@ -77,9 +81,8 @@ def predict_batches(model, batches, tta: str = "none", total: int | None = None,
         p = tf.cast(model(images, training=False), tf.float32)
         if tta == "flip":
             q = tf.cast(model(tf.image.flip_left_right(images), training=False), tf.float32)
-            eps = LOGIT_EPS
-            logit = lambda v: tf.math.log(tf.clip_by_value(v, eps, 1 - eps) / tf.clip_by_value(1 - v, eps, 1))  # noqa: E731
-            p = tf.sigmoid((logit(p) + logit(q)) / 2)
+            pq = tf.concat([tf.reshape(p, [-1, 1]), tf.reshape(q, [-1, 1])], axis=-1)
+            p = combination.combine(combination.TENSOR, pq, FLIP_RULE)
         return tf.reshape(p, [-1])
 
     run = distribution.replica_map(strategy or tf.distribute.get_strategy(), step)
@@ -178,8 +181,9 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
     share under a multi-worker strategy; every worker returns all of them)."""
     total = manifest.split_count(records_dir, split, fold)
     w, mine = distribution.share(strategy, total)
-    ds = pipeline.make_dataset(records_dir, split, input_size(model), _global_batch(strategy, batch_size), fold=fold,
-                               with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
+    ds = pipeline.make_dataset(records_dir, split, input_size(model), _global_batch(strategy, batch_size),
+                               pipeline.Read(fold=fold, with_ids=True,
+                                             shard=(w.count, w.rank) if w.count > 1 else None))
     ids, labels = [], []
 
     def images():

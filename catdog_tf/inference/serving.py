@@ -13,8 +13,8 @@ The standard-layer rewrite (`plain_keras`): ImagePreprocess -> Rescaling (or a f
 convolution when channels are reordered or scaled unequally); FlipLeftRight -> Permute, a
 fixed reversing Dense, Permute; GeneralizedMeanPooling2D (p = 2) -> the clipped map flattened over
 locations, times its UnitNormalization, averaged and scaled (sqrt(mean x^2) = |x| / sqrt(L)); an
-ensemble's CombineProbabilities (logit space) -> each member's head returns its logit, clamped as the
-layer clamps it, then Concatenate -> Dense (weight / temperature, no bias) -> sigmoid.
+ensemble's CombineProbabilities (logit space) -> each member's head returns its logit, and the
+combination rule runs on those in standard layers (models.combination.LayerOps).
 
 DIR may be local or remote (gs://, hdfs://): every file goes through catdog_tf.files. Under a
 multi-worker TF_CONFIG only the chief exports.
@@ -35,12 +35,10 @@ from catdog_tf import contracts, distribution, files, metrics
 from catdog_tf.data import manifest, pipeline
 from catdog_tf.errors import UserError
 from catdog_tf.inference import predictor
-from catdog_tf.metrics import LOGIT_EPS
 from catdog_tf.progress import Progress
+from catdog_tf.models import combination
 from catdog_tf.models.blocks import all_layers
 from catdog_tf.models.layers import CombineProbabilities, FlipLeftRight, GeneralizedMeanPooling2D, ImagePreprocess
-
-LOGIT_CLAMP = float(np.log((1 - LOGIT_EPS) / LOGIT_EPS))  # CombineProbabilities clips p to [eps, 1-eps]
 
 
 def _preprocess(layer: ImagePreprocess, x):
@@ -62,7 +60,7 @@ def _flip(layer: FlipLeftRight, x):
     matrix (a Dense without bias), moved back."""
     width = int(x.shape[2])
     x = keras.layers.Permute((1, 3, 2), name=f"{layer.name}_width_last")(x)
-    x = _fixed_dense(x, np.eye(width, dtype=np.float32)[::-1], name=f"{layer.name}_reverse")
+    x = combination.fixed_dense(x, np.eye(width, dtype=np.float32)[::-1], name=f"{layer.name}_reverse")
     return keras.layers.Permute((1, 3, 2), name=layer.name)(x)
 
 
@@ -91,38 +89,7 @@ def _combine(layer: CombineProbabilities, logits: list):
                         "ensemble with --space=logit (prob-space models keep their catdog_tf layer)")
     logits = list(logits)
     masses = logits.pop() if layer.hedge is not None else None
-    w = np.asarray(layer.member_weights, np.float64)
-    w = (w / w.sum() / layer.temperature).astype(np.float32)
-    clamped = []
-    for k, z in enumerate(logits):  # clamp(z, -c, c) = relu6-style cap of (z + c), shifted back
-        z = keras.layers.Rescaling(1.0, LOGIT_CLAMP, name=f"{layer.name}_shift{k}")(z)
-        z = keras.layers.ReLU(max_value=2 * LOGIT_CLAMP, name=f"{layer.name}_clamp{k}")(z)
-        clamped.append(keras.layers.Rescaling(1.0, -LOGIT_CLAMP, name=f"{layer.name}_unshift{k}")(z))
-    z = keras.layers.Concatenate(name=f"{layer.name}_logits")(clamped) if len(clamped) > 1 else clamped[0]
-    dense = keras.layers.Dense(1, use_bias=False, dtype="float32", name=f"{layer.name}_weights")
-    out = dense(z)
-    dense.set_weights([w.reshape(-1, 1)])
-    if masses is not None:
-        out = keras.layers.Multiply(name=f"{layer.name}_hedged")([out, _hedge_scale(layer, masses)])
-    return keras.layers.Activation("sigmoid", dtype="float32", name=layer.name)(out)
-
-
-def _fixed_dense(x, kernel, bias=None, name=None):
-    dense = keras.layers.Dense(np.shape(kernel)[1], use_bias=bias is not None, dtype="float32", name=name)
-    y = dense(x)
-    dense.set_weights([np.asarray(kernel, np.float32)] + ([] if bias is None else [np.asarray(bias, np.float32)]))
-    return y
-
-
-def _hedge_scale(layer: CombineProbabilities, masses):
-    """exp(b0 + b_animal * (cat + dog) + b_both * cat * dog) from the [cat, dog] masses."""
-    b0, b_animal, b_both = layer.hedge
-    cat = _fixed_dense(masses, [[1.0], [0.0]], name=f"{layer.name}_cat")
-    dog = _fixed_dense(masses, [[0.0], [1.0]], name=f"{layer.name}_dog")
-    both = keras.layers.Multiply(name=f"{layer.name}_both")([cat, dog])
-    g = _fixed_dense(keras.layers.Concatenate(name=f"{layer.name}_hedge_in")([masses, both]),
-                     [[b_animal], [b_animal], [b_both]], [b0], name=f"{layer.name}_hedge")
-    return keras.layers.Activation("exponential", dtype="float32", name=f"{layer.name}_scale")(g)
+    return combination.combine(combination.LayerOps(layer.name), logits, layer.rule, masses)
 
 
 def plain_keras(model: keras.Model) -> keras.Model:

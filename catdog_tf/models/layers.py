@@ -1,7 +1,7 @@
 """The package's own Keras layers, registered so a saved model.keras loads them by name.
 
     ImagePreprocess        per-channel affine normalization in front of a backbone
-    CombineProbabilities   weighted average of ensemble members' P(dog), then a temperature
+    CombineProbabilities   the ensemble's combination rule (models.combination) in the graph
     FlipLeftRight          the mirror image (test-time augmentation inside a model)
     GeneralizedMeanPooling2D  GeM pooling of a feature map (k-fold members' --pooling=gem)
 """
@@ -9,9 +9,8 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 
-from catdog_tf.metrics import LOGIT_EPS
+from catdog_tf.models import combination
 
 
 @keras.saving.register_keras_serializable(package="catdog_tf")
@@ -45,39 +44,24 @@ class ImagePreprocess(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="catdog_tf")
 class CombineProbabilities(keras.layers.Layer):
-    """Weighted average of member probabilities, in 'prob' or 'logit' space, then a temperature.
-
-    With `hedge` = (b0, b_animal, b_both) the last input is the ImageNet [cat, dog] mass of the
-    photo and the combined logit z becomes z * exp(b0 + b_animal * (cat + dog) + b_both * cat * dog):
-    a learned temperature per photo, which can pull a photo with no animal (a logo, a poster)
-    or with both animals toward 0.5 (the temperature is then 1)."""
+    """The ensemble's combination rule (models.combination) as one layer: member P(dog)s, and
+    with `hedge` a last input of the photo's ImageNet [cat, dog] mass, -> the combined P(dog)."""
 
     def __init__(self, member_weights, space: str = "logit", temperature: float = 1.0, hedge=None, **kwargs):
         super().__init__(**kwargs)
-        if space not in ("prob", "logit"):
-            raise ValueError(f"space must be 'prob' or 'logit', not {space!r}")
-        self.member_weights = [float(w) for w in member_weights]
+        self.rule = combination.Rule(tuple(float(w) for w in member_weights), space, float(temperature),
+                                     None if hedge is None else tuple(float(v) for v in hedge))
+        self.member_weights = list(self.rule.weights)
         self.space = space
-        self.temperature = float(temperature)
-        self.hedge = None if hedge is None else [float(v) for v in hedge]
+        self.temperature = self.rule.temperature
+        self.hedge = None if hedge is None else list(self.rule.hedge)
 
     def call(self, inputs):
         ops = keras.ops
         inputs = list(inputs)
         masses = ops.cast(inputs.pop(), "float32") if self.hedge is not None else None
         p = ops.concatenate([ops.cast(ops.reshape(x, (-1, 1)), "float32") for x in inputs], axis=-1)
-        w = ops.convert_to_tensor(np.asarray(self.member_weights, np.float32) / sum(self.member_weights))
-        if self.space == "prob":
-            q = ops.clip(ops.sum(p * w, axis=-1, keepdims=True), LOGIT_EPS, 1 - LOGIT_EPS)
-            z = ops.log(q) - ops.log(1 - q)
-        else:
-            p = ops.clip(p, LOGIT_EPS, 1 - LOGIT_EPS)
-            z = ops.sum((ops.log(p) - ops.log(1 - p)) * w, axis=-1, keepdims=True)
-        if masses is None:
-            return ops.sigmoid(z / self.temperature)
-        cat, dog = masses[:, :1], masses[:, 1:2]
-        b0, b_animal, b_both = self.hedge
-        return ops.sigmoid(z * ops.exp(b0 + b_animal * (cat + dog) + b_both * cat * dog) / self.temperature)
+        return combination.combine(combination.TENSOR, p, self.rule, masses)
 
     def get_config(self):
         return {**super().get_config(), "member_weights": self.member_weights, "space": self.space,

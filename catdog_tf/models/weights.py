@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from catdog_tf import files
+from catdog_tf.config import NO_WEIGHTS
 from catdog_tf.errors import UserError
 from catdog_tf.files import sha256_file
 from catdog_tf.models import efficientnet_lite, torch_checkpoint
@@ -68,7 +69,7 @@ def _missing_keras_weights(spec, include_top: bool, why: str = "") -> WeightsUna
 
 def keras_weights(spec, weights, include_top: bool):
     """What to pass as `weights=` to the keras.applications constructor."""
-    if weights in (None, "none", "random"):
+    if weights in NO_WEIGHTS:
         return None
     cached = spec.weight_path(include_top)
     if weights in ("auto", "imagenet"):
@@ -83,7 +84,7 @@ def resolve(spec, weights, include_top: bool = False) -> None:
     a --weights file present), so a tool can stop before it writes anything."""
     if spec.is_keras_app:
         keras_weights(spec, weights, include_top)
-    elif weights not in (None, "none", "random", "auto", "imagenet"):
+    elif weights not in (*NO_WEIGHTS, "auto", "imagenet"):
         _weights_file(spec, weights)
 
 
@@ -196,7 +197,7 @@ def converted_weights(spec, pth: str | os.PathLike) -> str:
 
 
 def load_lite_weights(spec, model: keras.Model, weights) -> None:
-    if weights in (None, "none", "random"):
+    if weights in NO_WEIGHTS:
         return
     if weights in ("auto", "imagenet"):
         try:

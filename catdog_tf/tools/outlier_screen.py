@@ -60,52 +60,85 @@ def _check_unreviewed(out: str) -> None:
 
 
 def run(cfg: OutliersConfig) -> dict:
-    images, records_dir, out, top_n = cfg.images, cfg.records, cfg.out, cfg.top_n
-    backbone, batch_size, conflict, per_page = cfg.backbone, cfg.batch_size, cfg.conflict, cfg.per_page
+    out, backbone, top_n = cfg.out, cfg.backbone, cfg.top_n
     _check_unreviewed(out)
     model = registry.build_backbone(backbone, weights=cfg.weights, include_top=True)
     size = int(model.input_shape[1])
-    if images:
-        photos = predictor.scan_folder(images, labeled=True)
-        for s in photos.skipped:
-            print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
-        ids, labels, skipped = photos.ids, photos.labels, photos.skipped
-        batches = pipeline.photos_dataset(photos.items, size, batch_size)
-        sources: dict = dict(zip(ids, photos.paths))
+    if cfg.images:
+        ids, labels, skipped, batches, sources = _photo_batches(cfg.images, size, cfg.batch_size)
     else:
-        m = manifest.load_manifest(records_dir)
-        ids, labels = [], []
-        splits = sorted(s for s in m["splits"] if s != "test")
-        ds = None
-        for split in splits:
-            d = pipeline.make_dataset(records_dir, split, size, batch_size, with_ids=True)
-            ds = d if ds is None else ds.concatenate(d)
-
-        def gen():
-            for x, y in ds:
-                ids.extend(i.decode() for i in x["id"].numpy())
-                labels.extend(int(v) for v in y.numpy())
-                yield x["image"]
-
-        batches = gen()
-        sources = None
-        skipped = []
-    chunks = []
-    bar = Progress(len(ids) if images else None, f"{backbone} ImageNet screen")
-    for x in batches:
-        chunks.append(model(x, training=False).numpy().astype(np.float64))
-        bar.update(len(chunks[-1]))
-    probs = np.concatenate(chunks) if chunks else np.zeros((0, 1000))
+        ids, labels, skipped, batches, sources = _record_batches(cfg.records, size, cfg.batch_size)
+    # A records generator fills ids and labels as it goes: its total is unknown up front.
+    probs = _predict(model, batches, len(ids) if cfg.images else None, f"{backbone} ImageNet screen")
     labels = np.asarray(labels)
-    s = screen(probs, labels, top_n, conflict)
+    s = screen(probs, labels, top_n, cfg.conflict)
     flagged = np.flatnonzero(s["no_animal"] | s["label_conflict"])
     flagged = flagged[np.argsort(s["score"][flagged])]  # surest non-animals first
     if sources is None:
         want = {ids[i] for i in flagged}
-        sources = {e["id"]: e["encoded"] for e in manifest.read_examples(records_dir) if e["id"] in want}
+        sources = {e["id"]: e["encoded"] for e in manifest.read_examples(cfg.records) if e["id"] in want}
 
     files.makedirs(out)
     top5 = imagenet.decode_predictions(probs[flagged], top=5) if len(flagged) else []
+    _write_candidates(out, ids, labels, s, flagged, top5)
+    _write_exclude(out, ids, s, flagged, top5, backbone, top_n)
+    pages, sheet_ids = _write_contact_sheets(out, ids, s, flagged, top5, sources, backbone, top_n, cfg.per_page)
+    _write_index(out, pages, len(ids), len(flagged), backbone, top_n)
+    # How the candidate count depends on N, from the same predictions (the reference used 30).
+    by_n = {str(n): int(screen(probs, labels, n, cfg.conflict)["no_animal"].sum()) for n in (1, 3, 5, 10, 30, 100)}
+    summary = {"backbone": backbone, "top_n": top_n, "screened": len(ids), "flagged": len(flagged),
+               "no_animal_by_top_n": by_n,
+               "no_animal": int(s["no_animal"].sum()), "label_conflict": int(s["label_conflict"].sum()),
+               "skipped": skipped, "ids": [ids[i] for i in flagged],
+               "contact_sheets": [{"file": files.name(p), "ids": i} for p, i in zip(pages, sheet_ids)],
+               "exclude_sha256": files.sha256_file(files.join(out, "exclude.txt"))}
+    files.write_text(files.join(out, "summary.json"), json.dumps(summary, indent=1))
+    print(f"outliers: {len(flagged)} of {len(ids)} flagged ({summary['no_animal']} no cat/dog in top {top_n}, "
+          f"{summary['label_conflict']} label conflicts) -> {files.join(out, 'candidates.csv')}", file=sys.stderr)
+    return summary
+
+
+def _photo_batches(images: str, size: int, batch_size: int):
+    """(ids, labels, skipped, image batches, {id: file path}) of a photo folder."""
+    photos = predictor.scan_folder(images, labeled=True)
+    for s in photos.skipped:
+        print(f"skip {s['file']}: {s['reason']}", file=sys.stderr)
+    batches = pipeline.photos_dataset(photos.items, size, batch_size)
+    return photos.ids, photos.labels, photos.skipped, batches, dict(zip(photos.ids, photos.paths))
+
+
+def _record_batches(records_dir: str, size: int, batch_size: int):
+    """(ids, labels, skipped, image batches, None) of a records folder's labeled splits. ids and
+    labels fill as the batches are drawn; the flagged photos' bytes are read afterwards, so the
+    sources are None."""
+    m = manifest.load_manifest(records_dir)
+    ids, labels = [], []
+    splits = sorted(s for s in m["splits"] if s != "test")
+    ds = None
+    for split in splits:
+        d = pipeline.make_dataset(records_dir, split, size, batch_size, pipeline.Read(with_ids=True))
+        ds = d if ds is None else ds.concatenate(d)
+
+    def gen():
+        for x, y in ds:
+            ids.extend(i.decode() for i in x["id"].numpy())
+            labels.extend(int(v) for v in y.numpy())
+            yield x["image"]
+
+    return ids, labels, [], gen(), None
+
+
+def _predict(model, batches, total, desc: str) -> np.ndarray:
+    """[n, 1000] ImageNet probabilities of the batches."""
+    chunks = []
+    bar = Progress(total, desc)
+    for x in batches:
+        chunks.append(model(x, training=False).numpy().astype(np.float64))
+        bar.update(len(chunks[-1]))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 1000))
+
+
+def _write_candidates(out: str, ids, labels, s: dict, flagged, top5) -> None:
     table = io.StringIO(newline="")
     w = csv.writer(table)
     w.writerow(["id", "label", "score", *[c for k in range(1, 6) for c in (f"top{k}", f"p{k}")],
@@ -116,12 +149,20 @@ def run(cfg: OutliersConfig) -> dict:
                     *[v for _, name, p in t5 for v in (name, f"{p:.4f}")],
                     f"{s['p_cat'][i]:.5f}", f"{s['p_dog'][i]:.5f}", reason])
     files.write_text(files.join(out, "candidates.csv"), table.getvalue())
+
+
+def _write_exclude(out: str, ids, s: dict, flagged, top5, backbone: str, top_n: int) -> None:
     exclude = [f"# outlier candidates from {backbone}, top_n={top_n}: REVIEW, delete lines of photos that are fine,\n"
                f"# then: python -m catdog_tf.records --exclude={files.join(out, 'exclude.txt')} ...\n"]
     for i, t5 in zip(flagged, top5):
         reason = "no cat/dog in top-N" if s["no_animal"][i] else "label conflict"
         exclude.append(f"{ids[i]}  # {reason}; {t5[0][1]} {t5[0][2]:.2f}\n")
     files.write_text(files.join(out, "exclude.txt"), "".join(exclude))
+
+
+def _write_contact_sheets(out: str, ids, s: dict, flagged, top5, sources: dict, backbone: str, top_n: int,
+                          per_page: int) -> tuple[list, list]:
+    """Pages of flagged photos, `per_page` each; returns their paths and the ids on each."""
     for old in files.glob(files.join(out, "contact_sheet-*.png")):  # an earlier run's pages
         files.remove(old)
     pages, sheet_ids = [], []
@@ -134,19 +175,7 @@ def run(cfg: OutliersConfig) -> dict:
                                           f"outlier candidates {k + 1}-{k + len(chunk)} of {len(flagged)} "
                                           f"({backbone}, top {top_n})", colors=colors))
         sheet_ids.append([ids[i] for i, _ in chunk])
-    _write_index(out, pages, len(ids), len(flagged), backbone, top_n)
-    # How the candidate count depends on N, from the same predictions (the reference used 30).
-    by_n = {str(n): int(screen(probs, labels, n, conflict)["no_animal"].sum()) for n in (1, 3, 5, 10, 30, 100)}
-    summary = {"backbone": backbone, "top_n": top_n, "screened": len(ids), "flagged": len(flagged),
-               "no_animal_by_top_n": by_n,
-               "no_animal": int(s["no_animal"].sum()), "label_conflict": int(s["label_conflict"].sum()),
-               "skipped": skipped, "ids": [ids[i] for i in flagged],
-               "contact_sheets": [{"file": files.name(p), "ids": i} for p, i in zip(pages, sheet_ids)],
-               "exclude_sha256": files.sha256_file(files.join(out, "exclude.txt"))}
-    files.write_text(files.join(out, "summary.json"), json.dumps(summary, indent=1))
-    print(f"outliers: {len(flagged)} of {len(ids)} flagged ({summary['no_animal']} no cat/dog in top {top_n}, "
-          f"{summary['label_conflict']} label conflicts) -> {files.join(out, 'candidates.csv')}", file=sys.stderr)
-    return summary
+    return pages, sheet_ids
 
 
 def _write_index(out: str, pages, screened, flagged, backbone, top_n):

@@ -28,13 +28,14 @@ import numpy as np
 import tensorflow as tf
 
 from catdog_tf import contracts, distribution, files, identity, metrics
-from catdog_tf.config import default_cache_dir, KFoldConfig
+from catdog_tf.config import default_cache_dir, KFoldConfig, NO_WEIGHTS
 from catdog_tf.data import manifest, oof
 from catdog_tf.errors import UserError
 from catdog_tf.models import imagenet
 from catdog_tf.models.head import average_heads, build_head, imagenet_classifier, pooled_head_model, pooled_model
 from catdog_tf.training import features
-from catdog_tf.training.fit import fit_head, fit_logistic, FitConfig
+from catdog_tf.training.fit import fit_head, fit_logistic
+from catdog_tf.training.recipe import FitConfig
 from catdog_tf.training.tblog import ScalarLog
 
 
@@ -120,7 +121,7 @@ def run(cfg: KFoldConfig) -> dict:
     out = cfg.resolved_out()
     files.check_out(out, "kfold", {"records": cfg.records, "soft_targets": cfg.soft_targets,
                                    "weights": cfg.weights})
-    if cfg.weights in (None, "none", "random"):
+    if cfg.weights in NO_WEIGHTS:
         log("WARNING: --weights=none: the heads learn on features of a random backbone; for real results use "
             "--weights=auto (pretrained)")
     strategy, w = distribution.choose(cfg.strategy, log)
@@ -130,16 +131,14 @@ def run(cfg: KFoldConfig) -> dict:
         log(f"{out} holds a finished run with these settings: nothing to do")
         return report
     models, fs, fold_idx, excluded, masses = load_features(cfg, folds, strategy)
-    x, xf, y = fs.x, fs.x_flip, fs.y
-    # Scored as the exported model scores: with tta_flip, the mean features of image and mirror
-    # give the mean of their logits (the head is linear).
-    xs = fs.mirror_mean() if cfg.tta_flip else x
-    log(f"{cfg.backbone}: {len(y)} photos in {len(folds)} folds ({int(excluded.sum())} kept out of training, "
-        f"predicted out of fold like the rest), {x.shape[1]} features"
+    log(f"{cfg.backbone}: {len(fs.y)} photos in {len(folds)} folds ({int(excluded.sum())} kept out of training, "
+        f"predicted out of fold like the rest), {fs.x.shape[1]} features"
         f"{' (+ mirror images for training)' if cfg.flip else ''}")
-    fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule="cosine")
-    y = contracts.labels(y, f"{cfg.records}: folds {','.join(folds)}", fs.ids)
-    targets = y if cfg.soft_targets is None else _soft_targets(cfg.soft_targets, fs.ids)
+    y = contracts.labels(fs.y, f"{cfg.records}: folds {','.join(folds)}", fs.ids)
+    d = _Data(fs, y, y if cfg.soft_targets is None else _soft_targets(cfg.soft_targets, fs.ids), fold_idx, excluded,
+              # Scored as the exported model scores: with tta_flip, the mean features of image and
+              # mirror give the mean of their logits (the head is linear).
+              fs.mirror_mean() if cfg.tta_flip else fs.x)
     # Folds are spread over the workers; each head fits on one device. A head is one Dense unit
     # on cached features, so its time is per-step overhead that more replicas only add to
     # (BUILD.md: 28 ms a step under two local workers vs 1.2 ms on one device).
@@ -147,25 +146,54 @@ def run(cfg: KFoldConfig) -> dict:
     if w.count > 1:
         log(f"worker {w.rank}/{w.count} fits the heads of {', '.join(folds[k] for k in mine)}; the others' "
             "arrive by all-reduce")
-    dim = x.shape[1]
+    p_oof, weights, val_losses = _fit_heads(cfg, out, folds, mine, d, w.chief)
+    if w.count > 1:  # every worker gets every fold's head and predictions
+        p_oof, weights, val_losses = _gather(strategy, w.chief, out, folds, mine, fold_idx, p_oof, weights, val_losses)
+    report = _report(cfg, folds, d, p_oof, val_losses)
+    log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f} (95% CI {report['oof_log_loss_ci95'][0]:.5f}"
+        f"-{report['oof_log_loss_ci95'][1]:.5f}), accuracy {report['oof_accuracy']:.4f} on all {len(y)} photos; "
+        f"{report['cleaned_oof_log_loss']:.5f} without the {int(excluded.sum())} excluded")
+    if not w.chief:  # every worker holds every head and prediction; one writes them
+        log(f"worker {w.rank}/{w.count}: done; the chief writes {out}")
+        return report
+    oof.write_oof(files.join(out, oof.FILE), fs.ids, y, [folds[j] for j in fold_idx], p_oof, excluded, masses)
+    _write_model(cfg, out, models, folds, weights, fs.x.shape[1], report)
+    return report
+
+
+@dataclasses.dataclass
+class _Data:
+    fs: features.FeatureSet
+    y: np.ndarray
+    targets: np.ndarray  # y, or a teacher's P(dog)
+    fold_idx: np.ndarray
+    excluded: np.ndarray
+    xs: np.ndarray  # the features a head is scored on
+
+
+def _fit_heads(cfg: KFoldConfig, out: str, folds: list[str], mine: list[int], d: _Data, chief: bool):
+    """This worker's fold heads: (out-of-fold P(dog) [n], heads' kernel and bias [folds, dim + 1],
+    validation loss by epoch [folds, epochs]); rows of other workers' folds stay 0."""
+    x, xf, y, xs = d.fs.x, d.fs.x_flip, d.y, d.xs
+    fit_cfg = FitConfig(epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, schedule="cosine")
     p_oof = np.zeros(len(y))
-    weights = np.zeros((len(folds), dim + 1), np.float32)  # each fold head's kernel and bias
+    weights = np.zeros((len(folds), x.shape[1] + 1), np.float32)
     val_losses = np.zeros((len(folds), cfg.epochs if cfg.head == "adam" else 1), np.float32)  # lbfgs: its end
     t0 = time.time()
     for done_k, k in enumerate(mine):
         name = folds[k]
-        tr, va = (fold_idx != k) & ~excluded, fold_idx == k
+        tr, va = (d.fold_idx != k) & ~d.excluded, d.fold_idx == k
         if len(set(y[tr].tolist())) < 2:  # nothing (or one class) left to train on: a NaN or constant head
             raise UserError(f"{name}: the other folds hold {int(tr.sum())} trainable photo(s) without both "
                             "classes (too many excluded?)")
-        t = targets[tr]
+        t = d.targets[tr]
         xt, yt = (np.concatenate([x[tr], xf[tr]]), np.concatenate([t, t])) if cfg.flip else (x[tr], t)
         if cfg.head == "lbfgs":
             head, history = fit_logistic(xt, yt, cfg.l2, (xs[va], y[va]), cfg.dropout)
         else:
             head, hist = fit_head(xt, yt, (xs[va], y[va]), fit_cfg, dropout=cfg.dropout, seed=cfg.seed + k,
                                   verbose=0, log=log,
-                                  tb=ScalarLog(files.join(out, "tensorboard", name)) if w.chief else None)
+                                  tb=ScalarLog(files.join(out, "tensorboard", name)) if chief else None)
             history = hist.history
         # Called directly: predict() would retrace for every new head (and warn each time).
         p_oof[va] = np.asarray(head(xs[va], training=False)).reshape(-1)
@@ -175,44 +203,50 @@ def run(cfg: KFoldConfig) -> dict:
         el = time.time() - t0
         log(f"fold {k + 1}/{len(folds)} ({name}): log loss {metrics.log_loss(y[va], p_oof[va]):.5f} on {int(va.sum())} "
             f"photos; {el:.0f}s, ETA {el / (done_k + 1) * (len(mine) - done_k - 1):.0f}s")
-    if w.count > 1:  # every worker gets every fold's head and predictions
-        rows = np.flatnonzero(np.isin(fold_idx, mine))
-        p_oof = distribution.gather_rows(strategy, p_oof[rows], rows, len(y)).astype(np.float64)
-        weights = distribution.gather_rows(strategy, weights[mine], np.asarray(mine, np.int64), len(folds))
-        val_losses = distribution.gather_rows(strategy, val_losses[mine], np.asarray(mine, np.int64), len(folds))
-        for k in sorted(set(range(len(folds))) - set(mine)) if w.chief else ():
-            # The chief logs the other workers' folds too: their validation loss, epoch by epoch.
-            tb = ScalarLog(files.join(out, "tensorboard", folds[k]))
-            for e, v in enumerate(val_losses[k]):
-                tb.epoch(e, {"val_loss": v})
-            tb.close()
-    heads, per_fold = [], []
+    return p_oof, weights, val_losses
+
+
+def _gather(strategy, chief: bool, out, folds, mine, fold_idx, p_oof, weights, val_losses):
+    """Every worker's folds on every worker; the chief logs the others' validation curves."""
+    rows = np.flatnonzero(np.isin(fold_idx, mine))
+    p_oof = distribution.gather_rows(strategy, p_oof[rows], rows, len(p_oof)).astype(np.float64)
+    weights = distribution.gather_rows(strategy, weights[mine], np.asarray(mine, np.int64), len(folds))
+    val_losses = distribution.gather_rows(strategy, val_losses[mine], np.asarray(mine, np.int64), len(folds))
+    for k in sorted(set(range(len(folds))) - set(mine)) if chief else ():
+        tb = ScalarLog(files.join(out, "tensorboard", folds[k]))
+        for e, v in enumerate(val_losses[k]):
+            tb.epoch(e, {"val_loss": v})
+        tb.close()
+    return p_oof, weights, val_losses
+
+
+def _report(cfg: KFoldConfig, folds: list[str], d: _Data, p_oof, val_losses) -> dict:
+    y, fold_idx, excluded = d.y, d.fold_idx, d.excluded
+    per_fold = []
     for k, name in enumerate(folds):
-        head = build_head(dim, cfg.dropout)
-        head.set_weights([weights[k, :dim].reshape(dim, 1), weights[k, dim:]])
-        heads.append(head)
         va = fold_idx == k
         per_fold.append({"fold": name, "count": int(va.sum()), "trained_on": int(((fold_idx != k) & ~excluded).sum()),
                          "log_loss": metrics.log_loss(y[va], p_oof[va]),
                          "val_loss_by_epoch": [round(float(v), 5) for v in val_losses[k]]})
-    report = {"config": dataclasses.asdict(cfg), "folds": folds, "records": manifest.content_fingerprint(cfg.records),
-              "inputs": _input_digests(cfg),
-              "count": int(len(y)),
-              "excluded": int(excluded.sum()), "oof_log_loss": metrics.log_loss(y, p_oof),
-              "oof_accuracy": metrics.accuracy(y, p_oof), "oof_log_loss_ci95": metrics.bootstrap_ci(y, p_oof),
-              "cleaned_oof_log_loss": metrics.log_loss(y[~excluded], p_oof[~excluded]), "per_fold": per_fold}
-    log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f} (95% CI {report['oof_log_loss_ci95'][0]:.5f}"
-        f"-{report['oof_log_loss_ci95'][1]:.5f}), accuracy {report['oof_accuracy']:.4f} on all {len(y)} photos; "
-        f"{report['cleaned_oof_log_loss']:.5f} without the {int(excluded.sum())} excluded")
-    if not w.chief:  # every worker holds every head and prediction; one writes them
-        log(f"worker {w.rank}/{w.count}: done; the chief writes {out}")
-        return report
-    oof.write_oof(files.join(out, oof.FILE), fs.ids, y, [folds[j] for j in fold_idx], p_oof, excluded, masses)
+    return {"config": dataclasses.asdict(cfg), "folds": folds, "records": manifest.content_fingerprint(cfg.records),
+            "inputs": _input_digests(cfg),
+            "count": int(len(y)),
+            "excluded": int(excluded.sum()), "oof_log_loss": metrics.log_loss(y, p_oof),
+            "oof_accuracy": metrics.accuracy(y, p_oof), "oof_log_loss_ci95": metrics.bootstrap_ci(y, p_oof),
+            "cleaned_oof_log_loss": metrics.log_loss(y[~excluded], p_oof[~excluded]), "per_fold": per_fold}
 
+
+def _write_model(cfg: KFoldConfig, out: str, models, folds: list[str], weights, dim: int, report: dict) -> None:
+    """The fold heads, the exported model (frozen backbone(s) -> pooled features -> the k heads
+    averaged into one) and the report."""
+    heads = []
+    for k in range(len(folds)):
+        head = build_head(dim, cfg.dropout)
+        head.set_weights([weights[k, :dim].reshape(dim, 1), weights[k, dim:]])
+        heads.append(head)
     # Every fold head's weights, for inspection and tests (a few KB).
     files.save_npz(files.join(out, "fold_heads.npz"), **{f"{folds[k]}/{j}": v for k, h in enumerate(heads)
                                                          for j, v in enumerate(h.get_weights())})
-    # The export: frozen backbone(s) -> pooled features -> the k heads averaged (one head).
     model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.slug()}",
                               mirror=cfg.tta_flip)
     model.save(files.join(out, "model.keras"))
@@ -220,7 +254,6 @@ def run(cfg: KFoldConfig) -> dict:
     files.write_run_readme(out, model.name, int(model.input_shape[1]), False)
     log(f"wrote {files.join(out, 'model.keras')} (mean of {len(heads)} fold heads), "
         f"{files.join(out, oof.FILE)}; TensorBoard: {files.join(out, 'tensorboard')}")
-    return report
 
 
 def _finished(cfg: KFoldConfig, out: str, folds: list[str]) -> dict | None:

@@ -85,7 +85,8 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
           flush=True)
     # batch_size per device: a global batch of batch_size x this worker's replicas.
     ds = pipeline.make_dataset(records_dir, split, image_size, batch_size * distribution.local_replicas(strategy),
-                               fold=fold, with_ids=True, shard=(w.count, w.rank) if w.count > 1 else None)
+                               pipeline.Read(fold=fold, with_ids=True,
+                                             shard=(w.count, w.rank) if w.count > 1 else None))
     with manifest.damage_named(records_dir):
         feats, labels, ids = extract(feature_model, ds, len(mine), desc=desc, flip=flip, strategy=strategy)
     if w.count > 1:

@@ -1,10 +1,5 @@
-"""The one trainer: train's stages, k-fold heads and feature fusion all fit through `fit`.
-
-Two recipes (FitConfig.schedule):
-  plateau  Adam at `lr`, ReduceLROnPlateau(x0.3 after 2 flat epochs), EarlyStopping with the
-           best weights restored, monitored on validation (train's stages)
-  cosine   Adam with cosine decay to 0 over a fixed number of epochs, no early stopping: the
-           validation data only watches, so out-of-fold predictions stay honest (k-fold heads)
+"""The one trainer: train's stages, k-fold heads and feature fusion all fit through `fit`,
+with the recipe (optimizer, schedule, early stopping) of training/recipe.py.
 
 Data: (x, y) arrays (cached features), a tf.data.Dataset of global batches, or a function
 input_context -> dataset (full images; each input pipeline reads its own shards).
@@ -24,30 +19,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 from scipy.optimize import minimize
-from scipy.special import expit
 
 from catdog_tf import files
-from catdog_tf.metrics import log_loss
+from catdog_tf.metrics import log_loss, sigmoid
 from catdog_tf.models.head import build_head
-from catdog_tf.training import loop
+from catdog_tf.training import loop, recipe
+from catdog_tf.training.recipe import FitConfig
 from catdog_tf.training.tblog import KerasTensorBoard, ScalarLog
-
-SCHEDULES = ("plateau", "cosine")
-
-
-@dataclasses.dataclass
-class FitConfig:
-    epochs: int
-    lr: float
-    batch_size: int  # global batch
-    schedule: str = "plateau"
-    patience: int = 6
-    label_smoothing: float = 0.0
-    seed: int = 0  # shuffling of array data
-    steps_per_epoch: int | None = None  # dataset data only; it must then repeat
-    jit: bool = False
-    profile_batches: tuple[int, int] | None = None
-
 
 def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
     """Cached arrays as tf.data: Keras's own numpy adapter fails under MultiWorkerMirrored,
@@ -60,14 +38,6 @@ def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool =
     return ds.batch(batch_size).prefetch(2).with_options(options)
 
 
-def _optimizer(cfg: FitConfig, decay_steps: int):
-    if cfg.schedule == "cosine":
-        return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(cfg.lr, decay_steps))
-    if cfg.schedule == "plateau":
-        return keras.optimizers.Adam(cfg.lr)
-    raise ValueError(f"schedule must be one of {SCHEDULES}, not {cfg.schedule!r}")
-
-
 def _callbacks(cfg: FitConfig, work_dir: str | None, has_val: bool, tb: ScalarLog | None) -> list:
     monitor = "val_loss" if has_val else "loss"
     cbs = [keras.callbacks.TerminateOnNaN()]
@@ -75,10 +45,7 @@ def _callbacks(cfg: FitConfig, work_dir: str | None, has_val: bool, tb: ScalarLo
         # Keras's file_utils route a URL path (gs://, hdfs://, ram://) through tf.io.gfile: the
         # backup can live wherever the run does.
         cbs.append(keras.callbacks.BackupAndRestore(files.join(work_dir, "backup")))
-    if cfg.schedule == "plateau":
-        cbs += [keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.3, patience=2, min_lr=1e-7, verbose=1),
-                keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience, restore_best_weights=True,
-                                              verbose=1)]
+    cbs += recipe.plateau_callbacks(cfg, monitor)
     if tb is not None:
         cbs.append(KerasTensorBoard(tb, cfg.profile_batches))
     if not _terminal():  # a terminal has Keras's own bar; a log gets a line every 30 s
@@ -177,15 +144,13 @@ def fit(model: keras.Model, train, val, cfg: FitConfig, *, strategy: tf.distribu
             options = tf.data.Options()
             options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
             val = val.with_options(options)
-        return loop.fit(model, strategy, train, val, epochs=cfg.epochs, lr=cfg.lr, global_batch=cfg.batch_size,
-                        backup_dir=files.join(work, "backup") if work else tempfile.mkdtemp(prefix="catdog-fit-"),
-                        schedule=cfg.schedule,
-                        decay_steps=decay_steps, patience=cfg.patience, label_smoothing=cfg.label_smoothing,
-                        steps_per_epoch=None if arrays else cfg.steps_per_epoch, tb=tb, log=log)
+        return loop.fit(model, strategy, train, val, dataclasses.replace(cfg, steps_per_epoch=None) if arrays else cfg,
+                        decay_steps=decay_steps, tb=tb, log=log,
+                        backup_dir=files.join(work, "backup") if work else tempfile.mkdtemp(prefix="catdog-fit-"))
     with strategy.scope():
         if cfg.jit or augment is not None:
             model = AugmentedStep(model, augment, jit=cfg.jit)
-        model.compile(optimizer=_optimizer(cfg, decay_steps),
+        model.compile(optimizer=recipe.optimizer(cfg, decay_steps),
                       loss=keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing),
                       metrics=[keras.metrics.BinaryAccuracy(name="accuracy")], jit_compile=False)
     cbs = _callbacks(cfg, work, val is not None, tb)
@@ -222,7 +187,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, val=None, dropout: flo
     def objective(wb):
         w, b = wb[:-1], wb[-1]
         z = xs @ w + b
-        g = expit(z) - t
+        g = sigmoid(z) - t
         return (np.mean(np.logaddexp(0, z) - t * z) + 0.5 * l2 * w @ w,
                 np.concatenate([xs.T @ g / n + l2 * w, [g.mean()]]))
 
@@ -235,7 +200,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, val=None, dropout: flo
     head.set_weights([w.reshape(d, 1).astype(np.float32), np.asarray([b], np.float32)])
     hist = {"loss": [float(res.fun)]}
     if val is not None:
-        hist["val_loss"] = [log_loss(val[1], expit(np.asarray(val[0], np.float64) @ w + b))]
+        hist["val_loss"] = [log_loss(val[1], sigmoid(np.asarray(val[0], np.float64) @ w + b))]
     return head, hist
 
 

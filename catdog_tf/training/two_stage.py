@@ -22,14 +22,15 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
 from catdog_tf import contracts, distribution, files, identity, metrics
-from catdog_tf.config import default_cache_dir, TrainConfig
+from catdog_tf.config import default_cache_dir, NO_WEIGHTS, TrainConfig
 from catdog_tf.data import augment, manifest, pipeline
 from catdog_tf.errors import UserError
 from catdog_tf.models import registry
 from catdog_tf.models.classifier import build_classifier, Classifier, ModelConfig
 from catdog_tf.models.head import feature_model_name
 from catdog_tf.training import features
-from catdog_tf.training.fit import fit, FitConfig
+from catdog_tf.training.fit import fit
+from catdog_tf.training.recipe import FitConfig
 from catdog_tf.training.tblog import ScalarLog
 
 CACHED_POLICIES = ("none", "flip")  # stage policies the cached-activation path can train
@@ -62,8 +63,8 @@ def _finish_stage(work: str, stage: int, model, history, tb: ScalarLog | None, o
 
 def _log_images(cfg: TrainConfig, work: str, size: int, stage: int, policy: str, cached: bool):
     """A few training images as the stage sees them, in TensorBoard's images tab."""
-    x, _ = next(iter(pipeline.make_dataset(cfg.records, cfg.train_split, size, 8, training=True, seed=cfg.seed,
-                                           fold=cfg.fold)))
+    x, _ = next(iter(pipeline.make_dataset(cfg.records, cfg.train_split, size, 8,
+                                           pipeline.Read(training=True, seed=cfg.seed, fold=cfg.fold))))
     # Beside the training curves (tensorboard/train), not a run of their own.
     with tf.summary.create_file_writer(files.join(work, "tensorboard", "train")).as_default():
         tf.summary.image(f"stage{stage}/original", x / 255.0, step=0, max_outputs=8)
@@ -131,7 +132,8 @@ class _Run:
         self.cache_dir = cfg.cache_dir or default_cache_dir(cfg.out)
         with strategy.scope():
             self.clf: Classifier = build_classifier(ModelConfig(
-                cfg.backbone, cfg.weights, cfg.image_size, cfg.pooling, cfg.dropout, cfg.augmentation, cfg.seed))
+                backbone=cfg.backbone, weights=cfg.weights, image_size=cfg.image_size, pooling=cfg.pooling,
+                dropout=cfg.dropout, augmentation=cfg.augmentation, seed=cfg.seed))
         self.size = self.clf.image_size
         self._split = None
         if cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0:
@@ -161,12 +163,12 @@ class _Run:
 
         def make_train(ctx=None):
             # steps_per_epoch needs an endless stream; otherwise one pass is one epoch.
-            ds = pipeline.make_dataset(c.records, c.train_split, self.size, c.batch_size, training=True, fold=c.fold,
-                                       seed=c.seed, input_context=ctx, batch_transform=bt,
-                                       repeat=c.steps_per_epoch is not None)
+            ds = pipeline.make_dataset(c.records, c.train_split, self.size, c.batch_size, pipeline.Read(
+                training=True, fold=c.fold, seed=c.seed, input_context=ctx, batch_transform=bt,
+                repeat=c.steps_per_epoch is not None))
             return ds
 
-        val = pipeline.make_dataset(c.records, c.val_split, self.size, c.batch_size, fold=c.fold) \
+        val = pipeline.make_dataset(c.records, c.val_split, self.size, c.batch_size, pipeline.Read(fold=c.fold)) \
             if self.has_val else None
         return make_train, val
 
@@ -215,7 +217,7 @@ class _Run:
 
     def validate(self, model) -> dict:
         c = self.cfg
-        ds = pipeline.make_dataset(c.records, c.val_split, self.size, 64, fold=c.fold, with_ids=True)
+        ds = pipeline.make_dataset(c.records, c.val_split, self.size, 64, pipeline.Read(fold=c.fold, with_ids=True))
         ids, ys, ps = [], [], []
         for x, y in ds:
             ps.append(model(x["image"], training=False).numpy().reshape(-1))
@@ -240,16 +242,7 @@ def train(cfg: TrainConfig) -> dict:
 def _train(cfg: TrainConfig) -> dict:
     keras.utils.set_random_seed(cfg.seed)
     out = str(cfg.out)
-    # Bad records, splits or folds: one clear line before anything slow.
-    manifest.require_labeled(cfg.records, cfg.train_split, cfg.fold, "training")
-    has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
-    if has_val:
-        manifest.require_labeled(cfg.records, cfg.val_split, cfg.fold, "validation")
-        both = set(manifest.split_names(cfg.records, cfg.train_split, cfg.fold)) & set(
-            manifest.split_names(cfg.records, cfg.val_split, cfg.fold))
-        if both:  # early stopping and the reported figure would be measured on training photos
-            raise UserError(f"--val_split={cfg.val_split}: {', '.join(sorted(both))} is also in --train_split="
-                            f"{cfg.train_split}")
+    has_val = _check_splits(cfg)  # bad records, splits or folds: one clear line before anything slow
     run_identity = _identity(cfg)
     strategy, why = distribution.choose_strategy(cfg.strategy)
     log(f"strategy: {distribution.strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s): {why}")
@@ -259,7 +252,7 @@ def _train(cfg: TrainConfig) -> dict:
     if distribution.agree(strategy, done is not None):
         log(f"{out} holds a finished run with these flags and records: nothing to do")
         return {"config": dataclasses.asdict(cfg), **done}
-    if cfg.weights in (None, "none", "random"):
+    if cfg.weights in NO_WEIGHTS:
         log("WARNING: --weights=none: the backbone is random and frozen in stage 1, so only the head "
             "learns, on random features; for real results use --weights=auto (pretrained)")
     mp, why = distribution.choose_mixed_precision(cfg.mixed_precision)
@@ -279,93 +272,120 @@ def _train(cfg: TrainConfig) -> dict:
     files.makedirs(work)
     # flags.json describes what this folder's products were made with: stale ones go first.
     identity.claim(work, run_identity, _PRODUCTS, log, "the exported model", record="flags.json")
-    clf = run.clf
     results: dict = {"config": dataclasses.asdict(cfg)}
     stage2 = cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0
     stage2_cached = stage2 and (cfg.stage2_cache == "on" or (
         cfg.stage2_cache == "auto" and not tf.config.list_physical_devices("GPU")))
-    offsets = {"step": 0, "epoch": 0}
+    _stage1(run, run_identity, stage2_cached, results)
+    if stage2:
+        h1 = results.get("history1", {})
+        _stage2(run, run_identity, stage2_cached, results, {"step": h1.get("tb_step", 0), "epoch": h1.get("tb_epoch", 0)})
+    _export(run, results)
+    return results
 
-    # ---------------------------------------------------------------- stage 1: the head
-    cached1 = cfg.head_augmentation in CACHED_POLICIES
-    if chief:
-        _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached1)
+
+def _check_splits(cfg: TrainConfig) -> bool:
+    """Whether there is a validation split; refuses unlabeled or overlapping splits."""
+    manifest.require_labeled(cfg.records, cfg.train_split, cfg.fold, "training")
+    has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
+    if has_val:
+        manifest.require_labeled(cfg.records, cfg.val_split, cfg.fold, "validation")
+        both = set(manifest.split_names(cfg.records, cfg.train_split, cfg.fold)) & set(
+            manifest.split_names(cfg.records, cfg.val_split, cfg.fold))
+        if both:  # early stopping and the reported figure would be measured on training photos
+            raise UserError(f"--val_split={cfg.val_split}: {', '.join(sorted(both))} is also in --train_split="
+                            f"{cfg.train_split}")
+    return has_val
+
+
+def _stage1(run: "_Run", run_identity: dict, stage2_cached: bool, results: dict) -> None:
+    """The head, on cached pooled features or on full images; results["history1"]."""
+    cfg, clf, work, strategy = run.cfg, run.clf, run.work, run.strategy
+    cached = cfg.head_augmentation in CACHED_POLICIES
+    if run.chief:
+        _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached)
     done = _stage_done(work, 1, _stage_key(run_identity, 1, stage2_cached))
     if distribution.agree(strategy, done is not None):
         clf.model.load_weights(files.join(work, "stage1.weights.h5"))
         log("stage 1 already done: loaded its weights")
         results["history1"] = done
-    elif cfg.epochs1 > 0:
-        tb = run.tb(offsets)
-        if cached1:
-            log("stage 1: head on cached pooled features (fast path)")
-            x, y, val = run.pooled_arrays(stage2_cached, cfg.head_augmentation == "flip")
-            if val is not None:
-                results["untrained_val_loss"] = metrics.log_loss(
-                    val[1], np.asarray(clf.head(val[0], training=False)).reshape(-1))
-                log(f"untrained head: validation log loss {results['untrained_val_loss']:.4f}")
-            hist = fit(clf.head, (x, y), val, run.fit_config(1, True), strategy=strategy,
-                       work_dir=files.join(work, "stage1"), tb=tb, log=log)
-        else:
-            log(f"stage 1: head on full images with augmentation {cfg.head_augmentation!r}")
-            data, val = run.full_image_data()
-            model, aug = run.full_image_model(cfg.head_augmentation)
-            hist = fit(model, data, val, run.fit_config(1, False), strategy=strategy, augment=aug,
-                       work_dir=files.join(work, "stage1"), tb=tb, log=log)
-        results["history1"] = _finish_stage(work, 1, clf.model, hist, tb, offsets)
-    if "history1" in results:
-        offsets = {"step": results["history1"].get("tb_step", 0), "epoch": results["history1"].get("tb_epoch", 0)}
+        return
+    if cfg.epochs1 <= 0:
+        return
+    offsets = {"step": 0, "epoch": 0}
+    tb = run.tb(offsets)
+    if cached:
+        log("stage 1: head on cached pooled features (fast path)")
+        x, y, val = run.pooled_arrays(stage2_cached, cfg.head_augmentation == "flip")
+        if val is not None:
+            results["untrained_val_loss"] = metrics.log_loss(
+                val[1], np.asarray(clf.head(val[0], training=False)).reshape(-1))
+            log(f"untrained head: validation log loss {results['untrained_val_loss']:.4f}")
+        hist = fit(clf.head, (x, y), val, run.fit_config(1, True), strategy=strategy,
+                   work_dir=files.join(work, "stage1"), tb=tb, log=log)
+    else:
+        log(f"stage 1: head on full images with augmentation {cfg.head_augmentation!r}")
+        data, val = run.full_image_data()
+        model, aug = run.full_image_model(cfg.head_augmentation)
+        hist = fit(model, data, val, run.fit_config(1, False), strategy=strategy, augment=aug,
+                   work_dir=files.join(work, "stage1"), tb=tb, log=log)
+    results["history1"] = _finish_stage(work, 1, clf.model, hist, tb, offsets)
 
-    # ---------------------------------------------------------------- stage 2: top blocks
-    if stage2:
-        policy2 = ("flip" if cfg.head_augmentation != "none" else "none") if stage2_cached else cfg.augmentation
-        if chief:
-            _log_images(cfg, work, run.size, 2, policy2, stage2_cached)
-        done = _stage_done(work, 2, _stage_key(run_identity, 2, stage2_cached))
-        if distribution.agree(strategy, done is not None):
-            clf.model.load_weights(files.join(work, "stage2.weights.h5"))
-            log("stage 2 already done: loaded its weights")
-            results["history2"] = done
-        else:
-            registry.set_trainable_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
-            n_train = sum(int(np.prod(w.shape)) for w in clf.backbone.trainable_weights)
-            log(f"stage 2: top {cfg.unfreeze_blocks} block(s) of {cfg.backbone} trainable ({n_train:,} weights), "
-                f"lr {cfg.lr2}")
-            tb = run.tb(offsets)
-            if stage2_cached:
-                log("stage 2 on cached activations of the frozen bottom (CPU path; flips only)")
-                bottom, top = run.bottom_top()
-                x, y, val = run.arrays(bottom, policy2 == "flip", dtype="float16")
-                with strategy.scope():
-                    inp = keras.Input(top.input_shape[1:])
-                    stage_model = keras.Model(inp, clf.head(clf.pooling(top(inp, training=False))))
-                hist = fit(stage_model, (x, y), val, run.fit_config(2, True), strategy=strategy,
-                           work_dir=files.join(work, "stage2"), tb=tb, log=log)
-            else:
-                data, val = run.full_image_data()
-                model, aug = run.full_image_model(cfg.augmentation)
-                hist = fit(model, data, val, run.fit_config(2, False), strategy=strategy, augment=aug,
-                           work_dir=files.join(work, "stage2"), tb=tb, log=log)
-            results["history2"] = _finish_stage(work, 2, clf.model, hist, tb, offsets)
 
-    # ---------------------------------------------------------------- export + measure
-    final = clf.inference_model()
+def _stage2(run: "_Run", run_identity: dict, cached: bool, results: dict, offsets: dict) -> None:
+    """The top blocks at a small learning rate, on cached activations of the frozen bottom or
+    on full images; results["history2"]."""
+    cfg, clf, work, strategy = run.cfg, run.clf, run.work, run.strategy
+    policy = ("flip" if cfg.head_augmentation != "none" else "none") if cached else cfg.augmentation
+    if run.chief:
+        _log_images(cfg, work, run.size, 2, policy, cached)
+    done = _stage_done(work, 2, _stage_key(run_identity, 2, cached))
+    if distribution.agree(strategy, done is not None):
+        clf.model.load_weights(files.join(work, "stage2.weights.h5"))
+        log("stage 2 already done: loaded its weights")
+        results["history2"] = done
+        return
+    registry.set_trainable_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
+    n_train = sum(int(np.prod(w.shape)) for w in clf.backbone.trainable_weights)
+    log(f"stage 2: top {cfg.unfreeze_blocks} block(s) of {cfg.backbone} trainable ({n_train:,} weights), "
+        f"lr {cfg.lr2}")
+    tb = run.tb(offsets)
+    if cached:
+        log("stage 2 on cached activations of the frozen bottom (CPU path; flips only)")
+        bottom, top = run.bottom_top()
+        x, y, val = run.arrays(bottom, policy == "flip", dtype="float16")
+        with strategy.scope():
+            inp = keras.Input(top.input_shape[1:])
+            stage_model = keras.Model(inp, clf.head(clf.pooling(top(inp, training=False))))
+        hist = fit(stage_model, (x, y), val, run.fit_config(2, True), strategy=strategy,
+                   work_dir=files.join(work, "stage2"), tb=tb, log=log)
+    else:
+        data, val = run.full_image_data()
+        model, aug = run.full_image_model(cfg.augmentation)
+        hist = fit(model, data, val, run.fit_config(2, False), strategy=strategy, augment=aug,
+                   work_dir=files.join(work, "stage2"), tb=tb, log=log)
+    results["history2"] = _finish_stage(work, 2, clf.model, hist, tb, offsets)
+
+
+def _export(run: "_Run", results: dict) -> None:
+    """The trained model measured on validation, saved (.keras and SavedModel) with its metrics."""
+    final, work = run.clf.inference_model(), run.work
     if run.has_val:
         results.update(run.validate(final))
         log(f"validation: log loss {results['val_log_loss']:.5f}, accuracy {results['val_accuracy']:.4f} "
             f"on {results['val_count']} images")
-    if chief:
-        final.save(files.join(work, "model.keras"))
-        try:
-            final.export(files.join(work, "saved_model"), verbose=False)
-        except Exception as e:  # noqa: BLE001 - serving export is a bonus; the .keras model is the product
-            log(f"SavedModel export failed: {type(e).__name__}: {e}")
-        files.write_text(files.join(work, "metrics.json"),
-                         json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
-        _log_hparams(cfg, work, results)
-        files.write_run_readme(work, final.name, run.size, files.exists(files.join(work, "saved_model")))
-        log(f"wrote {files.join(work, 'model.keras')}")
-    return results
+    if not run.chief:
+        return
+    final.save(files.join(work, "model.keras"))
+    try:
+        final.export(files.join(work, "saved_model"), verbose=False)
+    except Exception as e:  # noqa: BLE001 - serving export is a bonus; the .keras model is the product
+        log(f"SavedModel export failed: {type(e).__name__}: {e}")
+    files.write_text(files.join(work, "metrics.json"),
+                     json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1))
+    _log_hparams(run.cfg, work, results)
+    files.write_run_readme(work, final.name, run.size, files.exists(files.join(work, "saved_model")))
+    log(f"wrote {files.join(work, 'model.keras')}")
 
 
 def _has_split(records_dir: str, split: str, fold: int | None) -> bool:

@@ -22,9 +22,9 @@ Output folder: ``index.html`` (tables, plots, inline thumbnails of duplicate gro
 
 Modules: `scan` (listing, hashing, per-file and per-record analysis, the process pool),
 `analysis` (counts, size statistics, extremes, duplicates; `explore_folder`,
-`explore_records`), `report` (`write_report`, `summary_lines`). Exploring a local image
-folder never imports TensorFlow; only the records path and URL paths (gs://, hdfs://, read
-and written through tf.io.gfile) do.
+`explore_records`), `report` (`write_report`, `summary_lines`), `storage` (local and URL
+paths). Exploring a local image folder never imports TensorFlow; only the records path and
+URL paths (gs://, hdfs://, read and written through tf.io.gfile) do.
 """
 
 from catdog_tf.tools.survey.analysis import (

@@ -3,7 +3,7 @@ and the summary lines the command line prints (`summary_lines`).
 
 Plots use matplotlib's object API on an Agg canvas (no pyplot): writing a report neither
 switches the caller's backend nor leaves figures open. They are rendered to PNG bytes in
-memory; every file is written through scan.write_bytes (a URL folder: tf.io.gfile).
+memory; every file is written through storage.write_bytes (a URL folder: tf.io.gfile).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 from PIL import Image
 
 from catdog_tf.tools.survey.analysis import ExploreResult, PERCENTILES
-from catdog_tf.tools.survey.scan import as_path, CLASSES, ImageInfo, iter_records, read_bytes, write_bytes
+from catdog_tf.tools.survey.scan import CLASSES, ImageInfo, iter_records
+from catdog_tf.tools.survey.storage import as_path, is_remote, join, read_bytes, write_bytes
 
 _CLASS_COLORS = {"cat": "#d95f02", "dog": "#1b9e77", "unlabeled": "#7570b3", "other": "#777777"}
 
@@ -191,7 +192,7 @@ def _load_bytes(items: Sequence[ImageInfo]) -> dict[str, bytes]:
         elif it.record:
             want_rec[it.record] = it.id
     if want_rec:
-        folders = {posixpath.dirname(s) if "://" in s else os.path.dirname(s) for s, _ in want_rec}
+        folders = {posixpath.dirname(s) if is_remote(s) else os.path.dirname(s) for s, _ in want_rec}
         for folder in folders:
             for rec in iter_records(folder):
                 key = (rec["shard"], rec["index"])
@@ -285,29 +286,37 @@ def _html_groups(groups: list[dict[str, Any]], thumbs: dict[str, str | None], li
 # --------------------------------------------------------------------------- report
 
 
+_FILES = {"summary": "summary.json", "scatter": "sizes_scatter.png", "filesize": "filesize_hist.png",
+          "aspect": "aspect_hist.png", "index": "index.html"}
+
+
 def write_report(result: ExploreResult, out_dir: str | os.PathLike, *, max_groups: int = 150,
                  thumbnails: bool = True) -> dict[str, Any]:
     """Write summary.json, the PNG plots and index.html into `out_dir` (a local folder or a
     URL: gs://, hdfs://); return their paths (Paths; strings for a URL)."""
     out = as_path(out_dir)
-    names = {"summary": "summary.json", "scatter": "sizes_scatter.png", "filesize": "filesize_hist.png",
-             "aspect": "aspect_hist.png", "index": "index.html"}
-    paths = {k: f"{out}/{v}" if isinstance(out, str) else out / v for k, v in names.items()}
+    paths = {k: join(out, v) for k, v in _FILES.items()}
     summary = result.summary()
     write_bytes(paths["summary"], json.dumps(summary, indent=1).encode("utf-8"))
     _plot_scatter(result, paths["scatter"])
     _plot_hist(result, paths["filesize"], what="filesize")
     _plot_hist(result, paths["aspect"], what="aspect")
+    thumbs = _thumbnails(result, max_groups) if thumbnails else {}
+    write_bytes(paths["index"], _html_page(result, summary, thumbs, max_groups).encode("utf-8"))
+    return paths
 
-    thumbs: dict[str, str | None] = {}
-    if thumbnails:
-        shown = {id_ for g in result.duplicates[:max_groups] + result.near_duplicates[:max_groups]
-                 for id_ in g["ids"]}
-        shown |= {e["id"] for ex in result.extremes.values() for e in ex}
-        data = _load_bytes([it for it in result.items if it.id in shown])
-        thumbs = {k: _thumb_uri(v) for k, v in data.items()}
 
-    ext_rows = []
+def _thumbnails(result: ExploreResult, max_groups: int) -> dict[str, str | None]:
+    """Thumbnails (data: URIs) of the ids the page shows: duplicate group members and extremes."""
+    shown = {id_ for g in result.duplicates[:max_groups] + result.near_duplicates[:max_groups]
+             for id_ in g["ids"]}
+    shown |= {e["id"] for ex in result.extremes.values() for e in ex}
+    data = _load_bytes([it for it in result.items if it.id in shown])
+    return {k: _thumb_uri(v) for k, v in data.items()}
+
+
+def _html_extremes(result: ExploreResult, thumbs: dict[str, str | None]) -> str:
+    rows = []
     for cls, ex in result.extremes.items():
         figs = []
         for e in ex:
@@ -315,13 +324,25 @@ def write_report(result: ExploreResult, out_dir: str | os.PathLike, *, max_group
             img = f"<img src='{t}' alt=''>" if t else ""
             figs.append(f"<figure>{img}{e['what']}: {_h(e['id'])}<br><span class=muted>{e['width']}x{e['height']}, "
                         f"aspect {e['aspect']}</span></figure>")
-        ext_rows.append(f"<tr><td class=l>{cls}</td><td class=l><div class=group>{''.join(figs)}</div></td></tr>")
+        rows.append(f"<tr><td class=l>{cls}</td><td class=l><div class=group>{''.join(figs)}</div></td></tr>")
+    return "".join(rows)
+
+
+def _html_undecodable(result: ExploreResult) -> str:
     und = "".join(f"<tr><td class=l>{_h(u['id'])}</td><td class=l>{_h(u['kind'])}</td><td>{u['nbytes']:,}</td>"
                   f"<td class=l>{_h(u['reason'])}</td><td class=l><code>{_h(u['path'])}</code></td></tr>"
                   for u in result.undecodable)
+    if not und:
+        return "<p class=muted>none</p>"
+    return ("<table><tr><th class=l>id</th><th class=l>kind</th><th>bytes</th><th class=l>reason</th>"
+            "<th class=l>path</th></tr>" + und + "</table>")
+
+
+def _html_page(result: ExploreResult, summary: dict[str, Any], thumbs: dict[str, str | None],
+               max_groups: int) -> str:
     lc = summary["label_conflicts"]
     n_dup_files = sum(len(g["ids"]) for g in result.duplicates)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>catdog_tf explore</title>
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>catdog_tf explore</title>
 <style>{_CSS}</style></head><body>
 <h1>Data exploration</h1>
 <p>Sources: {', '.join(f'<code>{_h(s)}</code>' for s in result.sources)}<br>
@@ -332,24 +353,21 @@ Near-duplicates (pHash Hamming distance &le; {result.params['near_dup_threshold'
 {len(result.near_duplicates)} groups ({lc['near_duplicates']} with labels disagreeing).</p>
 <h2>Counts</h2>{_html_counts(result)}
 <h2>Image sizes</h2>
-<img class=plot src="{names['scatter']}" alt="width/height scatter per class">
+<img class=plot src="{_FILES['scatter']}" alt="width/height scatter per class">
 <h3>Extremes</h3><table><tr><th class=l>class</th><th class=l>smallest / largest (pixels), widest / tallest
-(aspect)</th></tr>{''.join(ext_rows)}</table>
+(aspect)</th></tr>{_html_extremes(result, thumbs)}</table>
 {_html_stats(result)}
-<img class=plot src="{names['aspect']}" alt="aspect ratio histogram">
+<img class=plot src="{_FILES['aspect']}" alt="aspect ratio histogram">
 <h2>File sizes</h2>
-<img class=plot src="{names['filesize']}" alt="file size histogram">
+<img class=plot src="{_FILES['filesize']}" alt="file size histogram">
 <h2>Exact duplicates (sha256)</h2>{_html_groups(result.duplicates, thumbs, max_groups, near=False)}
 <h2>Near-duplicates (pHash &le; {result.params['near_dup_threshold']})</h2>
 {_html_groups(result.near_duplicates, thumbs, max_groups, near=True)}
 <h2>Undecodable files</h2>
-{'<table><tr><th class=l>id</th><th class=l>kind</th><th>bytes</th><th class=l>reason</th><th class=l>path</th></tr>'
- + und + '</table>' if und else '<p class=muted>none</p>'}
+{_html_undecodable(result)}
 <p class=muted>Machine-readable: <a href="summary.json">summary.json</a></p>
 </body></html>
 """
-    write_bytes(paths["index"], page.encode("utf-8"))
-    return paths
 
 
 def summary_lines(result: ExploreResult, paths: dict[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ written in numpy (a 8x32 cosine matrix) instead of depending on `imagehash`; see
 
 Paths: a local folder is read with plain file I/O, so exploring it never imports TensorFlow
 (and the pool can fork); a URL (gs://, hdfs://, ram://) goes through tf.io.gfile, imported on
-first use (see "storage" below; report.py writes through the same helpers).
+first use (storage.py, which report.py writes through too).
 """
 
 from __future__ import annotations
@@ -27,11 +27,8 @@ import io
 import itertools
 import multiprocessing as mp
 import os
-import posixpath
 import re
 import sys
-import uuid
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -41,6 +38,7 @@ from tqdm.auto import tqdm
 from catdog_tf import localio
 from catdog_tf.data import kaggle
 from catdog_tf.errors import UserError
+from catdog_tf.tools.survey.storage import as_path, basename, gfile, is_remote, isdir, isfile, join, read_bytes
 
 CLASSES = (*kaggle.LABELS, "unlabeled", "other")  # cat, dog, unlabeled, other
 LABEL_TO_CLASS = {**{label: name for name, label in kaggle.LABELS.items()}, kaggle.UNLABELED: "unlabeled"}
@@ -78,71 +76,6 @@ class ImageInfo:
         return self.error is None
 
 
-# --------------------------------------------------------------------------- storage
-# catdog_tf.files imports TensorFlow at its top, which explore's folder path must not pay for
-# (tests/test_layout.py; a forked pool): URL paths use tf.io.gfile here, imported on first use.
-
-
-def is_remote(path: str | os.PathLike) -> bool:
-    """A URL-like path (gs://, hdfs://, ram://, ...), as catdog_tf.files.is_remote."""
-    return "://" in str(path)
-
-
-def _tf() -> Any:
-    import tensorflow as tf  # only remote paths (and records) pay for TensorFlow
-
-    return tf
-
-
-def as_path(path: str | os.PathLike) -> Any:
-    """A local path as a Path (as before), a URL as a string (Path would fold its '//')."""
-    return str(path).rstrip("/") if is_remote(path) else Path(path)
-
-
-def _name(path: str | os.PathLike) -> str:
-    return posixpath.basename(str(path).rstrip("/"))
-
-
-def _join(base: Any, name: str) -> Any:
-    return f"{base}/{name}" if isinstance(base, str) else base / name
-
-
-def _isdir(path: Any) -> bool:
-    return _tf().io.gfile.isdir(path) if is_remote(path) else Path(path).is_dir()
-
-
-def _isfile(path: Any) -> bool:
-    if is_remote(path):
-        g = _tf().io.gfile
-        return g.exists(path) and not g.isdir(path)
-    return Path(path).is_file()
-
-
-def read_bytes(path: str | os.PathLike, max_bytes: int = localio.MAX_PHOTO_BYTES) -> bytes:
-    """A file's bytes, bounded (catdog_tf.localio: regular files only, never blocking); OSError
-    when it cannot be read (a URL's gfile errors too)."""
-    if not is_remote(path):
-        return localio.read(path, max_bytes)
-    from catdog_tf import files  # loads TensorFlow: only for URLs
-
-    return files.read_bytes(path, max_bytes)
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a report file (parent folders made); a URL atomically (temp name + rename), as
-    catdog_tf.files.write_bytes does."""
-    if not is_remote(path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(data)
-        return
-    g = _tf().io.gfile
-    g.makedirs(posixpath.dirname(str(path)))
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with g.GFile(tmp, "wb") as f:
-        f.write(data)
-    g.rename(tmp, str(path), overwrite=True)
-
-
 # --------------------------------------------------------------------------- names and files
 
 
@@ -167,22 +100,22 @@ def list_image_files(folder: str | os.PathLike) -> list[tuple[Any, str]]:
     its suffix, so two files never share one. Paths are Paths, or strings for a URL folder.
     """
     folder = as_path(folder)
-    if not _isdir(folder):
+    if not isdir(folder):
         raise FileNotFoundError(f"not a folder: {folder}")
-    splits = [_join(folder, s) for s in KAGGLE_SPLITS if _isdir(_join(folder, s))]
+    splits = [join(folder, s) for s in KAGGLE_SPLITS if isdir(join(folder, s))]
     if splits:
         out: list[tuple[Any, str]] = []
         for sub in splits:
-            out += [(p, f"{_name(sub)}/{i}") for p, i in list_image_files(sub)]
+            out += [(p, f"{basename(sub)}/{i}") for p, i in list_image_files(sub)]
         return out
     if isinstance(folder, str):
-        g = _tf().io.gfile
-        files = [_join(folder, n.rstrip("/")) for n in g.listdir(folder) if not n.startswith(".")]
+        g = gfile()
+        files = [join(folder, n.rstrip("/")) for n in g.listdir(folder) if not n.startswith(".")]
         files = [p for p in files if not g.isdir(p)]
     else:
         files = [p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()]
-    files.sort(key=lambda p: natural_key(_name(p)))
-    return [(p, _strip_ext(_name(p))) for p in files]
+    files.sort(key=lambda p: natural_key(basename(p)))
+    return [(p, _strip_ext(basename(p))) for p in files]
 
 
 def _strip_ext(name: str) -> str:
@@ -384,7 +317,7 @@ def scan_images(folders: str | os.PathLike | Sequence[str | os.PathLike], *, wor
                         progress, "explore")
     items = []
     for (path, id_, src), r in zip(entries, results):
-        items.append(ImageInfo(id=id_, label=classify_name(_name(path)), source=src, path=str(path), **r))
+        items.append(ImageInfo(id=id_, label=classify_name(basename(path)), source=src, path=str(path), **r))
     return items
 
 
@@ -396,10 +329,10 @@ def record_shards(folder: str | os.PathLike) -> list[Any]:
     splits), or, in a folder without a manifest, its *.tfrecord files (Paths; strings for a
     URL folder)."""
     folder = as_path(folder)
-    if not _isdir(folder):
+    if not isdir(folder):
         raise FileNotFoundError(f"not a folder: {folder}")
-    manifest = _join(folder, MANIFEST)
-    if _isfile(manifest):
+    manifest = join(folder, MANIFEST)
+    if isfile(manifest):
         # The package's own manifest reader: its schema, plain shard names, sizes (imports TensorFlow,
         # as reading the shards does anyway).
         from catdog_tf.data import manifest as records_manifest
@@ -408,7 +341,7 @@ def record_shards(folder: str | os.PathLike) -> list[Any]:
         if not shards:
             raise FileNotFoundError(f"{manifest} lists no shards")
         return shards
-    shards = sorted(_tf().io.gfile.glob(f"{folder}/*{SHARD_SUFFIX}") if isinstance(folder, str)
+    shards = sorted(gfile().glob(f"{folder}/*{SHARD_SUFFIX}") if isinstance(folder, str)
                     else folder.glob(f"*{SHARD_SUFFIX}"))
     if not shards:
         raise FileNotFoundError(f"no {MANIFEST} and no *{SHARD_SUFFIX} shards in {folder}")
@@ -430,7 +363,7 @@ def iter_records(folder: str | os.PathLike) -> Iterator[dict[str, Any]]:
     from catdog_tf.data import manifest as records_manifest
     from catdog_tf.data import schema
 
-    has_manifest = _isfile(_join(as_path(folder), MANIFEST))
+    has_manifest = isfile(join(as_path(folder), MANIFEST))
     for shard in record_shards(folder):
         if not is_remote(shard):
             localio.check_regular(shard)  # a FIFO named like a shard would block TFRecordDataset forever
@@ -441,7 +374,7 @@ def iter_records(folder: str | os.PathLike) -> Iterator[dict[str, Any]]:
                 try:
                     ex = schema.to_python(raw)
                 except ValueError as e:
-                    rec.update(id=f"{_name(shard)}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
+                    rec.update(id=f"{basename(shard)}#{index}", label=BAD_RECORD_LABEL, height=None, width=None,
                                encoded=b"", error=f"bad record: {e}")
                 else:
                     rec.update({k: ex[k] for k in ("id", "label", "height", "width", "encoded")})
