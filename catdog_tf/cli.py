@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from absl import app, flags, logging
 
-from catdog_tf.config import accepts
+from catdog_tf.fields import accepts
 from catdog_tf.errors import UserError
 
 FLAGS = flags.FLAGS

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 import os
 import posixpath
 
-from catdog_tf.errors import UserError
+from catdog_tf import localio
+from catdog_tf.fields import Checked, f, unread
 
 AUGMENTATIONS = ("none", "flip", "reference", "randaugment")
 BATCH_POLICIES = ("none", "mixup", "cutmix")
@@ -28,86 +28,15 @@ MAX_PIXELS = 50_000_000  # ~7000x7000; anything larger is almost surely not a pe
 MAX_BATCH = 4096  # 4096 photos at 300 px are 4.4 GB of float32 input before any activation
 
 
-def f(default, help: str, *, choices=None, multi: bool = False, ge=None, gt=None, le=None, lt=None,
-      distinct: bool = False):
-    """A dataclass field with its flag help and what it accepts (mutable defaults become
-    factories): `choices`, bounds `ge`/`gt`/`le`/`lt` (each element of a list), `distinct`
-    list elements. validate() checks them; the flag's help states them."""
-    meta = {"help": help, "choices": choices, "multi": multi, "distinct": distinct,
-            "bounds": {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+def weights_field():
+    return f("auto", "Backbone weights: auto (the registry's source), imagenet, none (random) or PATH to a "
+                     "weights file.")
 
 
-_OPS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
-        "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
-
-
-def accepts(field: dataclasses.Field) -> str:
-    """What a field accepts, for its flag's help: '' or e.g. '>= 1' or '>= 0, < 0.5'."""
-    return ", ".join(f"{_OPS[k][0]} {v:g}" for k, v in field.metadata.get("bounds", {}).items())
-
-
-def _problem(field: dataclasses.Field, value) -> str | None:
-    """Why `value` is not acceptable for `field` (None: it is)."""
-    meta = field.metadata
-    if str(field.type).startswith("list") and not isinstance(value, (list, tuple)):
-        return "must be a list"
-    values = value if isinstance(value, (list, tuple)) else [value]
-    for v in values:
-        if isinstance(v, str) and not v.strip():  # an unset $VAR: "" would mean the current folder
-            return "must not be empty"
-        if meta.get("choices") and v not in meta["choices"]:
-            return f"must be one of {', '.join(map(str, meta['choices']))}"
-        if isinstance(v, float) and not math.isfinite(v):
-            return "must be a finite number"
-        for k, b in meta.get("bounds", {}).items():
-            if isinstance(v, bool) or not isinstance(v, numbers.Real):
-                return f"must be a number ({accepts(field)})"
-            if not _OPS[k][1](v, b):
-                return f"must be {accepts(field)}"
-    if meta.get("distinct") and len(set(values)) != len(values):
-        return "lists a value twice"
-    return None
-
-
-def validate(cfg) -> None:
-    """Every field of the config dataclass `cfg` within what it declares, then the relations
-    between fields (the class's `relations()`); the first violation is one UserError naming
-    the flag, so a tool refuses it before any work."""
-    for field in dataclasses.fields(cfg):
-        value = getattr(cfg, field.name)
-        if value is None:
-            continue
-        why = _problem(field, value)
-        if why:
-            shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-            raise UserError(f"--{field.name}={shown}: {why}")
-    why = cfg.relations()
-    if why:
-        raise UserError(why)
-
-
-class _Checked:
-    """Config dataclasses validate themselves when made (from flags, by a notebook, or by
-    dataclasses.replace)."""
-
-    def __post_init__(self):
-        validate(self)
-
-    def relations(self) -> str | None:
-        """What is wrong between fields (None: nothing)."""
-        return None
-
-    def ignored(self) -> dict[str, str]:
-        """Fields this combination of settings never reads, with why: the CLI refuses them when
-        given (a notebook's defaults are not "given", so only the command line checks this)."""
-        return {}
-
-
-def _unread(names, why: str) -> dict[str, str]:
-    return {n: why for n in names}
+def batch_field(default: int):
+    # One meaning everywhere: the photos (or feature rows) of one step in total, split across
+    # the devices (tf.distribute's global batch).
+    return f(default, "Batch size: one step's photos in total, split across the devices.", ge=1, le=MAX_BATCH)
 
 
 def default_cache_dir(out: str) -> str:
@@ -122,7 +51,7 @@ def default_cache_dir(out: str) -> str:
 
 
 @dataclasses.dataclass
-class BuildConfig(_Checked):
+class BuildConfig(Checked):
     out: str = f("records", "Output folder for shards and manifest.json.")
     val_fraction: float = f(0.1, "Fraction of each class held out for validation.", ge=0, lt=1)
     folds: int = f(0, "K >= 2: assign every labeled image to one of K folds instead.", ge=0, le=1000)
@@ -135,14 +64,15 @@ class BuildConfig(_Checked):
                                "original bytes are not kept.", ge=1)
     strict: bool = f(False, "Exit non-zero if any file was skipped.")
     max_pixels: int = f(MAX_PIXELS, "Skip images with more pixels than this.", ge=1)
-    max_file_mb: float = f(100.0, "Skip files larger than this (no pet photo is; a bigger one is a mistake).", gt=0)
+    max_file_mb: float = f(localio.MAX_PHOTO_BYTES / 2**20, "Skip files larger than this (no pet photo is; a "
+                           "bigger one is a mistake).", gt=0)
     shard_mb: float = f(100.0, "Target shard size in MB.", ge=0.01)
     min_shards: int = f(8, "At least this many shards per split (when it has >= 256 photos a shard).", ge=1, le=10_000)
     workers: int = f(0, "Reader/writer threads (0: one per core).", ge=0, le=256)
     jpeg_quality: int = f(95, "JPEG quality of re-encoded photos.", ge=1, le=100)
 
     def ignored(self):
-        return _unread(["val_fraction"], "with --folds the photos go to folds, not to a validation split") \
+        return unread(["val_fraction"], "with --folds the photos go to folds, not to a validation split") \
             if self.folds else {}
 
     def relations(self):
@@ -157,13 +87,13 @@ class BuildConfig(_Checked):
 
 
 @dataclasses.dataclass
-class TrainConfig(_Checked):
+class TrainConfig(Checked):
     backbone: str = f("efficientnet_lite0", "Backbone name (python -m catdog_tf.backbones lists them).")
-    weights: str | None = f("auto", "auto | imagenet | none | PATH to a weights file.")
+    weights: str | None = weights_field()
     records: str = f("records", "Folder of shards + manifest.json (python -m catdog_tf.records).")
     out: str = f("runs/model", "Output folder: model.keras, saved_model/, metrics, TensorBoard logs.")
     image_size: int | None = f(None, "Input size (default: the backbone's own).", ge=16, le=2048)
-    batch_size: int = f(32, "Global batch size (split across replicas).", ge=1, le=MAX_BATCH)
+    batch_size: int = batch_field(32)
     epochs1: int = f(10, "Stage 1 (head) epochs.", ge=0)
     epochs2: int = f(5, "Stage 2 (top blocks) epochs; 0 skips stage 2.", ge=0)
     lr1: float = f(1e-3, "Stage 1 learning rate.", gt=0, le=10)
@@ -194,7 +124,7 @@ class TrainConfig(_Checked):
     log_every: int = f(20, "TensorBoard: loss, learning rate and steps/s every this many steps.", ge=1)
 
     def ignored(self):
-        return _unread(["lr2", "unfreeze_blocks", "stage2_cache"], "--epochs2=0: there is no stage 2") \
+        return unread(["lr2", "unfreeze_blocks", "stage2_cache"], "--epochs2=0: there is no stage 2") \
             if self.epochs2 == 0 else {}
 
     def relations(self):
@@ -208,7 +138,7 @@ class TrainConfig(_Checked):
 
 
 @dataclasses.dataclass
-class KFoldConfig(_Checked):
+class KFoldConfig(Checked):
     backbone: str = f("efficientnet_lite0", "Registry name, or names joined with + to fuse their features "
                       "(each may carry its own input size: efficientnet_lite1@300+efficientnet_lite2@380).")
     records: str = f("records", "Records folder built with --folds.")
@@ -217,11 +147,11 @@ class KFoldConfig(_Checked):
                                   distinct=True)
     image_size: int | None = f(None, "Input size (default: the backbone's own; a single backbone only).", ge=16,
                                le=2048)
-    weights: str | None = f("auto", "Backbone weights: auto, imagenet, none or a file.")
+    weights: str | None = weights_field()
     epochs: int = f(20, "Epochs per fold head (fixed: no early stopping, so out-of-fold stays honest).", ge=1)
     lr: float = f(1e-3, "Peak Adam learning rate (cosine decay to 0).", gt=0, le=10)
     dropout: float = f(0.3, "Dropout on the pooled features.", ge=0, lt=1)
-    batch_size: int = f(64, "Batch size.", ge=1, le=MAX_BATCH)
+    batch_size: int = batch_field(64)
     pooling: str = f("avg", f"Pooling of each backbone's last feature map: avg, or gem (GeM, p = {GEM_P:g}; its "
                      "members carry no ImageNet masses, so no hedge).", choices=POOLINGS[:2])
     head: str = f("adam", "How each fold head is fit: adam (the cosine recipe: --epochs, --lr, --dropout, "
@@ -243,8 +173,8 @@ class KFoldConfig(_Checked):
 
     def ignored(self):
         if self.head == "lbfgs":
-            return _unread(["epochs", "lr", "batch_size"], "--head=lbfgs fits each head full-batch to convergence")
-        return _unread(["l2"], "--l2 is the penalty of --head=lbfgs")
+            return unread(["epochs", "lr", "batch_size"], "--head=lbfgs fits each head full-batch to convergence")
+        return unread(["l2"], "--l2 is the penalty of --head=lbfgs")
 
     def relations(self):
         bad = [k for k in self.folds or () if not (k.startswith("fold") and k[4:].isdigit())]
@@ -281,7 +211,7 @@ class KFoldConfig(_Checked):
 
 
 @dataclasses.dataclass
-class EnsembleConfig(_Checked):
+class EnsembleConfig(Checked):
     member: list[str] = f([], "Model (file or folder) to combine; repeat for each member.", multi=True)
     out: str = f("runs/ensemble", "Output folder (model.keras, ensemble.json).")
     oof: bool = f(False, "Members are k-fold runs (catdog_tf.kfold): fit on their out-of-fold predictions "
@@ -296,23 +226,17 @@ class EnsembleConfig(_Checked):
     hedge: str = f("auto", "With --oof: scale the logit by the ImageNet cat/dog mass (pulls photos with no "
                    "animal or both toward 0.5); auto keeps it when the cross-fitted log loss improves.",
                    choices=("auto", "on", "off"))
-    tta: str = f("none", "Test-time augmentation while fitting.", choices=TTA)
-    batch_size: int = f(32, "Batch size.", ge=1, le=MAX_BATCH)
+    batch_size: int = batch_field(32)
 
     def ignored(self):
         if self.oof:
-            return _unread(["records", "split", "fold", "tta", "batch_size"], "with --oof the members' out-of-fold "
+            return unread(["records", "split", "fold", "batch_size"], "with --oof the members' out-of-fold "
                            "predictions are combined: nothing is predicted")
-        return _unread(["hedge"], "the hedge is fitted with --oof only")
+        return unread(["hedge"], "the hedge is fitted with --oof only")
 
     def relations(self):
-        if self.oof and self.tta != "none":
-            return "--tta: with --oof the members' out-of-fold predictions are combined (k-fold's --tta_flip)"
         if not self.oof and self.hedge == "on":
             return "--hedge=on needs --oof (the hedge is fitted on k-fold members' out-of-fold predictions)"
-        if not self.oof and self.tta != "none":
-            return ("--tta=flip would fit the combination on mirrored predictions the exported ensemble does not "
-                    "make; give members that flip inside (k-fold's --tta_flip) instead")
         if self.weights is not None:
             if sum(self.weights) <= 0:
                 return f"--weights={','.join(map(str, self.weights))}: need a positive sum"
@@ -322,7 +246,7 @@ class EnsembleConfig(_Checked):
 
 
 @dataclasses.dataclass
-class EvaluateConfig(_Checked):
+class EvaluateConfig(Checked):
     model: str = f("runs/final/model.keras", "Model file or model folder.")
     images: str | None = f(None, "Folder of labeled images cat.N.jpg / dog.N.jpg.")
     records: str | None = f(None, "Records folder.")
@@ -338,20 +262,20 @@ class EvaluateConfig(_Checked):
                                   ge=0, lt=0.5)
     strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
                       "(the chief writes).", choices=STRATEGIES)
-    batch_size: int = f(32, "Batch size (per device).", ge=1, le=MAX_BATCH)
+    batch_size: int = batch_field(32)
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel).", ge=1)
 
     def ignored(self):
         if self.predictions:
-            return _unread(["model", "tta", "split", "fold", "batch_size", "max_pixels", "images"],
+            return unread(["model", "tta", "split", "fold", "batch_size", "max_pixels", "images"],
                            "--predictions scores a CSV: no model runs (--records only adds the photos)")
         if self.images:
-            return _unread(["split", "fold"], "it selects a records split; --images scores the whole folder")
-        return _unread(["max_pixels"], "records hold photos already checked at their build")
+            return unread(["split", "fold"], "it selects a records split; --images scores the whole folder")
+        return unread(["max_pixels"], "records hold photos already checked at their build")
 
 
 @dataclasses.dataclass
-class PredictConfig(_Checked):
+class PredictConfig(Checked):
     model: str = f("runs/final/model.keras", "Model file or model folder.")
     images: str | None = f(None, "Folder of test images N.jpg.")
     records: str | None = f(None, "Records folder; its 'test' split is predicted.")
@@ -360,22 +284,22 @@ class PredictConfig(_Checked):
     tta: str = f("flip", "Test-time augmentation.", choices=TTA)
     strategy: str = f("auto", "tf.distribute strategy: batches split across devices, photos across workers "
                       "(the chief writes).", choices=STRATEGIES)
-    batch_size: int = f(32, "Batch size (per device).", ge=1, le=MAX_BATCH)
+    batch_size: int = batch_field(32)
     max_pixels: int = f(4 * MAX_PIXELS, "Refuse photos with more pixels than this (memory: 3 bytes a pixel); every "
                         "test id needs a row, so the limit is higher than records'.", ge=1)
 
 
 @dataclasses.dataclass
-class OutliersConfig(_Checked):
+class OutliersConfig(Checked):
     images: str | None = f(None, "Folder of labeled images cat.N.jpg / dog.N.jpg.")
     records: str | None = f(None, "Records folder (its labeled splits are screened).")
     out: str = f("reports/outliers", "Output folder.")
     top_n: int = f(30, "A candidate has no cat/dog class among its top N ImageNet classes.", ge=1, le=1000)
     backbone: str = f("efficientnet_lite2", "Registry backbone with an ImageNet head (Lite2: the best offline one).")
-    weights: str | None = f("auto", "Backbone weights (auto / imagenet / PATH).")
+    weights: str | None = weights_field()
     conflict: float = f(0.8, "Summed probability of the opposite group that flags a label conflict.", gt=0,
                         le=1)
-    batch_size: int = f(32, "Batch size.", ge=1, le=MAX_BATCH)
+    batch_size: int = batch_field(32)
     per_page: int = f(48, "Photos per contact-sheet page.", ge=1, le=1000)
 
     def relations(self):
@@ -383,9 +307,9 @@ class OutliersConfig(_Checked):
 
 
 @dataclasses.dataclass
-class BackbonesConfig(_Checked):
+class BackbonesConfig(Checked):
     backbone: str = f("efficientnet_lite0", "Registry name.")
-    weights: str | None = f("auto", "auto | imagenet | none | PATH to a weights file.")
+    weights: str | None = weights_field()
     classify: bool = f(False, "Print the top ImageNet classes of the photos given as arguments.")
     top: int = f(5, "How many classes to print per photo.", ge=1, le=1000)
     image_size: int | None = f(None, "Input size (default: the backbone's own).", ge=16, le=2048)
@@ -394,7 +318,7 @@ class BackbonesConfig(_Checked):
         return _needs_pretrained(self.weights, "--classify prints ImageNet predictions") if self.classify else None
 
     def ignored(self):
-        return {} if self.classify else _unread(["weights", "top", "image_size"], "it applies to --classify")
+        return {} if self.classify else unread(["weights", "top", "image_size"], "it applies to --classify")
 
 
 def _needs_pretrained(weights, why: str) -> str | None:
@@ -405,7 +329,7 @@ def _needs_pretrained(weights, why: str) -> str | None:
 
 
 @dataclasses.dataclass
-class ExploreConfig(_Checked):
+class ExploreConfig(Checked):
     images: list[str] = f([], "Kaggle-layout image folder (cat.N.jpg, dog.N.jpg, N.jpg) or a Kaggle root with "
                           "train/ and test/; repeatable.", multi=True)
     records: str | None = f(None, "Records folder (shards + manifest.json) from catdog_tf.records.")
@@ -418,7 +342,7 @@ class ExploreConfig(_Checked):
 
 
 @dataclasses.dataclass
-class BenchConfig(_Checked):
+class BenchConfig(Checked):
     quick: bool = f(False, "Every row on a tiny subset (< 2 min); figures not meaningful.")
     sections: list[str] = f(["pipeline", "train", "infer", "build", "scale"], "Sections to run.", distinct=True)
     out: str | None = f(None, "Folder for the tables (bench.md) and every row (bench.json); default: a new "
@@ -433,7 +357,7 @@ class BenchConfig(_Checked):
 
 
 @dataclasses.dataclass
-class ExportConfig(_Checked):
+class ExportConfig(Checked):
     model: str = f("runs/final/model.keras", "Model file or model folder to export.")
     out: str = f("runs/export", "Output folder: model.keras, saved_model/, model.tflite, README.md.")
     quantize: list[str] = f([], "Also write LiteRT variants: float16 and/or dynamic (int8 weights).",
@@ -443,4 +367,4 @@ class ExportConfig(_Checked):
     measure_split: str = f("fold0+fold1", "Split for --measure_records.")
 
     def ignored(self):
-        return {} if self.measure_records else _unread(["measure_split"], "it is the split of --measure_records")
+        return {} if self.measure_records else unread(["measure_split"], "it is the split of --measure_records")

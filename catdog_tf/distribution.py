@@ -228,6 +228,14 @@ def choose(name: str = "auto", log=None) -> tuple[tf.distribute.Strategy, Worker
     return strategy, w
 
 
+def split_cpu(n: int) -> None:
+    """The CPU as n logical devices (n > 1), to run multi-device code paths on a CPU; before
+    TensorFlow makes its devices."""
+    if n > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+
+
 def local_replicas(strategy: tf.distribute.Strategy) -> int:
     """How many replicas this worker runs (the default strategy: one)."""
     try:

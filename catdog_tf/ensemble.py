@@ -27,7 +27,7 @@ def main(argv):
                 "oof_accuracy")
     else:
         report = ensembling.run(cfg.member, cfg.records, cfg.out, split=cfg.split, fold=cfg.fold, weights=cfg.weights,
-                              space=cfg.space, temperature=cfg.temperature, tta=cfg.tta, batch_size=cfg.batch_size)
+                              space=cfg.space, temperature=cfg.temperature, batch_size=cfg.batch_size)
         keys = ("space", "weights", "temperature", "log_loss", "accuracy")
     if report:  # {}: a worker that is not the chief of a multi-worker job (it said so)
         print(json.dumps({k: report[k] for k in keys}))

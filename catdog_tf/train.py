@@ -20,13 +20,11 @@ def define():
 
 def main(argv):
     # The library loads TensorFlow: imported here, so --help answers before it loads.
-    import tensorflow as tf
+    from catdog_tf import distribution
     from catdog_tf.training.two_stage import train
 
     cli.no_extra_args(argv)
-    if flags.FLAGS.cpu_devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * flags.FLAGS.cpu_devices)
+    distribution.split_cpu(flags.FLAGS.cpu_devices)
     results = train(cli.from_flags(TrainConfig))
     print(json.dumps({k: results[k] for k in ("val_log_loss", "val_accuracy", "val_count") if k in results}))
 

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import pytest
 
-from catdog_tf import backbones as cli_backbones
 from catdog_tf.files import sha256_file
 from catdog_tf.models import imagenet, registry, torch_checkpoint, weights
 from catdog_tf.models.layers import ImagePreprocess
@@ -49,7 +48,7 @@ def built(name, include_top=False):
 
 
 def chelsea(size):
-    """skimage's cat photo, resized exactly like cli_backbones.load_images does for files."""
+    """skimage's cat photo, resized exactly like registry.load_images does for files."""
     import tensorflow as tf
     from skimage import data
 
@@ -203,7 +202,7 @@ def test_lite_classifies_chelsea_and_kaggle_photos(name):
     print(name, "chelsea:", [(i, imagenet.short_name(i), round(p, 3)) for i, _, p in top5])
     assert top5[0][0] in imagenet.CAT_CLASSES and top5[0][2] > 0.5
 
-    x = cli_backbones.load_images([KAGGLE / f for f in CATS + DOGS], size)
+    x = registry.load_images([KAGGLE / f for f in CATS + DOGS], size)
     top1 = model.predict(x, verbose=0).argmax(axis=1)
     groups = [imagenet.group_of(int(i)) for i in top1]
     assert groups == ["cat"] * len(CATS) + ["dog"] * len(DOGS), dict(zip(CATS + DOGS, groups))
@@ -219,7 +218,7 @@ def test_lite_normalization_matches_checkpoint_statistics():
     stem = keras.Model(model.inputs, model.get_layer("stem_conv").output)
     bn = model.get_layer("stem_bn")
     mean, var = bn.moving_mean.numpy(), bn.moving_variance.numpy()
-    x = cli_backbones.load_images([KAGGLE / f for f in CATS + DOGS], 224)
+    x = registry.load_images([KAGGLE / f for f in CATS + DOGS], 224)
 
     def stats(normalized):
         # The model applies (x-127)/128 itself; feed x' so that its output is `normalized`.

@@ -60,7 +60,7 @@ one = pooled_model("efficientnet_lite0", "auto", 96)
 with strategy.scope():
     two = pooled_model("efficientnet_lite0", "auto", 96)
 x1, y1, i1 = features.cached(one, rec, "fold0", 96, batch_size=7)
-# 7 per device: batches of 14 split across the two devices; the last one is padded.
+# batches of 7 split across the two devices (4 + 3: the odd one padded)
 x2, y2, i2 = features.cached(two, rec, "fold0", 96, batch_size=7, strategy=strategy, cache_dir=cache)
 odd = np.random.default_rng(0).uniform(0, 255, (5, 96, 96, 3)).astype("float32")
 step = lambda im: one(im, training=False)

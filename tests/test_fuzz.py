@@ -35,7 +35,7 @@ FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), derandom
 def test_every_tool_config_is_fuzzed():
     """A new config class (a new tool) must join the fuzz tests."""
     checked = {c for c in vars(config).values()
-               if isinstance(c, type) and issubclass(c, config._Checked) and c is not config._Checked}
+               if isinstance(c, type) and issubclass(c, config.Checked) and c is not config.Checked}
     assert checked - {config.BenchConfig} == set(CONFIGS)
 
 

@@ -536,9 +536,7 @@ def test_more_folds_than_photos_of_a_class_are_refused(tmp_path):
     assert not (tmp_path / "rec" / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("kw, needle", [
-    (dict(oof=True, tta="flip"), "--tta: with --oof"), (dict(hedge="on"), "--hedge=on needs --oof"),
-    (dict(tta="flip"), "mirrored predictions")])
+@pytest.mark.parametrize("kw, needle", [(dict(hedge="on"), "--hedge=on needs --oof")])
 def test_ensemble_flags_its_mode_would_ignore_are_refused(kw, needle):
     from catdog_tf.config import EnsembleConfig
 

@@ -65,8 +65,8 @@ def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
 
 
 def _shuffle_after_decode(records_dir: str, size: int, batch: int, shuffle_buffer: int = 2048):
-    """make_dataset(..., Read(training=True, repeat=True)) as it was before this benchmark: the shuffle
-    buffer after the decoding map, so it held decoded float images."""
+    """The common tf.data layout make_dataset(..., Read(training=True, repeat=True)) is compared
+    with: the shuffle buffer after the decoding map, holding decoded float images."""
     files = manifest.shard_files(records_dir, "train")
     ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=0, reshuffle_each_iteration=True)
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,

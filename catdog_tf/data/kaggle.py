@@ -61,10 +61,6 @@ def id_label(id_: str) -> int | None:
     return LABELS[m.group(1).lower()] if m.group(1) else UNLABELED
 
 
-def is_labeled_name(filename: str) -> bool:
-    return bool(_LABELED.match(filename))
-
-
 def name_problem(filename: str, labeled: bool) -> str:
     """Why `filename` is not a photo name of a labeled (or test) folder, in a few words."""
     expected = "cat.N.jpg or dog.N.jpg" if labeled else "N.jpg"
@@ -93,6 +89,3 @@ def normalize_id(token: str) -> str | None:
         return None
     return f"{m.group(1).lower()}.{_number(m.group(2))}" if m.group(1) else _number(m.group(2))
 
-
-def label_name(label: int) -> str:
-    return {0: "cat", 1: "dog"}.get(int(label), "unlabeled")

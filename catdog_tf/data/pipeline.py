@@ -44,7 +44,7 @@ def decode_scaled(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image
     libjpeg decodes large photos at 1/2, 1/4 or 1/8 scale straight from the DCT
     coefficients, which skips most of the work for large photos. A photo that will shrink
     is decoded with libjpeg's accurate integer IDCT (at full scale, PIL's decode to the
-    pixel); one that will not keeps TensorFlow's default (INTEGER_FAST) IDCT, as before.
+    pixel); one that will not keeps TensorFlow's default (INTEGER_FAST) IDCT.
     """
     index, shrinks = _scale(height, width, image_size)
     return tf.cond(shrinks, lambda: _decode(encoded, index, "INTEGER_ACCURATE"), lambda: _decode(encoded, index))
@@ -57,8 +57,8 @@ def decode_resize(encoded: tf.Tensor, height: tf.Tensor, width: tf.Tensor, image
     bilinear resize (its two taps per side still reach every source pixel; at exactly 2x it
     is the 2x2 average); beyond that, an area resize (a box filter) of the shrinking sides,
     then plain bilinear for a side that grows (area would be nearest-neighbour there). When
-    no side shrinks, this is exactly the decode and plain bilinear resize of before
-    (kaggle200 photos upscaled to the model size keep their pixels).
+    no side shrinks, this is the plain decode and bilinear resize (kaggle200 photos upscaled to
+    the model size keep their pixels).
     """
     index, shrinks = _scale(height, width, image_size)
 
@@ -71,7 +71,7 @@ def resize_decoded(image: tf.Tensor, image_size: int) -> tf.Tensor:
     """A decoded image [h, w, 3] -> float32 [image_size, image_size, 3], resized as
     decode_resize resizes (also for PNG/GIF/BMP in the serving graph)."""
     size = tf.shape(image)[:2]
-    # Why not tf.image.resize(antialias=True), as before: it costs more than the decode,
+    # Why not tf.image.resize(antialias=True): it costs more than the decode,
     # and the IDCT, not the filter, was most of the distance to PIL's antialiased resize.
     # Measured, with the candidates not kept: BENCHMARKS.md, section 1.
     return tf.cond(tf.reduce_max(size) > 2 * image_size,

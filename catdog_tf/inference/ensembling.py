@@ -133,7 +133,7 @@ def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool
 
 
 def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "validation", fold: int | None = None,
-        weights: list[float] | None = None, space: str = "auto", temperature: bool = True, tta: str = "none",
+        weights: list[float] | None = None, space: str = "auto", temperature: bool = True,
         batch_size: int = 32) -> dict:
     """Predicts the validation split with each member, fits the combination, exports the
     ensemble to out/model.keras (+ out/saved_model) and returns the report ({} on a worker
@@ -147,7 +147,7 @@ def run(member_paths: list[str], records_dir: str, out: str, *, split: str = "va
     members = [predictor.load_model(p, strategy) for p in member_paths]
     cols, y, ids0 = [], None, None
     for path, m in zip(member_paths, members):
-        ids, labels, p = predictor.predict_records(m, records_dir, split, batch_size, tta, fold, strategy)
+        ids, labels, p = predictor.predict_records(m, records_dir, split, batch_size, "none", fold, strategy)
         if ids0 is not None and ids != ids0:
             raise UserError(f"{path}: validation order differs between members")
         ids0, y = ids, contracts.labels(labels, f"{records_dir}:{split}", ids)

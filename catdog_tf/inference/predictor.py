@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import sys
 import zipfile
 import zlib
 
@@ -151,26 +152,22 @@ def scan_folder(folder: str, labeled: bool, max_pixels: int = MAX_PIXELS) -> Pho
     return Photos(items, skipped, folder)
 
 
-def _global_batch(strategy, batch_size: int) -> int:
-    return batch_size * distribution.local_replicas(strategy or tf.distribute.get_strategy())
-
-
 def predict_photos(model, photos: Photos, batch_size: int = 32, tta: str = "none",
                    strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
     """P(dog) of every photo, in order. Under a multi-worker strategy each worker predicts its
-    share and every worker gets all the predictions. batch_size: per device."""
+    share and every worker gets all the predictions. batch_size: split across the devices."""
     w, mine = distribution.share(strategy, len(photos.items))
     # Every worker must score the same photo list (a folder each host reads for itself).
     if not distribution.same_everywhere(strategy, zlib.crc32("\n".join(photos.ids).encode()) % (1 << 20)):
         raise UserError(f"{photos.folder}: the workers found different photos there; give every host the same folder")
-    ds = pipeline.photos_dataset([photos.items[i] for i in mine], input_size(model), _global_batch(strategy, batch_size))
+    ds = pipeline.photos_dataset([photos.items[i] for i in mine], input_size(model), batch_size)
     p = predict_batches(model, ds, tta, total=len(mine), strategy=strategy)
     return distribution.gather_rows(strategy, p, mine, len(photos.items)).astype(np.float64) if w.count > 1 else p
 
 
 def predict_files(model, paths: list[str], batch_size: int = 32, tta: str = "none",
                   strategy: tf.distribute.Strategy | None = None) -> np.ndarray:
-    ds = pipeline.files_dataset(paths, input_size(model), _global_batch(strategy, batch_size))
+    ds = pipeline.files_dataset(paths, input_size(model), batch_size)
     return predict_batches(model, ds, tta, total=len(paths), strategy=strategy)
 
 
@@ -181,7 +178,7 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
     share under a multi-worker strategy; every worker returns all of them)."""
     total = manifest.split_count(records_dir, split, fold)
     w, mine = distribution.share(strategy, total)
-    ds = pipeline.make_dataset(records_dir, split, input_size(model), _global_batch(strategy, batch_size),
+    ds = pipeline.make_dataset(records_dir, split, input_size(model), batch_size,
                                pipeline.Read(fold=fold, with_ids=True,
                                              shard=(w.count, w.rank) if w.count > 1 else None))
     ids, labels = [], []
@@ -203,6 +200,30 @@ def predict_records(model, records_dir: str, split: str, batch_size: int = 32, t
         raise sources.RecordsError(f"{records_dir}: split {split!r} lists {total} photos but {len(ids)} were read; "
                                    "rebuild the records")
     return ids, y, p
+
+
+def check_request(paths: list[str], images: str | None, records: str | None, out_given: bool) -> None:
+    """Photos given as arguments, or a test set (--images or --records) for a submission."""
+    if paths and (images or records or out_given):
+        raise UserError("photos as arguments print their P(dog); --images/--records (and --out) write a "
+                        "submission: give one or the other")
+    if not paths and bool(images) == bool(records):
+        raise UserError("give --images=FOLDER or --records=FOLDER (or image paths as arguments)")
+
+
+def predict_test_set(model, images: str | None, records: str | None, batch_size: int, tta: str,
+                     strategy, max_pixels: int = MAX_PIXELS):
+    """(ids, P(dog), every id the submission must hold) for a folder of test photos or a
+    records folder's test split. The expected ids include photos that could not be read, so a
+    submission missing them is refused (write_submission), never written short."""
+    if images:
+        photos = scan_folder(images, labeled=False, max_pixels=max_pixels)
+        for s in photos.skipped:
+            print(f"skip: {s['file']}: {s['reason']}", file=sys.stderr)
+        print(photos.describe(), file=sys.stderr)
+        return photos.ids, predict_photos(model, photos, batch_size, tta, strategy), photos.ids + photos.missing_ids()
+    ids, _, p = predict_records(model, records, "test", batch_size, tta, strategy=strategy)
+    return ids, p, ids + manifest.lost_ids(records, labeled=False)
 
 
 def write_submission(path: str, ids: list[str], p: np.ndarray, clip: float = KAGGLE_EPS,

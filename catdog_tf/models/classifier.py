@@ -1,7 +1,7 @@
 """The classifier: ImageNet backbone + new head (pooling, dropout, one sigmoid unit).
 
     image (float 0..255) -> [augmentation] -> backbone (own preprocessing inside, BatchNorm
-    always in inference mode) -> pooling -> head (dropout, Dense(1, sigmoid, float32))
+    always in inference mode) -> pooling (avg, gem or flatten) -> head (dropout, Dense(1, sigmoid, float32))
 """
 
 from __future__ import annotations
@@ -36,15 +36,6 @@ class Classifier:
     head: keras.Model
     image_size: int
     config: ModelConfig
-
-    def training_model(self, augmentation: str) -> keras.Model:
-        """The same layers behind another augmentation policy (a stage may use its own)."""
-        if augmentation == self.config.augmentation:
-            return self.model
-        inputs = keras.Input((self.image_size, self.image_size, 3), name="image")
-        aug = augment.build_augmentation(augmentation, seed=self.config.seed)
-        x = self.backbone(aug(inputs) if aug is not None else inputs, training=False)
-        return keras.Model(inputs, self.head(self.pooling(x)), name=self.model.name)
 
     def inference_model(self) -> keras.Model:
         """The same layers without augmentation: what gets exported."""

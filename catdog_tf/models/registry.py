@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 import keras
+import numpy as np
 
 from catdog_tf import files
+from catdog_tf.data import pipeline
 from catdog_tf.errors import UserError
-from catdog_tf.models import blocks, efficientnet_lite, weights as weights_lib
+from catdog_tf.models import blocks, efficientnet_lite, imagenet, weights as weights_lib
 from catdog_tf.models.layers import ImagePreprocess
 
 
@@ -250,3 +252,29 @@ def split_at_top_blocks(model: keras.Model, name: str, k: int, bottom_name: str 
                         top_name: str | None = None) -> tuple[keras.Model, keras.Model]:
     """(bottom, top) with top(bottom(x)) == model(x), cut at the input of the top k blocks."""
     return blocks.split_at_top_blocks(model, get(name), k, bottom_name, top_name)
+
+
+def table() -> str:
+    """The registry as a text table: name, input size, pooled feature size, offline
+    availability, weights source."""
+    rows = [("name", "input", "features", "offline", "weights source")]
+    for b in REGISTRY.values():
+        source = f"keras download {b.weight_url()}" if b.is_keras_app else f"pip {b.weights_source[4:]} (.pth)"
+        rows.append((b.name, str(b.input_size), str(b.feature_size),
+                     "yes" if b.offline_available() else "no", source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def load_images(paths, size: int) -> np.ndarray:
+    """Photos as float32 RGB 0..255 at size x size, decoded and resized as the pipeline does."""
+    return np.concatenate([b.numpy() for b in pipeline.files_dataset([str(p) for p in paths], size, 32)])
+
+
+def classify(paths, backbone: str, weights, image_size: int | None = None, top: int = 5) -> list:
+    """Each photo's `top` ImageNet classes by the backbone's own classifier: [(index, label, p)]."""
+    model = build_backbone(backbone, weights=weights, include_top=True, image_size=image_size)
+    probs = model.predict(load_images(paths, model.input_shape[1]), verbose=0)
+    return imagenet.decode_predictions(probs, top=top)

@@ -83,8 +83,8 @@ def cached(feature_model: keras.Model, records_dir: str, split: str, image_size:
     desc = f"{feature_model.name} {split}{' flipped' if flip else ''}"
     print(f"features: worker {w.rank}/{w.count} extracts {len(mine)} of {total} photos ({desc})", file=sys.stderr,
           flush=True)
-    # batch_size per device: a global batch of batch_size x this worker's replicas.
-    ds = pipeline.make_dataset(records_dir, split, image_size, batch_size * distribution.local_replicas(strategy),
+    # batch_size: split across this worker's devices (replica_map)
+    ds = pipeline.make_dataset(records_dir, split, image_size, batch_size,
                                pipeline.Read(fold=fold, with_ids=True,
                                              shard=(w.count, w.rank) if w.count > 1 else None))
     with manifest.damage_named(records_dir):
