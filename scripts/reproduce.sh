@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
-# The real run: Kaggle folder -> outlier screen -> records -> k-fold members -> ONE ensemble
-# model -> held-out and native-size evaluation -> submission -> serving export. Every stage skips what is done,
-# so re-running resumes after an interruption. Usage: bash scripts/reproduce.sh [KAGGLE_DIR]
+# The real run: Kaggle folder -> outlier screen -> records -> members -> ONE ensemble model ->
+# held-out and native-size evaluation -> submission -> serving export. Every stage skips what is
+# done, so re-running resumes after an interruption. Usage: bash scripts/reproduce.sh [KAGGLE_DIR]
 #
 # Settings (environment variables; defaults in brackets):
-#   NATIVE       folder of native-size labeled photos, kept out of training and evaluated at the end
-#                [../shared/data/kaggle_native/train]; missing: that evaluation is skipped, with a line
-#   RUNS         output folder [runs]
-#   MEMBERS      the ensemble's k-fold members, NAME or NAME@INPUT_SIZE, space-separated
-#                [efficientnet_lite0@380 efficientnet_lite1@300 efficientnet_lite2@380]
-#   POOLING      how members pool their feature map: avg or gem [gem]
-#   KFOLD_FLAGS  extra flags of every `catdog_tf.kfold` run [--epochs=20 --lr=1e-3 --dropout=0.3 --batch_size=64]
+#   PRESET   the recipe, a file in catdog_tf/presets/ (`python -m catdog_tf.presets` lists them) [cpu]:
+#            cpu   the shipped one: EfficientNet-Lite members with k-fold heads, offline
+#            seed  Xception, InceptionV3 and ResNet50 fine-tuned in two stages (Keras weights: online)
+#   MEMBERS  the ensemble's members, NAME or NAME@INPUT_SIZE, space-separated [the preset's]
+#   FLAGS    extra flags of every member's run, after the preset's (the last of a flag wins) []
+#   NATIVE   folder of native-size labeled photos, kept out of training and evaluated at the end
+#            [../shared/data/kaggle_native/train]; missing: that evaluation is skipped, with a line
+#   RUNS     output folder [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/kaggle200}
 NATIVE=${NATIVE:-../shared/data/kaggle_native/train}
 RUNS=${RUNS:-runs}
-# Members as NAME or NAME@INPUT_SIZE (RESULTS.md: upscaling the 200 px photos pays; Lite2 most, at 380).
-MEMBERS=${MEMBERS:-"efficientnet_lite0@380 efficientnet_lite1@300 efficientnet_lite2@380"}
-KFOLD_FLAGS=${KFOLD_FLAGS:-"--epochs=20 --lr=1e-3 --dropout=0.3 --batch_size=64"}
-# How each member pools its last feature map (RESULTS.md experiment 35: GeM beats the average in the ensemble).
-POOLING=${POOLING:-gem}
+PRESET=${PRESET:-cpu}
+preset=$(python -m catdog_tf.presets --shell "$PRESET")
+eval "$preset"
+MEMBERS=${MEMBERS:-$PRESET_MEMBERS}
+FLAGS=${FLAGS:-}
+# Member folders are named by pooling when it is not the average (the last --pooling given wins).
+POOLING=$(printf '%s\n' $PRESET_FLAGS $FLAGS | sed -n 's/^--pooling=//p' | tail -n 1)
+POOLING=${POOLING:-avg}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 mkdir -p "$RUNS"
 stage() { echo; echo "=== $(date +%H:%M:%S) $*"; }
@@ -34,6 +38,9 @@ KFOLDS=fold2,fold3,fold4,fold5,fold6,fold7,fold8,fold9
 # Feature caches in two files per backbone, flips included (caching only; any grouping gives
 # the same features).
 CACHE_GROUPS=fold2,fold3+fold4+fold5+fold6+fold7+fold8+fold9
+# Members that fine-tune (tool train) learn on fold2..fold8 and stop early on fold9.
+TRAIN_FOLDS=fold2+fold3+fold4+fold5+fold6+fold7+fold8
+VAL_FOLD=fold9
 
 stage "1/7 outlier screen (ImageNet top-30 without cat/dog) -> $RUNS/outliers"
 [ -f "$RUNS/outliers/summary.json" ] || python -m catdog_tf.outliers --images="$DATA/train" --out="$RUNS/outliers"
@@ -52,24 +59,33 @@ stage "2/7 records: reviewed exclusions (data/exclude_reviewed.txt) + the native
 python -m catdog_tf.records --input="$DATA/train" --input="$DATA/test" --out="$RUNS/records" \
   --folds=10 --seed=0 --exclude="$RUNS/exclude.txt"
 
-stage "3/7 k-fold members over $KFOLDS: $MEMBERS"
+stage "3/7 $PRESET_TOOL members: $MEMBERS"
 dirs=()
 for m in $MEMBERS; do
-  name=${m%@*}; size=""; dir="$RUNS/kfold/$name"
-  if [[ $m == *@* ]]; then size="--image_size=${m#*@}"; dir="$RUNS/kfold/${name}_${m#*@}"; fi
+  name=${m%@*}; size=""; dir="$RUNS/$PRESET_TOOL/$name"
+  if [[ $m == *@* ]]; then size="--image_size=${m#*@}"; dir="$RUNS/$PRESET_TOOL/${name}_${m#*@}"; fi
   [ "$POOLING" = avg ] || dir="${dir}_$POOLING"
-  python -m catdog_tf.kfold --backbone="$name" $size --records="$RUNS/records" --folds=$KFOLDS \
-    --cache_groups=$CACHE_GROUPS --cache_dir="$RUNS/cache" --out="$dir" --pooling="$POOLING" $KFOLD_FLAGS
+  if [ "$PRESET_TOOL" = kfold ]; then
+    python -m catdog_tf.kfold --backbone="$name" $size --records="$RUNS/records" --folds=$KFOLDS \
+      --cache_groups=$CACHE_GROUPS --cache_dir="$RUNS/cache" --out="$dir" $PRESET_FLAGS $FLAGS
+  else  # two stages on fold2..fold8, early stopping and the ensemble's fit on fold9
+    python -m catdog_tf.train --backbone="$name" $size --records="$RUNS/records" --train_split=$TRAIN_FOLDS \
+      --val_split=$VAL_FOLD --cache_dir="$RUNS/cache" --out="$dir" $PRESET_FLAGS $FLAGS
+  fi
   dirs+=("--member=$dir")
 done
 
-stage "4/7 ensemble: weights, averaging space and temperature or ImageNet-mass hedge fitted on the out-of-fold predictions"
+stage "4/7 ensemble: weights, averaging space and temperature (k-fold members: or the ImageNet-mass hedge) fitted"
 # Redone (with everything after it) when the members changed since the last run: another list,
-# or a member redone (new records or settings: its kfold.json changes with it).
-members_key="${dirs[*]} $(for d in "${dirs[@]}"; do cat "${d#--member=}/kfold.json"; done | sha256sum | cut -c1-16)"
+# or a member redone (new records or settings: its kfold.json or flags.json changes with it).
+members_key="${dirs[*]} $(for d in "${dirs[@]}"; do cat "${d#--member=}"/{kfold,flags}.json 2>/dev/null || true; done | sha256sum | cut -c1-16)"
 if [ ! -f "$RUNS/final/model.keras" ] || [ "$(cat "$RUNS/final/MEMBERS" 2>/dev/null)" != "$members_key" ]; then
   rm -rf "$RUNS/final" "$RUNS/export" "$RUNS/export_first_member"  # made from these members
-  python -m catdog_tf.ensemble --oof "${dirs[@]}" --out="$RUNS/final"
+  if [ "$PRESET_TOOL" = kfold ]; then  # on the out-of-fold predictions of fold2..fold9
+    python -m catdog_tf.ensemble --oof "${dirs[@]}" --out="$RUNS/final"
+  else
+    python -m catdog_tf.ensemble "${dirs[@]}" --records="$RUNS/records" --split=$VAL_FOLD --out="$RUNS/final"
+  fi
   echo "$members_key" > "$RUNS/final/MEMBERS"
 fi
 
@@ -83,7 +99,7 @@ elif [ ! -f "$RUNS/final/native.json" ]; then
 fi
 # Label-error review: the training photos whose out-of-fold prediction contradicts their label
 # most confidently, on a contact sheet (oof_review_plots/worst_mistakes.png) for a person to look at.
-[ -f "$RUNS/final/oof_review.json" ] || python -m catdog_tf.evaluate --predictions="$RUNS/final/oof_predictions.csv" \
+[ "$PRESET_TOOL" != kfold ] || [ -f "$RUNS/final/oof_review.json" ] || python -m catdog_tf.evaluate --predictions="$RUNS/final/oof_predictions.csv" \
   --records="$RUNS/records" --worst=48 --json_out="$RUNS/final/oof_review.json"
 
 stage "6/7 submission"
