@@ -304,13 +304,7 @@ def _stage1(run: "_Run", run_identity: dict, stage2_cached: bool, results: dict)
     cached = cfg.head_augmentation in CACHED_POLICIES
     if run.chief:
         _log_images(cfg, work, run.size, 1, cfg.head_augmentation, cached)
-    done = _stage_done(work, 1, _stage_key(run_identity, 1, stage2_cached))
-    if distribution.agree(strategy, done is not None):
-        clf.model.load_weights(files.join(work, "stage1.weights.h5"))
-        log("stage 1 already done: loaded its weights")
-        results["history1"] = done
-        return
-    if cfg.epochs1 <= 0:
+    if _resumed(run, 1, _stage_key(run_identity, 1, stage2_cached), results) or cfg.epochs1 <= 0:
         return
     offsets = {"step": 0, "epoch": 0}
     tb = run.tb(offsets)
@@ -325,10 +319,7 @@ def _stage1(run: "_Run", run_identity: dict, stage2_cached: bool, results: dict)
                    work_dir=files.join(work, "stage1"), tb=tb, log=log)
     else:
         log(f"stage 1: head on full images with augmentation {cfg.head_augmentation!r}")
-        data, val = run.full_image_data()
-        model, aug = run.full_image_model(cfg.head_augmentation)
-        hist = fit(model, data, val, run.fit_config(1, False), strategy=strategy, augment=aug,
-                   work_dir=files.join(work, "stage1"), tb=tb, log=log)
+        hist = _fit_full_images(run, 1, cfg.head_augmentation, tb)
     results["history1"] = _finish_stage(work, 1, clf.model, hist, tb, offsets)
 
 
@@ -339,11 +330,7 @@ def _stage2(run: "_Run", run_identity: dict, cached: bool, results: dict, offset
     policy = ("flip" if cfg.head_augmentation != "none" else "none") if cached else cfg.augmentation
     if run.chief:
         _log_images(cfg, work, run.size, 2, policy, cached)
-    done = _stage_done(work, 2, _stage_key(run_identity, 2, cached))
-    if distribution.agree(strategy, done is not None):
-        clf.model.load_weights(files.join(work, "stage2.weights.h5"))
-        log("stage 2 already done: loaded its weights")
-        results["history2"] = done
+    if _resumed(run, 2, _stage_key(run_identity, 2, cached), results):
         return
     registry.set_trainable_top_blocks(clf.backbone, cfg.backbone, cfg.unfreeze_blocks)
     n_train = sum(int(np.prod(w.shape)) for w in clf.backbone.trainable_weights)
@@ -360,11 +347,27 @@ def _stage2(run: "_Run", run_identity: dict, cached: bool, results: dict, offset
         hist = fit(stage_model, (x, y), val, run.fit_config(2, True), strategy=strategy,
                    work_dir=files.join(work, "stage2"), tb=tb, log=log)
     else:
-        data, val = run.full_image_data()
-        model, aug = run.full_image_model(cfg.augmentation)
-        hist = fit(model, data, val, run.fit_config(2, False), strategy=strategy, augment=aug,
-                   work_dir=files.join(work, "stage2"), tb=tb, log=log)
+        hist = _fit_full_images(run, 2, cfg.augmentation, tb)
     results["history2"] = _finish_stage(work, 2, clf.model, hist, tb, offsets)
+
+
+def _resumed(run: "_Run", stage: int, key: dict, results: dict) -> bool:
+    """Whether the stage finished in an earlier run (decided by every worker together): then
+    its weights are loaded and its history is in results."""
+    done = _stage_done(run.work, stage, key)
+    if not distribution.agree(run.strategy, done is not None):
+        return False
+    run.clf.model.load_weights(files.join(run.work, f"stage{stage}.weights.h5"))
+    log(f"stage {stage} already done: loaded its weights")
+    results[f"history{stage}"] = done
+    return True
+
+
+def _fit_full_images(run: "_Run", stage: int, policy: str, tb):
+    data, val = run.full_image_data()
+    model, aug = run.full_image_model(policy)
+    return fit(model, data, val, run.fit_config(stage, False), strategy=run.strategy, augment=aug,
+               work_dir=files.join(run.work, f"stage{stage}"), tb=tb, log=log)
 
 
 def _export(run: "_Run", results: dict) -> None:
