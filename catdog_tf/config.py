@@ -36,7 +36,8 @@ def weights_field():
 def batch_field(default: int):
     # One meaning everywhere: the photos (or feature rows) of one step in total, split across
     # the devices (tf.distribute's global batch).
-    return f(default, "Batch size: one step's photos in total, split across the devices.", ge=1, le=MAX_BATCH)
+    return f(default, "Batch size: one step's photos (or feature rows) in total; with several devices, split "
+                      "across them.", ge=1, le=MAX_BATCH)
 
 
 def default_cache_dir(out: str) -> str:

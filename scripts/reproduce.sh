@@ -8,7 +8,8 @@
 #            cpu   the shipped one: EfficientNet-Lite members with k-fold heads, offline
 #            seed  Xception, InceptionV3 and ResNet50 fine-tuned in two stages (Keras weights: online)
 #   MEMBERS  the ensemble's members, NAME or NAME@INPUT_SIZE, space-separated [the preset's]
-#   FLAGS    extra flags of every member's run, after the preset's (the last of a flag wins) []
+#   FLAGS    extra flags of every member's run, after the preset's (the last of a flag wins;
+#            write them as --flag=value) []
 #   NATIVE   folder of native-size labeled photos, kept out of training and evaluated at the end
 #            [../shared/data/kaggle_native/train]; missing: that evaluation is skipped, with a line
 #   RUNS     output folder [runs]
@@ -18,6 +19,9 @@ DATA=${1:-../shared/data/kaggle200}
 NATIVE=${NATIVE:-../shared/data/kaggle_native/train}
 RUNS=${RUNS:-runs}
 PRESET=${PRESET:-cpu}
+if [ -n "${POOLING+x}${KFOLD_FLAGS+x}" ]; then
+  echo "error: POOLING and KFOLD_FLAGS are replaced by PRESET and FLAGS (e.g. FLAGS=--pooling=avg)" >&2; exit 2
+fi
 preset=$(python -m catdog_tf.presets --shell "$PRESET")
 eval "$preset"
 MEMBERS=${MEMBERS:-$PRESET_MEMBERS}

@@ -51,7 +51,7 @@ ANY_VALUE = st.one_of(
 
 
 def _within(field, value) -> bool:
-    """Independently of config.validate: whether `value` keeps the field's declared contract."""
+    """Independently of fields.validate: whether `value` keeps the field's declared contract."""
     meta = field.metadata
     values = value if isinstance(value, list) else [value]
     for v in values:

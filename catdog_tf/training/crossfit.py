@@ -5,7 +5,7 @@
 
 For every fold k of --folds a new head (dropout, one sigmoid unit) is trained on the
 pooled features of the other folds (and their mirror images) for a fixed number of epochs
-with a cosine learning rate (fit.py's "cosine" recipe): no early stopping, so fold k's
+with a cosine learning rate (recipe.py's "cosine" schedule): no early stopping, so fold k's
 prediction is truly out of fold. The OOF predictions over every photo of --folds are the
 figure. Folds left out of --folds (e.g. a held-out fold0+fold1) are never touched.
 

@@ -175,9 +175,11 @@ class _Run:
     def arrays(self, feature_model, flip: bool, dtype="float32"):
         """Cached activations of the training split (+ mirror images) and of the validation split."""
         c = self.cfg
-        # Extracted under the strategy: each worker its share, each device its slice of a batch.
+        # Extracted under the strategy: each worker its share, each device its slice of a batch
+        # (at least 32 photos a device).
+        per_device = max(c.batch_size // self.strategy.num_replicas_in_sync, 32)
         kw = dict(fold=c.fold, cache_dir=self.cache_dir, dtype=dtype, strategy=self.strategy,
-                  batch_size=max(c.batch_size // self.strategy.num_replicas_in_sync, 32))
+                  batch_size=per_device * distribution.local_replicas(self.strategy))
         x, y = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw) \
             .without(manifest.excluded_ids(c.records)).with_mirrors()
         val = None
