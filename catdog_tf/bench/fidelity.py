@@ -27,20 +27,6 @@ def reference(path: Path, size: int) -> np.ndarray:
         return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), np.float32)
 
 
-def old_decode_resize(encoded, height, width, size: int):
-    """decode_resize before this benchmark's change: DCT-scaled decode with TF's default IDCT,
-    then an antialiased bilinear resize (tf.image.resize antialias=True) when a side shrinks."""
-    short = tf.minimum(height, width)
-    ratios = (8, 4, 2, 1)
-    ok = tf.stack([short // r >= size for r in ratios])
-    index = tf.where(tf.reduce_any(ok), tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32), len(ratios) - 1)
-    image = tf.switch_case(index, [lambda r=r: tf.io.decode_jpeg(encoded, channels=3, ratio=r) for r in ratios])
-    shrinks = tf.reduce_any(tf.shape(image)[:2] > size)
-    image = tf.cond(shrinks, lambda: tf.image.resize(image, [size, size], antialias=True),
-                    lambda: tf.image.resize(image, [size, size]))
-    return tf.reshape(image, [size, size, 3])
-
-
 def area_everywhere(encoded, height, width, size: int):
     """A candidate not kept: decode_resize with an area resize on every side that shrinks (not
     only beyond 2x), plain bilinear for a side that grows."""
@@ -58,12 +44,8 @@ def area_everywhere(encoded, height, width, size: int):
 def per_image(loader: str, size: int):
     """The per-image function (JPEG bytes, height, width) -> float image of the in-memory
     loaders, or None for a loader that is not one of them."""
-    if loader == "old":
-        return lambda e, h, w: old_decode_resize(e, h, w, size)
     if loader == "area":
         return lambda e, h, w: area_everywhere(e, h, w, size)
-    if loader == "limit-plain":  # full-size decode, then the antialiased resize, even when upscaling
-        return lambda e, h, w: tf.image.resize(tf.io.decode_jpeg(e, channels=3), [size, size], antialias=True)
     if loader == "limit-noaa":  # full-size decode, plain (aliasing) bilinear resize
         return lambda e, h, w: tf.image.resize(tf.io.decode_jpeg(e, channels=3), [size, size])
     return None

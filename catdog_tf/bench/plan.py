@@ -113,10 +113,13 @@ def pick(folder: Path, n: int) -> list[Path]:
     return [p for label in sorted(by) for _, p in sorted(by[label])[: n // 2]]
 
 
+# Every loader the pipeline rows measure (rows.py builds each). tables.py leaves out the rows,
+# and the paired figures, of any other loader (an earlier run's JSON may hold some).
+LOADERS = ("decode", "limit", "ours-train", "ours-eval", "area", "limit-noaa", "idg", "idfd")
 # Loaders of a paired row: the first is the reference of `ratios`; `versus` has every pair.
-PAIR_LOADERS = ["idfd", "ours-train", "ours-eval", "decode", "limit", "old"]
+PAIR_LOADERS = ["idfd", "ours-train", "ours-eval", "decode", "limit"]
 # Loaders whose images are decode_resize's (so they share one fidelity figure per records).
-SAME_PIXELS = ("limit", "ours-train", "ours-eval", "ours-train-old")
+SAME_PIXELS = ("limit", "ours-train", "ours-eval")
 
 
 def _fidelity_key(loader: str, variant: str) -> str | None:
@@ -148,15 +151,6 @@ def _pipeline_rows(prep: dict, s: Settings) -> list[Row]:
                     Row("pipeline", table, f"decode_resize, in memory{suffix}", "pipe", dict(v, loader="limit")),
                     Row("pipeline", table, f"ours, training=True{suffix}", "pipe", dict(v, loader="ours-train")),
                     Row("pipeline", table, f"ours, training=False{suffix}", "pipe", dict(v, loader="ours-eval"))]
-                if not suffix:
-                    table_rows += [
-                        Row("pipeline", table, "before this change: decode_resize with antialias=True, in memory",
-                            "pipe", dict(v, loader="old")),
-                        Row("pipeline", table, "before an earlier change: shuffle after decoding", "pipe",
-                            dict(v, loader="ours-train-old"))]
-                if ds == "k200":  # 200 px < 448: never DCT-scaled, so this is the oldest decode_resize
-                    table_rows.append(Row("pipeline", table, "before an earlier change: antialiased upscaling, "
-                                          "in memory", "pipe", dict(v, loader="limit-plain")))
                 table_rows.append(Row("pipeline", table, f"paired: {' / '.join(PAIR_LOADERS)}{suffix}", "pair",
                                       dict(v, loaders=PAIR_LOADERS, rounds=s.pair_rounds, classes=d["classes"])))
             if ds == "native":

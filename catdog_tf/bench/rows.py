@@ -47,7 +47,8 @@ def _image_data_generator():
 
 def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
     """One per-image function alone, over the records' JPEG bytes held in memory: decode alone
-    at the DCT scale decode_resize picks ("decode"), decode_resize ("limit"), the old one, ..."""
+    at the DCT scale decode_resize picks ("decode"), decode_resize ("limit"), and the per-image
+    functions of fidelity.per_image ("area", "limit-noaa")."""
     ex = list(manifest.read_examples(records_dir, "train"))
     enc = tf.constant([e["encoded"] for e in ex])
     hw = tf.constant([[e["height"], e["width"]] for e in ex], tf.int64)
@@ -64,30 +65,12 @@ def _limit_dataset(loader: str, size: int, batch: int, records_dir: str):
     return ds, {"in_memory_mb": round(sum(len(e["encoded"]) for e in ex) / 1e6, 1)}
 
 
-def _shuffle_after_decode(records_dir: str, size: int, batch: int, shuffle_buffer: int = 2048):
-    """The common tf.data layout make_dataset(..., Read(training=True, repeat=True)) is compared
-    with: the shuffle buffer after the decoding map, holding decoded float images."""
-    files = manifest.shard_files(records_dir, "train")
-    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=0, reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16), num_parallel_calls=AUTOTUNE,
-                       deterministic=False)
-    decode = pipeline.record_decoder(records_dir, size)
-    ds = ds.map(lambda s: pipeline.parse(s, decode), num_parallel_calls=AUTOTUNE, deterministic=False)
-    ds = ds.shuffle(shuffle_buffer, seed=0, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(batch, num_parallel_calls=AUTOTUNE, deterministic=False).map(lambda d: (d["image"], d["label"]))
-    options = tf.data.Options()
-    options.deterministic = False
-    return ds.with_options(options).prefetch(AUTOTUNE)
-
-
 def _pipe_dataset(loader: str, size: int, batch: int, records_dir: str | None = None, classes: str | None = None):
     """(iterable of batches, extra info) of one input pipeline, no model."""
     if loader in ("ours-train", "ours-eval"):
         return pipeline.make_dataset(records_dir, "train", size, batch,
                                      pipeline.Read(training=loader == "ours-train", seed=0, repeat=True)), {}
-    if loader == "ours-train-old":
-        return _shuffle_after_decode(records_dir, size, batch), {}
-    if loader.startswith("limit") or loader in ("decode", "old", "area"):
+    if loader.startswith("limit") or loader in ("decode", "area"):
         return _limit_dataset(loader, size, batch, records_dir)
     if loader == "idg":
         idg, where = _image_data_generator()

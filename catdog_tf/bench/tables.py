@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from catdog_tf.bench.plan import LITE_SIZES, SECTIONS, Settings
+from catdog_tf.bench.plan import LITE_SIZES, LOADERS, SECTIONS, Settings
 
 # Public figures used for the GPU estimate (estimates, not measurements of ours):
 # NVIDIA DeepLearningExamples, TensorFlow2/Classification/ConvNets/efficientnet_v1/README.md
@@ -40,6 +40,29 @@ class Block:
     section: str
     title: str | None
     text: str
+
+
+def current(results: list[dict]) -> list[dict]:
+    """The rows of loaders in plan.LOADERS (rows without a loader too), each paired row with
+    the figures of those loaders only: what the ratios and tables are made of. A run's JSON
+    keeps every row it measured; an earlier run's may hold loaders the plan no longer has."""
+    out = []
+    for r in results:
+        loader = r["params"].get("loader")
+        if loader is not None and loader not in LOADERS:
+            continue
+        if r["kind"] == "pair":
+            keep = [a for a in r["params"]["loaders"] if a in LOADERS]
+            r = {**r, "params": {**r["params"], "loaders": keep}}
+            if "paired" in r["result"]:
+                pp = r["result"]["paired"]
+                pp = {**pp, "per_loader": {a: v for a, v in pp["per_loader"].items() if a in keep},
+                      "ratios": {a: v for a, v in pp.get("ratios", {}).items() if a in keep},
+                      "versus": {a: {b: x for b, x in vs.items() if b in keep}
+                                 for a, vs in pp.get("versus", {}).items() if a in keep}}
+                r["result"] = {**r["result"], "paired": pp}
+        out.append(r)
+    return out
 
 
 def find(results, section, table=None, name=None, startswith=None):
@@ -98,7 +121,7 @@ def _pipeline_ratios(results) -> dict:
              "x_decode": ratio(res, dec), "x_decode_cpu": ratio(res, dec, "cpu_images_per_s"),
              "x_idfd": ratio(res, idfd), "x_idfd_cpu": ratio(res, idfd, "cpu_images_per_s"),
              "x_idg": ratio(res, idg), "x_idg_cpu": ratio(res, idg, "cpu_images_per_s")}
-        for other in ("idfd", "decode", "old"):
+        for other in ("idfd", "decode"):
             v[f"x_{other}_paired"] = _paired(pair, loader, other, "ratio")
             v[f"x_{other}_paired_cpu"] = _paired(pair, loader, other, "cpu")
         out[f"{r['table']} | {r['name']}"] = v
@@ -138,6 +161,7 @@ def _train_ratios(results, s: Settings) -> dict:
 
 def compute_ratios(results: list[dict], s: Settings) -> dict:
     """The headline ratios (wall-clock images/s and, in brackets, images per CPU-second)."""
+    results = current(results)
     out: dict = {"pipeline": _pipeline_ratios(results), "train": _train_ratios(results, s), "infer": {},
                  "scale": {}}
     name, size = s.backbones[0]
@@ -179,6 +203,7 @@ def gpu_estimate(results: list[dict], s: Settings) -> dict:
     """Images/s an H100 would need per backbone (estimates from public figures) and the host
     cores of decode_resize that takes, from its 1-core rate measured at the size closest to
     the backbone's input size."""
+    results = current(results)
     per_size = {size: _per_core(results, s, size) for size in s.sizes}
     b0_train, b0_infer = TIMM_RTX3090["efficientnet_b0"]
     out = {"per_core_decode": {str(k): v for k, v in per_size.items()},
@@ -251,11 +276,6 @@ def _headline_pipeline(ratios: dict) -> str:
             L.append(f"| {_cell(key)}: x image_dataset_from_directory | {_x(v['x_idfd_paired'])} | {_x(v['x_idfd'])} "
                      f"| {_x(v['x_idfd_cpu'])} | {_f(v['fidelity'], 2)} | {target} |")
     for key, v in pipe.items():
-        if v["loader"] == "limit":
-            target = "" if key.startswith("native") else ">= 1.0x (no side shrinks: same pixels)"
-            L.append(f"| {_cell(key)}: x before this change (antialias=True) | {_x(v['x_old_paired'])} | | "
-                     f"| {_f(v['fidelity'], 2)} | {target} |")
-    for key, v in pipe.items():
         if v["loader"] == "ours-train":
             L.append(f"| {_cell(key)}: x decode alone | {_x(v['x_decode_paired'])} | {_x(v['x_decode'])} "
                      f"| {_x(v['x_decode_cpu'])} | | |")
@@ -294,7 +314,7 @@ def _pipeline_table(res, ratios: dict, t: str) -> str:
             pp = r["result"]["paired"]
             per, vs = pp["per_loader"], pp.get("versus", {})
             variant = " " + r["params"]["variant"] if r["params"].get("variant") else ""
-            pairs = [(a, pp["base"]) for a in per if a != pp["base"]] + [("limit", "old"), ("ours-train", "decode")]
+            pairs = [(a, pp["base"]) for a in per if a != pp["base"]] + [("ours-train", "decode")]
             L += ["", f"Paired{variant} (one process, {len(per[pp['base']]['runs'])} alternating rounds): "
                   + ", ".join(f"{k} {v['images_per_s']:.0f} img/s" for k, v in per.items()) + "; "
                   + ", ".join(f"{a} / {b} {_x(vs[a][b]['ratio'])} (rounds "
@@ -375,7 +395,7 @@ def blocks(data: dict) -> list[Block]:
     """Every generated block of this run's data, in document order; a section that did not
     run has no blocks."""
     s = Settings.from_dict(data["settings"])
-    res, ratios, ran = data["rows"], data["ratios"], set(sections_of(data))
+    res, ratios, ran = current(data["rows"]), data["ratios"], set(sections_of(data))
     S1 = "1. Input pipeline: shards -> batched float images (no model)"
     out = [Block("run", "", None, _run_block(data, s))]
     if "pipeline" in ran:
@@ -411,4 +431,4 @@ def blocks(data: dict) -> list[Block]:
 
 def failed_rows(data: dict) -> list[str]:
     return [f"- {r['section']} | {r['table']} | {r['name']}: {r['result']['error'][:300]}"
-            for r in data["rows"] if "error" in r["result"]]
+            for r in current(data["rows"]) if "error" in r["result"]]
