@@ -19,6 +19,7 @@ AUGMENTATIONS = ("none", "flip", "reference", "randaugment")
 BATCH_POLICIES = ("none", "mixup", "cutmix")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker", "tpu")
 AUTO_ON_OFF = ("auto", "on", "off")
+SCHEDULES = ("plateau", "cosine")  # training/recipe.py says what each does
 TTA = ("none", "flip")
 # How a feature map becomes the head's input: average, GeM or flattened (models/head.py).
 POOLINGS = ("avg", "gem", "flatten")
@@ -121,14 +122,27 @@ class TrainConfig(Checked):
     profile_batches: str | None = f(None, "TensorBoard profiler window, e.g. '10,20' (the trace shows in "
                                     "TensorBoard's Profile tab with the `profile` extra: pip install -e '.[profile]').")
     label_smoothing: float = f(0.0, "Label smoothing of the log loss.", ge=0, lt=1)
+    schedule: str = f("plateau", "Learning-rate schedule of both stages: plateau (lower the rate when validation "
+                      "stalls, stop early) or cosine (warm-up, then cosine decay to 0 over the epochs; no early "
+                      "stopping).", choices=SCHEDULES)
+    warmup_epochs: float = f(0.0, "With --schedule=cosine: epochs of linear warm-up from 0.", ge=0)
+    weight_decay: float = f(0.0, "Decoupled weight decay (AdamW; 0: Adam).", ge=0, lt=1)
+    soft_targets: list[str] | None = f(None, "Distillation: train on a teacher's P(dog) instead of the labels: "
+                                       "out-of-fold files (runs/final/oof_predictions.csv) and submission files "
+                                       "(id,label) for unlabeled photos, e.g. the test split's; repeatable. Every "
+                                       "training photo needs one; validation still scores the labels.", multi=True)
     steps_per_epoch: int | None = f(None, "Limit full-image epochs to this many steps.", ge=1)
     log_every: int = f(20, "TensorBoard: loss, learning rate and steps/s every this many steps.", ge=1)
 
     def ignored(self):
-        return unread(["lr2", "unfreeze_blocks", "stage2_cache"], "--epochs2=0: there is no stage 2") \
-            if self.epochs2 == 0 else {}
+        out = unread(["warmup_epochs"], "the plateau schedule has no warm-up") if self.schedule == "plateau" else {}
+        if self.epochs2 == 0:
+            out.update(unread(["lr2", "unfreeze_blocks", "stage2_cache"], "--epochs2=0: there is no stage 2"))
+        return out
 
     def relations(self):
+        if self.soft_targets and self.batch_policy != "none":
+            return f"--batch_policy={self.batch_policy} mixes the labels, not --soft_targets: use one of them"
         if self.epochs1 == 0 and (self.epochs2 == 0 or self.unfreeze_blocks == 0):
             return "--epochs1=0 and no stage 2 (--epochs2 or --unfreeze_blocks is 0): nothing would be trained"
         if self.profile_batches:
@@ -227,17 +241,21 @@ class EnsembleConfig(Checked):
     hedge: str = f("auto", "With --oof: scale the logit by the ImageNet cat/dog mass (pulls photos with no "
                    "animal or both toward 0.5); auto keeps it when the cross-fitted log loss improves.",
                    choices=("auto", "on", "off"))
+    floor: str = f("auto", "With --oof: a label-noise floor eps, P -> eps + (1 - 2 eps) P, fitted last (a few labels "
+                   "are wrong: no photo should cost more than -log(eps)); auto keeps it when the cross-fitted log loss "
+                   "improves.", choices=("auto", "on", "off"))
     batch_size: int = batch_field(32)
 
     def ignored(self):
         if self.oof:
             return unread(["records", "split", "fold", "batch_size"], "with --oof the members' out-of-fold "
                            "predictions are combined: nothing is predicted")
-        return unread(["hedge"], "the hedge is fitted with --oof only")
+        return unread(["hedge", "floor"], "the hedge and the floor are fitted with --oof only")
 
     def relations(self):
-        if not self.oof and self.hedge == "on":
-            return "--hedge=on needs --oof (the hedge is fitted on k-fold members' out-of-fold predictions)"
+        for name in ("hedge", "floor"):
+            if not self.oof and getattr(self, name) == "on":
+                return f"--{name}=on needs --oof (it is fitted on k-fold members' out-of-fold predictions)"
         if self.weights is not None:
             if sum(self.weights) <= 0:
                 return f"--weights={','.join(map(str, self.weights))}: need a positive sum"

@@ -22,8 +22,8 @@ def main(argv):
         raise UserError("give --member=MODEL at least once")
     if cfg.oof:
         report = ensembling.run_oof(cfg.member, cfg.out, space=cfg.space, temperature=cfg.temperature,
-                                  hedge=cfg.hedge, weights=cfg.weights)
-        keys = ("space", "weights", "temperature", "hedge", "oof_log_loss", "oof_log_loss_ci95", "cleaned_oof_log_loss",
+                                  hedge=cfg.hedge, floor=cfg.floor, weights=cfg.weights)
+        keys = ("space", "weights", "temperature", "hedge", "floor", "oof_log_loss", "oof_log_loss_ci95", "cleaned_oof_log_loss",
                 "oof_accuracy")
     else:
         report = ensembling.run(cfg.member, cfg.records, cfg.out, split=cfg.split, fold=cfg.fold, weights=cfg.weights,

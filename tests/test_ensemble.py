@@ -13,20 +13,22 @@ def members():
     return [tiny(32, 1, "a"), tiny(48, 2, "b")]
 
 
-@pytest.mark.parametrize("space", ["prob", "logit"])
-def test_ensemble_equals_weighted_combination(members, space):
+@pytest.mark.parametrize("space, floor", [("prob", 0.0), ("logit", 0.0), ("logit", 0.02)])
+def test_ensemble_equals_weighted_combination(members, space, floor):
     w = [0.3, 0.7]
-    ens = ensembling.build_ensemble(members, w, space, temperature=1.5)
+    ens = ensembling.build_ensemble(members, w, space, temperature=1.5, floor=floor)
     assert ens.input_shape == (None, 48, 48, 3)
     x = np.random.default_rng(0).uniform(0, 255, (5, 48, 48, 3)).astype("float32")
     pa = members[0](tf.image.resize(x, [32, 32], antialias=True)).numpy()[:, 0]
     pb = members[1](x).numpy()[:, 0]
-    expected = ensembling.combine(np.stack([pa, pb], 1), w, space, 1.5)
+    expected = ensembling.combine(np.stack([pa, pb], 1), w, space, 1.5, floor=floor)
     np.testing.assert_allclose(ens(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)
+    assert floor == 0 or expected.min() >= floor
 
 
-def test_export_reloads_safe_mode_identical(members, tmp_path):
-    ens = ensembling.build_ensemble(members, [1, 1], "logit", 0.9)
+@pytest.mark.parametrize("floor", [0.0, 1e-3])
+def test_export_reloads_safe_mode_identical(members, tmp_path, floor):
+    ens = ensembling.build_ensemble(members, [1, 1], "logit", 0.9, floor=floor)
     path = tmp_path / "model.keras"
     ens.save(path)
     again = predictor.load_model(str(path))  # safe_mode=True inside
@@ -58,6 +60,24 @@ def test_temperature_calibrates_overconfidence():
     t = ensembling.fit_temperature(p, y)
     assert 1.3 < t < 1.7
     assert metrics.log_loss(y, 1 / (1 + np.exp(-3 * z / t))) < metrics.log_loss(y, p)
+
+
+def test_floor_fitted_on_label_noise_and_absent_without_it():
+    """Confident predictions with 1 % wrong labels: the fitted floor lowers the log loss and
+    lands near the noise rate; on clean labels with calibrated predictions it stays negligible."""
+    rng = np.random.default_rng(0)
+    n = 20000
+    y = rng.integers(0, 2, n).astype(float)
+    p = np.where(y == 1, 1 - 1e-6, 1e-6)
+    flipped = rng.random(n) < 0.01
+    noisy = np.where(flipped, 1 - y, y)
+    eps = ensembling.fit_floor(p, noisy)
+    assert 0.003 < eps < 0.03
+    assert metrics.log_loss(noisy, ensembling.combine(p[:, None], [1.0], "logit", floor=eps)) < \
+        0.5 * metrics.log_loss(noisy, ensembling.combine(p[:, None], [1.0], "logit"))
+    q = rng.uniform(0.05, 0.95, n)
+    calibrated = (rng.random(n) < q).astype(float)
+    assert ensembling.fit_floor(q, calibrated) < 1e-3
 
 
 def test_submission_has_every_id_once(tmp_path):

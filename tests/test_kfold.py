@@ -129,6 +129,10 @@ def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
     assert set(r["hedge_tried"]) == {"off", "on"}
     assert r["oof_log_loss"] == pytest.approx(min(r["hedge_tried"].values()))
     assert (r["hedge"] is not None) == (r["hedge_tried"]["on"] < r["hedge_tried"]["off"])
+    # and the label-noise floor (fitted last) only when it lowers the cross-fitted figure
+    assert set(r["floor_tried"]) == {"off", "on"}
+    assert r["oof_log_loss"] == pytest.approx(min(r["floor_tried"].values()))
+    assert (r["floor"] > 0) == (r["floor_tried"]["on"] < r["floor_tried"]["off"])
     assert r["cleaned_count"] == 72 - int(o.excluded.sum()) and o.excluded.any()
     ens = predictor.load_model(str(tmp_path / "ens"))
     assert {layer.name.split("_")[0] for layer in ens.layers if layer.name.startswith("member")} == {"member0", "member1"}
@@ -136,14 +140,15 @@ def test_oof_ensemble_is_cross_fitted(rec, lite0_run, tmp_path):
     fixed = ensembling.run_oof([cfg.out, cfg2.out], str(tmp_path / "fixed"), hedge="off", weights=[1.0, 3.0])
     assert fixed["weights"] == pytest.approx([0.25, 0.75])
     for h in ("on", "off"):  # either way one graph that reloads and predicts like the members combined
-        r = ensembling.run_oof([cfg.out, cfg2.out], str(tmp_path / h), hedge=h)
+        r = ensembling.run_oof([cfg.out, cfg2.out], str(tmp_path / h), hedge=h, floor="on" if h == "off" else "off")
+        assert r["floor"] >= 0 and (r["floor"] == 0 or h == "off")
         assert (r["hedge"] is None) == (h == "off")
         ens = predictor.load_model(str(tmp_path / h))
         ids, _, p_ens = predictor.predict_records(ens, rec, "fold0", 32)
         P = np.stack([predictor.predict_records(predictor.load_model(d), rec, "fold0", 32)[2] for d in (cfg.out, cfg2.out)], 1)
         if h == "off":
-            np.testing.assert_allclose(p_ens, ensembling.combine(P, r["weights"], r["space"], r["temperature"]),
-                                       rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(p_ens, ensembling.combine(P, r["weights"], r["space"], r["temperature"],
+                                                                 floor=r["floor"]), rtol=1e-4, atol=1e-6)
         else:
             assert np.abs(p_ens - ensembling.combine(P, r["weights"], r["space"])).max() > 1e-4
 

@@ -44,3 +44,18 @@ def test_loop_follows_the_same_fields(tmp_path):
 def test_unknown_schedule_refused():
     with pytest.raises(ValueError, match="schedule"):
         FitConfig(epochs=1, lr=1e-3, batch_size=8, schedule="step")
+
+
+def test_cosine_warms_up_then_decays_to_zero_and_weight_decay_makes_adamw():
+    from catdog_tf.training import recipe
+
+    cfg = FitConfig(epochs=4, lr=0.01, batch_size=8, schedule="cosine", warmup_epochs=1, weight_decay=0.05)
+    schedule = recipe.learning_rate(cfg, decay_steps=40)  # 10 steps an epoch: 10 of warm-up, 30 of decay
+    np.testing.assert_allclose([float(schedule(s)) for s in (0, 5, 10, 25, 40)], [0.0, 0.005, 0.01, 0.005, 0.0],
+                               atol=1e-7)
+    opt = recipe.optimizer(cfg, decay_steps=40)
+    assert isinstance(opt, keras.optimizers.AdamW) and opt.weight_decay == pytest.approx(0.05)
+    plain = recipe.optimizer(FitConfig(epochs=4, lr=0.01, batch_size=8, schedule="cosine"), decay_steps=40)
+    assert type(plain) is keras.optimizers.Adam
+    assert float(recipe.learning_rate(FitConfig(epochs=4, lr=0.01, batch_size=8, schedule="cosine"), 40)(0)) == \
+        pytest.approx(0.01)

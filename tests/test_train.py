@@ -213,3 +213,81 @@ def test_sigkill_mid_epoch_resumes_to_same_epoch_count(rec, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     done = json.loads((tmp_path / "k" / "stage1.done.json").read_text())
     assert done["epoch"] == [3, 4, 5]  # resumed at the killed epoch, ended where a clean run ends
+
+
+@pytest.fixture(scope="module")
+def rec_with_test(tmp_path_factory):
+    """40 labeled real photos (30 % validation) and 8 unlabeled ones in a test split."""
+    from catdog_tf.config import BuildConfig
+    from catdog_tf.data import shards
+    from conftest import KAGGLE200
+
+    root = tmp_path_factory.mktemp("student")
+    (root / "train").mkdir()
+    (root / "test").mkdir()
+    for i in range(2100, 2120):
+        for c in ("cat", "dog"):
+            (root / "train" / f"{c}.{i}.jpg").symlink_to(KAGGLE200 / "train" / f"{c}.{i}.jpg")
+    for k in range(1, 9):
+        (root / "test" / f"{k}.jpg").symlink_to(KAGGLE200 / "test" / f"{k}.jpg")
+    out = root / "rec"
+    shards.build([str(root / "train"), str(root / "test")], BuildConfig(out=str(out), workers=2, val_fraction=0.3))
+    return str(out)
+
+
+def _teacher(rec, folder):
+    """An out-of-fold file for the train split and a submission for the test split, each photo
+    with its own P(dog) in (0.2, 0.8): {id: P}."""
+    from catdog_tf.data import pipeline
+
+    train_ids, test_ids = pipeline.example_ids(rec, "train"), pipeline.example_ids(rec, "test")
+    p = {i: 0.2 + 0.6 * k / len(train_ids + test_ids) for k, i in enumerate(train_ids + test_ids)}
+    folder.mkdir(exist_ok=True)
+    (folder / "oof.csv").write_text("id,label,fold,p_dog\n" + "".join(
+        f"{i},{int(i.startswith('dog'))},fold0,{p[i]:.8f}\n" for i in train_ids))
+    (folder / "sub.csv").write_text("id,label\n" + "".join(f"{i},{p[i]:.6f}\n" for i in test_ids))
+    return p
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "full-images"])
+def test_student_trains_on_the_teachers_targets_test_photos_included(rec_with_test, tmp_path, cached):
+    import tensorflow as tf
+
+    from catdog_tf.config import TrainConfig
+    from catdog_tf.training import features, two_stage
+
+    p = _teacher(rec_with_test, tmp_path)
+    cfg = TrainConfig(backbone="efficientnet_lite0", records=rec_with_test, out=str(tmp_path / "s"), image_size=96,
+                      train_split="train+test", soft_targets=[str(tmp_path / "oof.csv"), str(tmp_path / "sub.csv")],
+                      epochs1=1, epochs2=1, unfreeze_blocks=2, batch_size=8, schedule="cosine", warmup_epochs=0.5,
+                      weight_decay=1e-4, stage2_cache="on" if cached else "off", head_augmentation="flip",
+                      augmentation="flip")
+    run = two_stage._Run(cfg, tf.distribute.get_strategy(), False, cfg.out, True, True)
+    if cached:
+        x, y, _ = run.arrays(run.clf.pooled(), flip=True)
+        n = len(y) // 2  # photos, then their mirror images
+        assert n == 28 + 8
+        ids = list(features.load(run.clf.pooled(), rec_with_test, ["train+test"], 96, cache_dir=run.cache_dir).ids)
+        np.testing.assert_allclose(y[:n], [p[i] for i in ids], atol=1e-6)
+        np.testing.assert_allclose(y[n:], y[:n])
+    else:
+        make_train, _ = run.full_image_data()
+        seen = np.concatenate([b[1].numpy() for b in make_train().take(run.steps)])
+        values = np.asarray(list(p.values()))
+        assert len(seen) >= 36 and np.abs(seen[:, None] - values[None, :]).min(axis=1).max() < 1e-5
+    r = two_stage.train(cfg)  # both stages end to end, scored on the validation labels
+    assert r["val_count"] == 12 and np.isfinite(r["val_log_loss"])
+    assert len(r["history2"]["loss"]) == 1
+
+
+def test_student_without_a_teacher_prediction_for_every_photo_is_one_line(rec_with_test, tmp_path):
+    from test_bad_input import one_line_error
+
+    _teacher(rec_with_test, tmp_path)
+    r = run_train("--backbone=efficientnet_lite0", f"--records={rec_with_test}", f"--out={tmp_path / 's'}",
+                  "--image_size=96", "--train_split=train+test", f"--soft_targets={tmp_path / 'oof.csv'}",
+                  "--epochs1=1", "--epochs2=0")
+    one_line_error(r, "no teacher prediction for 8 photo(s)")
+    r = run_train("--backbone=efficientnet_lite0", f"--records={rec_with_test}", f"--out={tmp_path / 't'}",
+                  "--image_size=96", "--train_split=train+test", "--epochs1=1", "--epochs2=0")
+    one_line_error(r, "unlabeled")  # without a teacher an unlabeled split cannot be trained on

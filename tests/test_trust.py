@@ -536,7 +536,8 @@ def test_more_folds_than_photos_of_a_class_are_refused(tmp_path):
     assert not (tmp_path / "rec" / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("kw, needle", [(dict(hedge="on"), "--hedge=on needs --oof")])
+@pytest.mark.parametrize("kw, needle", [(dict(hedge="on"), "--hedge=on needs --oof"),
+                                        (dict(floor="on"), "--floor=on needs --oof")])
 def test_ensemble_flags_its_mode_would_ignore_are_refused(kw, needle):
     from catdog_tf.config import EnsembleConfig
 

@@ -1,7 +1,8 @@
 """The files a k-fold run leaves for the tools after it: the out-of-fold predictions
 (`oof_predictions.csv`, one row per photo) and the settings it was made with (`kfold.json`).
 
-Written by training/crossfit.py; read by the ensemble, evaluation and a student's soft targets.
+Written by training/crossfit.py; read by the ensemble, evaluation and a student's soft targets
+(teacher_targets, which also reads a Kaggle submission `id,label` for the test photos).
 """
 
 from __future__ import annotations
@@ -75,6 +76,48 @@ def read_oof(path: str) -> OOF:
         raise UserError(f"{p}: {len(clash)} row(s) carry a label other than their id's, e.g. {clash[0]}")
     excluded = np.asarray([len(r) > 4 and r[4] == "1" for r in rows], bool)
     return OOF(ids, labels, [r[2] for r in rows], p_dog, excluded, masses)
+
+
+SUBMISSION_HEADER = "id,label"
+
+
+def _submission(p: str) -> dict[str, float]:
+    """A Kaggle submission (`id,label`, label = P(dog)) as {id: P(dog)}."""
+    rows = [line.split(",") for line in files.read_text(p).splitlines()[1:] if line.strip()]
+    try:
+        for n, r in enumerate(rows, 2):
+            if len(r) != 2 or kaggle.normalize_id(r[0]) is None:
+                raise ValueError(f"line {n}: not an id,P(dog) row")
+        ids, p_dog = [kaggle.normalize_id(r[0]) for r in rows], np.asarray([float(r[1]) for r in rows])
+    except ValueError as e:
+        raise UserError(f"{p}: not a submission file ({e})") from None
+    contracts.unique(ids, p)
+    return dict(zip(ids, contracts.probabilities(p_dog, p, ids)))
+
+
+def teacher_targets(paths: list[str], ids) -> np.ndarray:
+    """A teacher's P(dog) for each of `ids`, in that order (float32), from out-of-fold files or
+    folders and submission files; a photo found in two files or in none is an error."""
+    by_id: dict[str, float] = {}
+    for path in paths:
+        p = files.join(path, FILE) if files.isdir(path) else str(path)
+        if not files.exists(p):
+            raise UserError(f"{p}: no teacher predictions file (out-of-fold predictions or a submission)")
+        header = (files.read_text(p).splitlines() or [""])[0].strip()
+        if header == SUBMISSION_HEADER:
+            got = _submission(p)
+        else:
+            o = read_oof(p)
+            got = dict(zip(o.ids, o.p_dog))
+        twice = sorted(set(got) & set(by_id))
+        if twice:
+            raise UserError(f"{p}: {len(twice)} photo(s) already have a teacher prediction in another file, "
+                            f"e.g. {twice[0]}")
+        by_id.update(got)
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise UserError(f"{', '.join(paths)}: no teacher prediction for {len(missing)} photo(s), e.g. {missing[:3]}")
+    return np.asarray([by_id[i] for i in ids], np.float32)
 
 
 def run_config(folder: str) -> KFoldConfig:

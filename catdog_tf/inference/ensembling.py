@@ -32,10 +32,10 @@ from catdog_tf.data import oof
 
 
 def combine(P: np.ndarray, weights, space: str, temperature: float = 1.0, hedge=None,
-            masses: np.ndarray | None = None) -> np.ndarray:
+            masses: np.ndarray | None = None, floor: float = 0.0) -> np.ndarray:
     """The combination rule (models.combination) in float64: P is [n, members], masses [n, 2]
     (ImageNet cat, dog) with a hedge."""
-    rule = combination.Rule(tuple(weights), space, temperature, None if hedge is None else tuple(hedge))
+    rule = combination.Rule(tuple(weights), space, temperature, None if hedge is None else tuple(hedge), floor)
     return combination.combine(combination.NUMPY, P, rule, masses)
 
 
@@ -76,11 +76,25 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
     p = combination.NUMPY.clip(p)
     z = logit(p)
     res = minimize_scalar(lambda t: log_loss(y, sigmoid(z / t)), bounds=(0.2, 5.0), method="bounded")
-    return float(res.x) if res.fun < log_loss(y, p) else 1.0
+    # The graph holds T in float32: report that value, so ensemble.json describes the model that
+    # ships and last-ulp noise in the fit's arithmetic cannot change the file.
+    return float(np.float32(res.x)) if res.fun < log_loss(y, p) else 1.0
+
+
+def fit_floor(p: np.ndarray, y: np.ndarray) -> float:
+    """The label-noise floor eps (P -> eps + (1 - 2 eps) P) minimizing log loss, searched on a log
+    scale from 1e-7 to 0.05; 0 when no floor helps."""
+    def loss(log_eps):
+        e = 10.0 ** log_eps
+        return log_loss(y, e + (1 - 2 * e) * p)
+
+    res = minimize_scalar(loss, bounds=(-7.0, np.log10(0.05)), method="bounded")
+    # float32, as the graph holds it (see fit_temperature)
+    return float(np.float32(10.0 ** res.x)) if res.fun < log_loss(y, p) else 0.0
 
 
 def build_ensemble(members: list[keras.Model], weights, space: str = "logit", temperature: float = 1.0,
-                   name: str = "catdog_ensemble", hedge=None, classifiers=None) -> keras.Model:
+                   name: str = "catdog_ensemble", hedge=None, classifiers=None, floor: float = 0.0) -> keras.Model:
     """One graph: image batch at the largest member size -> per-member resize -> combine.
     With `hedge`, `classifiers` holds each member's ImageNet classifier (head.imagenet_classifier):
     it runs on the member's own pooled features, and the members' mean cat and dog mass feeds
@@ -104,7 +118,8 @@ def build_ensemble(members: list[keras.Model], weights, space: str = "logit", te
         masses.append(_cat_dog_mass(classifiers[k](feats), f"member{k}_imagenet_cat_dog"))
     if hedge is not None:
         outs.append(masses[0] if len(masses) == 1 else keras.layers.Average(name="imagenet_cat_dog")(masses))
-    out = CombineProbabilities(weights, space, temperature, hedge=hedge, name="combine", dtype="float32")(outs)
+    out = CombineProbabilities(weights, space, temperature, hedge=hedge, floor=floor, name="combine",
+                               dtype="float32")(outs)
     return keras.Model(inputs, out, name=name)
 
 
@@ -113,10 +128,7 @@ def _cat_dog_mass(probs, name: str):
     select = np.zeros((int(probs.shape[-1]), 2), np.float32)
     select[imagenet.CAT_CLASSES.start:imagenet.CAT_CLASSES.stop, 0] = 1
     select[imagenet.DOG_CLASSES.start:imagenet.DOG_CLASSES.stop, 1] = 1
-    dense = keras.layers.Dense(2, use_bias=False, trainable=False, name=name)
-    out = dense(probs)
-    dense.set_weights([select])
-    return out
+    return combination.fixed_dense(probs, select, name, dtype=None, trainable=False)
 
 
 def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool, weights=None):
@@ -215,50 +227,64 @@ def _figures(y, p, excluded, prefix: str = "oof_") -> dict:
 
 
 def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperature: bool = True,
-            hedge: str = "auto", weights: list[float] | None = None) -> dict:
+            hedge: str = "auto", floor: str = "auto", weights: list[float] | None = None) -> dict:
     """The combination fitted on k-fold members' out-of-fold predictions (catdog_tf.kfold), over
     EVERY photo of their folds (those excluded from training too, as a test set holds them).
 
     The reported figure is cross-fitted: each fold's photos are combined with weights,
     temperature and hedge fitted on the other folds only, so no photo steers its own prediction.
     hedge: 'auto' keeps the ImageNet-mass hedge when it lowers the cross-fitted log loss, 'on',
-    'off'. Fixed `weights` (one per member) are only normalized. The exported model uses the
+    'off'; floor (the label-noise floor, fitted last) likewise. Fixed `weights` (one per member) are only normalized. The exported model uses the
     combination fitted on every fold. Returns {} on a worker
     that is not the chief."""
     if distribution.not_chief("ensemble", out):
         return {}
-    if hedge not in ("auto", "on", "off"):
-        raise UserError(f"--hedge must be auto, on or off, not {hedge!r}")
+    for name, v in (("hedge", hedge), ("floor", floor)):
+        if v not in ("auto", "on", "off"):
+            raise UserError(f"--{name} must be auto, on or off, not {v!r}")
     files.check_out(out, "ensemble", {"member": member_dirs})
     if weights is not None and len(weights) != len(member_dirs):
         raise UserError(f"--weights: {len(weights)} weights for {len(member_dirs)} members")
     ids, y, folds, P, excluded, masses = _read_checked_members(member_dirs, hedge)
     fit = _OofFit(P, y, masses, space, temperature, weights)
-    tries = {"off": False} if masses is None or hedge == "off" else {"on": True} if hedge == "on" else \
-        {"off": False, "on": True}
-    cross = {k: fit.cross_fitted(folds, with_hedge) for k, with_hedge in tries.items()}
-    use = min(cross, key=lambda k: log_loss(y, cross[k]))
+    hedges = _tries(hedge, masses is not None)
+    cross = {k: fit.cross_fitted(folds, with_hedge) for k, with_hedge in hedges.items()}
+    use = min(cross, key=lambda k: log_loss(y, cross[k][0]))
+    floors = _tries(floor, True)
+    use_floor = min(floors, key=lambda k: log_loss(y, cross[use][floors[k]]))
+    cross_use = cross[use][floors[use_floor]]
     everything = np.ones(len(y), bool)
-    sp, w, h, t = fit.fit(everything, tries[use])
-    fitted = fit.apply(everything, sp, w, h, t)
+    sp, w, h, t, eps = fit.fit(everything, hedges[use])
+    eps = eps if floors[use_floor] else 0.0
+    fitted = fit.apply(everything, sp, w, h, t, eps)
     if h is not None:
         contracts.finite(h, "the ensemble's hedge")
     report = {"members": [{"path": d, **_figures(y, P[:, k], excluded)} for k, d in enumerate(member_dirs)],
               "count": int(len(y)), "excluded": int(excluded.sum()), "folds": sorted(set(folds.tolist())),
               "space": sp, "weights": [float(v) for v in w], "temperature": 1.0 if h is not None else t,
-              "hedge": h, **_figures(y, cross[use], excluded),
-              "hedge_tried": {k: log_loss(y, v) for k, v in cross.items()},
+              "hedge": h, "floor": eps, **_figures(y, cross_use, excluded),
+              "hedge_tried": {k: log_loss(y, v[0]) for k, v in cross.items()},
+              "floor_tried": {k: log_loss(y, cross[use][on]) for k, on in floors.items()},
               "fitted_log_loss": log_loss(y, fitted)}
-    _write_oof_ensemble(member_dirs, out, report, ids, y, folds, cross[use], excluded, masses)
+    _write_oof_ensemble(member_dirs, out, report, ids, y, folds, cross_use, excluded, masses)
     lo, hi = report["oof_log_loss_ci95"]
     print(f"ensemble ({sp} space, weights {np.round(w, 3).tolist()}, "
-          f"{'hedge ' + str(np.round(h, 3).tolist()) if h is not None else f'T={t:.3f}'}): out-of-fold log loss "
+          f"{'hedge ' + str(np.round(h, 3).tolist()) if h is not None else f'T={t:.3f}'}, floor {eps:.2g}): "
+          f"out-of-fold log loss "
           f"{report['oof_log_loss']:.5f} (95% CI {lo:.5f}-{hi:.5f}) on all {len(y)} photos, cross-fitted "
           f"({report['fitted_log_loss']:.5f} fitted on all); {report['cleaned_oof_log_loss']:.5f} on the "
           f"{report['cleaned_count']} not excluded; hedge tried: "
-          f"{ {k: round(v, 5) for k, v in report['hedge_tried'].items()} } -> {files.join(out, 'model.keras')}",
+          f"{ {k: round(v, 5) for k, v in report['hedge_tried'].items()} }, floor tried: "
+          f"{ {k: round(v, 5) for k, v in report['floor_tried'].items()} } -> {files.join(out, 'model.keras')}",
           file=sys.stderr)
     return report
+
+
+def _tries(setting: str, possible: bool) -> dict:
+    """{name: on?} of an auto/on/off setting: the variants cross-fitting compares."""
+    if not possible or setting == "off":
+        return {"off": False}
+    return {"on": True} if setting == "on" else {"off": False, "on": True}
 
 
 def _read_checked_members(member_dirs: list[str], hedge: str):
@@ -284,21 +310,26 @@ class _OofFit:
         self.space, self.temperature, self.weights = space, temperature, weights
 
     def fit(self, rows, with_hedge):
+        """(space, weights, hedge, temperature, floor): the floor is fitted last, on the rest."""
         P, y = self.P[rows], self.y[rows]
         sp, w, t, _ = _fit_combination(P, y, self.space, self.temperature, self.weights)
-        return sp, w, (fit_hedge(P, y, w, sp, self.masses[rows]) if with_hedge else None), t
+        h = fit_hedge(P, y, w, sp, self.masses[rows]) if with_hedge else None
+        return sp, w, h, t, fit_floor(self.apply(rows, sp, w, h, t), y)
 
-    def apply(self, rows, sp, w, h, t):
+    def apply(self, rows, sp, w, h, t, eps=0.0):
         P = self.P[rows]
-        return combine(P, w, sp, 1.0, h, self.masses[rows]) if h is not None else combine(P, w, sp, t)
+        if h is not None:
+            return combine(P, w, sp, 1.0, h, self.masses[rows], eps)
+        return combine(P, w, sp, t, floor=eps)
 
-    def cross_fitted(self, folds, with_hedge) -> np.ndarray:
-        """Each fold's rows combined as fitted on the other folds."""
-        out = np.zeros(len(self.y))
+    def cross_fitted(self, folds, with_hedge) -> tuple[np.ndarray, np.ndarray]:
+        """Each fold's rows combined as fitted on the other folds: without and with the floor."""
+        out = np.zeros((2, len(self.y)))
         for f in sorted(set(folds)):
             te = folds == f
-            out[te] = self.apply(te, *self.fit(~te, with_hedge))
-        return out
+            *rule, eps = self.fit(~te, with_hedge)
+            out[0, te], out[1, te] = self.apply(te, *rule), self.apply(te, *rule, eps)
+        return out[0], out[1]
 
 
 def _write_oof_ensemble(member_dirs, out, report, ids, y, folds, p, excluded, masses):
@@ -314,7 +345,7 @@ def _write_oof_ensemble(member_dirs, out, report, ids, y, folds, p, excluded, ma
                        for k, (c, (name, size)) in enumerate(zip(cfgs, (c.parts()[0] for c in cfgs)))]
     _clear(out)
     model = build_ensemble(members, report["weights"], report["space"], report["temperature"], hedge=h,
-                           classifiers=classifiers)
+                           classifiers=classifiers, floor=report["floor"])
     model.save(files.join(out, "model.keras"))
     files.write_run_readme(out, model.name, predictor.input_size(model), False)
     files.write_text(files.join(out, "ensemble.json"), json.dumps(report, indent=1))

@@ -2,7 +2,7 @@
 
 Members' P(dog) [n, m] -> one P(dog): P clipped to [eps, 1 - eps], a weighted average (weights
 normalized to sum 1) in probability or logit space, optionally a per-photo hedge on the
-ImageNet [cat, dog] mass, then a temperature. Three callers run it with their own arithmetic:
+ImageNet [cat, dog] mass, then a temperature, then optionally a label-noise floor. Three callers run it with their own arithmetic:
 NumPy in float64 where the rule is fitted (inference.ensembling), keras.ops in float32 inside
 the exported graph (layers.CombineProbabilities) and standard Keras layers for serving
 (inference.serving). The test that they agree is tests/test_combination.py.
@@ -10,6 +10,9 @@ the exported graph (layers.CombineProbabilities) and standard Keras layers for s
 The hedge (b0, b_animal, b_both) multiplies the combined logit z by
 exp(b0 + b_animal * (cat + dog) + b_both * cat * dog): a learned temperature per photo, which
 can pull a photo with no animal (a logo, a poster) or with both toward 0.5.
+
+The floor eps maps P to eps + (1 - 2 eps) P: a few training and test labels are wrong, so no
+prediction should be surer than the labels are right; it caps one photo's loss at -log(eps).
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ class Rule:
     space: str = "logit"
     temperature: float = 1.0
     hedge: tuple[float, float, float] | None = None
+    floor: float = 0.0
 
     def __post_init__(self):
         if self.space not in SPACES:
             raise ValueError(f"space must be 'prob' or 'logit', not {self.space!r}")
+        if not 0 <= self.floor < 0.5:
+            raise ValueError(f"the floor must be in [0, 0.5), not {self.floor}")
 
 
 def combine(ops, p, rule: Rule, masses=None):
@@ -47,7 +53,7 @@ def combine(ops, p, rule: Rule, masses=None):
         z = ops.weighted(ops.logit(p), w)
     if rule.hedge is not None:
         z = ops.mul(z, hedge_scale(ops, rule.hedge, masses))
-    return ops.sigmoid(ops.div(z, rule.temperature))
+    return ops.floor(ops.sigmoid(ops.div(z, rule.temperature)), rule.floor)
 
 
 def hedge_scale(ops, hedge, masses):
@@ -84,6 +90,10 @@ class NumpyOps:
     add, mul, div = np.add, np.multiply, np.divide
     scale, shift = mul, add
 
+    @staticmethod
+    def floor(p, eps):
+        return eps + (1 - 2 * eps) * p if eps else p
+
 
 class TensorOps:
     """keras.ops on float32 tensors, inside a layer's call; P [n, m] -> [n, 1]."""
@@ -112,6 +122,10 @@ class TensorOps:
     exp = staticmethod(keras.ops.exp)
     add, mul, div = staticmethod(keras.ops.add), staticmethod(keras.ops.multiply), staticmethod(keras.ops.divide)
     scale, shift = mul, add
+
+    @staticmethod
+    def floor(p, eps):
+        return eps + (1 - 2 * eps) * p if eps else p
 
 
 # Clipping P to [eps, 1 - eps] is clamping its logit at +-LOGIT_CLAMP.
@@ -175,14 +189,17 @@ class LayerOps:
         return keras.layers.Activation("exponential", dtype="float32", name=self._n("exp"))(x)
 
     def sigmoid(self, x):
-        return keras.layers.Activation("sigmoid", dtype="float32", name=self.name)(x)
+        return keras.layers.Activation("sigmoid", dtype="float32", name=self._n("sigmoid"))(x)
+
+    def floor(self, p, eps):  # the last step, named as the layer it rewrites (identity at eps 0)
+        return keras.layers.Rescaling(1 - 2 * float(eps), float(eps), dtype="float32", name=self.name)(p)
 
 
-def fixed_dense(x, kernel, bias=None, name=None):
-    """A Dense layer with the given, untrained weights."""
-    dense = keras.layers.Dense(np.shape(kernel)[1], use_bias=bias is not None, dtype="float32", name=name)
+def fixed_dense(x, kernel, name=None, *, dtype="float32", trainable=True):
+    """A bias-free Dense layer with the given, untrained weights (`dtype=None`: the policy's)."""
+    dense = keras.layers.Dense(np.shape(kernel)[1], use_bias=False, dtype=dtype, trainable=trainable, name=name)
     y = dense(x)
-    dense.set_weights([np.asarray(kernel, np.float32)] + ([] if bias is None else [np.asarray(bias, np.float32)]))
+    dense.set_weights([np.asarray(kernel, np.float32)])
     return y
 
 

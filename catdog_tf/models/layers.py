@@ -47,14 +47,16 @@ class CombineProbabilities(keras.layers.Layer):
     """The ensemble's combination rule (models.combination) as one layer: member P(dog)s, and
     with `hedge` a last input of the photo's ImageNet [cat, dog] mass, -> the combined P(dog)."""
 
-    def __init__(self, member_weights, space: str = "logit", temperature: float = 1.0, hedge=None, **kwargs):
+    def __init__(self, member_weights, space: str = "logit", temperature: float = 1.0, hedge=None,
+                 floor: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         self.rule = combination.Rule(tuple(float(w) for w in member_weights), space, float(temperature),
-                                     None if hedge is None else tuple(float(v) for v in hedge))
+                                     None if hedge is None else tuple(float(v) for v in hedge), float(floor))
         self.member_weights = list(self.rule.weights)
         self.space = space
         self.temperature = self.rule.temperature
         self.hedge = None if hedge is None else list(self.rule.hedge)
+        self.floor = self.rule.floor
 
     def call(self, inputs):
         ops = keras.ops
@@ -65,7 +67,7 @@ class CombineProbabilities(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "member_weights": self.member_weights, "space": self.space,
-                "temperature": self.temperature, "hedge": self.hedge}
+                "temperature": self.temperature, "hedge": self.hedge, "floor": self.floor}
 
 
 @keras.saving.register_keras_serializable(package="catdog_tf")

@@ -135,7 +135,7 @@ def run(cfg: KFoldConfig) -> dict:
         f"predicted out of fold like the rest), {fs.x.shape[1]} features"
         f"{' (+ mirror images for training)' if cfg.flip else ''}")
     y = contracts.labels(fs.y, f"{cfg.records}: folds {','.join(folds)}", fs.ids)
-    d = _Data(fs, y, y if cfg.soft_targets is None else _soft_targets(cfg.soft_targets, fs.ids), fold_idx, excluded,
+    d = _Data(fs, y, y if cfg.soft_targets is None else oof.teacher_targets([cfg.soft_targets], list(fs.ids)), fold_idx, excluded,
               # Scored as the exported model scores: with tta_flip, the mean features of image and
               # mirror give the mean of their logits (the head is linear).
               fs.mirror_mean() if cfg.tta_flip else fs.x)
@@ -275,12 +275,3 @@ def _input_digests(cfg: KFoldConfig) -> dict:
     """Checksums of the input files a run reads by name (a teacher's predictions, a weights file)."""
     return {"soft_targets": identity.file_digest(cfg.soft_targets), "weights": identity.file_digest(cfg.weights)}
 
-
-def _soft_targets(path: str, ids) -> np.ndarray:
-    """A teacher's P(dog) for each photo, in `ids` order."""
-    t = oof.read_oof(path)
-    by_id = dict(zip(t.ids, t.p_dog))
-    missing = [i for i in ids if i not in by_id]
-    if missing:
-        raise UserError(f"{path}: no teacher prediction for {len(missing)} photo(s), e.g. {missing[:3]}")
-    return contracts.probabilities([by_id[i] for i in ids], f"{path}: teacher predictions", ids).astype(np.float32)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 
@@ -23,7 +24,7 @@ from tensorboard.plugins.hparams import api as hp
 
 from catdog_tf import contracts, distribution, files, identity, metrics
 from catdog_tf.config import default_cache_dir, NO_WEIGHTS, TrainConfig
-from catdog_tf.data import augment, manifest, pipeline
+from catdog_tf.data import augment, manifest, oof, pipeline
 from catdog_tf.errors import UserError
 from catdog_tf.models import registry
 from catdog_tf.models.classifier import build_classifier, Classifier, ModelConfig
@@ -102,7 +103,8 @@ def _identity(cfg: TrainConfig) -> dict:
     records (their shard checksums and exclusions) and the bytes of a --weights file."""
     return identity.canonical({
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NO_EFFECT},
-        "records": manifest.content_fingerprint(cfg.records), "weights_sha256": identity.file_digest(cfg.weights)})
+        "records": manifest.content_fingerprint(cfg.records), "weights_sha256": identity.file_digest(cfg.weights),
+        "soft_targets_sha256": [identity.file_digest(p) for p in cfg.soft_targets or []]})
 
 
 def _stage_key(run_identity: dict, stage: int, stage2_cached: bool) -> dict:
@@ -136,6 +138,10 @@ class _Run:
                 dropout=cfg.dropout, augmentation=cfg.augmentation, seed=cfg.seed))
         self.size = self.clf.image_size
         self._split = None
+        # A cosine schedule needs the epoch's length: full-image epochs then count steps.
+        self.steps = cfg.steps_per_epoch or (math.ceil(
+            manifest.split_count(cfg.records, cfg.train_split, cfg.fold, training=True) / cfg.batch_size)
+            if cfg.schedule == "cosine" else None)
         if cfg.epochs2 > 0 and cfg.unfreeze_blocks > 0:
             n = registry.num_blocks(self.clf.backbone, cfg.backbone)
             if cfg.unfreeze_blocks > n:
@@ -145,10 +151,10 @@ class _Run:
         c = self.cfg
         profile = tuple(int(b) for b in c.profile_batches.split(",")) if c.profile_batches else None
         return FitConfig(epochs=c.epochs1 if stage == 1 else c.epochs2, lr=c.lr1 if stage == 1 else c.lr2,
-                         batch_size=c.batch_size, schedule="plateau", patience=c.patience,
-                         label_smoothing=c.label_smoothing, seed=c.seed,
-                         steps_per_epoch=None if on_arrays else c.steps_per_epoch, jit=self.xla,
-                         profile_batches=profile)
+                         batch_size=c.batch_size, schedule=c.schedule, patience=c.patience,
+                         label_smoothing=c.label_smoothing, warmup_epochs=c.warmup_epochs,
+                         weight_decay=c.weight_decay, seed=c.seed,
+                         steps_per_epoch=None if on_arrays else self.steps, jit=self.xla, profile_batches=profile)
 
     def full_image_model(self, policy: str):
         """(model, augment) of a full-image stage: the augmentation runs on each device before
@@ -161,16 +167,28 @@ class _Run:
         c = self.cfg
         bt = augment.batch_transform(c.batch_policy, seed=c.seed)
 
+        table = self._target_table() if c.soft_targets else None
+
         def make_train(ctx=None):
             # steps_per_epoch needs an endless stream; otherwise one pass is one epoch.
             ds = pipeline.make_dataset(c.records, c.train_split, self.size, c.batch_size, pipeline.Read(
                 training=True, fold=c.fold, seed=c.seed, input_context=ctx, batch_transform=bt,
-                repeat=c.steps_per_epoch is not None))
-            return ds
+                repeat=self.steps is not None, with_ids=table is not None))
+            return ds if table is None else ds.map(lambda x, y: (x["image"], table.lookup(x["id"])))
 
         val = pipeline.make_dataset(c.records, c.val_split, self.size, c.batch_size, pipeline.Read(fold=c.fold)) \
             if self.has_val else None
         return make_train, val
+
+    def targets(self, ids) -> np.ndarray:
+        """The teacher's P(dog) of these training photos (--soft_targets)."""
+        return oof.teacher_targets(self.cfg.soft_targets, [str(i) for i in ids])
+
+    def _target_table(self) -> tf.lookup.StaticHashTable:
+        c = self.cfg
+        skip = set(manifest.excluded_ids(c.records))
+        ids = [i for i in pipeline.example_ids(c.records, c.train_split, c.fold) if i not in skip]
+        return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(ids, self.targets(ids)), -1.0)
 
     def arrays(self, feature_model, flip: bool, dtype="float32"):
         """Cached activations of the training split (+ mirror images) and of the validation split."""
@@ -180,8 +198,11 @@ class _Run:
         per_device = max(c.batch_size // self.strategy.num_replicas_in_sync, 32)
         kw = dict(fold=c.fold, cache_dir=self.cache_dir, dtype=dtype, strategy=self.strategy,
                   batch_size=per_device * distribution.local_replicas(self.strategy))
-        x, y = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw) \
-            .without(manifest.excluded_ids(c.records)).with_mirrors()
+        fs = features.load(feature_model, c.records, [c.train_split], self.size, flip=flip, **kw) \
+            .without(manifest.excluded_ids(c.records))
+        if c.soft_targets:
+            fs = dataclasses.replace(fs, y=self.targets(fs.ids))
+        x, y = fs.with_mirrors()
         val = None
         if self.has_val:
             v = features.load(feature_model, c.records, [c.val_split], self.size, **kw)
@@ -287,8 +308,10 @@ def _train(cfg: TrainConfig) -> dict:
 
 
 def _check_splits(cfg: TrainConfig) -> bool:
-    """Whether there is a validation split; refuses unlabeled or overlapping splits."""
-    manifest.require_labeled(cfg.records, cfg.train_split, cfg.fold, "training")
+    """Whether there is a validation split; refuses unlabeled or overlapping splits (unlabeled
+    training photos are fine with --soft_targets: the teacher labels them)."""
+    if not cfg.soft_targets:
+        manifest.require_labeled(cfg.records, cfg.train_split, cfg.fold, "training")
     has_val = _has_split(cfg.records, cfg.val_split, cfg.fold)
     if has_val:
         manifest.require_labeled(cfg.records, cfg.val_split, cfg.fold, "validation")
