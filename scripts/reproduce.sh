@@ -10,6 +10,10 @@
 #   MEMBERS  the ensemble's members, NAME or NAME@INPUT_SIZE, space-separated [the preset's]
 #   FLAGS    extra flags of every member's run, after the preset's (the last of a flag wins;
 #            write them as --flag=value) []
+#   STUDENT  a student preset (e.g. student): after the ensemble, one backbone distilled from its
+#            out-of-fold and test predictions -> $RUNS/student/model.keras, evaluated like the
+#            ensemble, exported to $RUNS/export_student (k-fold presets only) [none: skipped]
+#   STUDENT_FLAGS  extra flags of the student's run, after its preset's []
 #   NATIVE   folder of native-size labeled photos, kept out of training and evaluated at the end
 #            [../shared/data/kaggle_native/train]; missing: that evaluation is skipped, with a line
 #   RUNS     output folder [runs]
@@ -24,6 +28,17 @@ if [ -n "${POOLING+x}${KFOLD_FLAGS+x}" ]; then
 fi
 preset=$(python -m catdog_tf.presets --shell "$PRESET")
 eval "$preset"
+if [ "$PRESET_KIND" != ensemble ]; then
+  echo "error: PRESET=$PRESET is a $PRESET_KIND preset: run it with STUDENT=$PRESET beside an ensemble preset" >&2; exit 2
+fi
+STUDENT=${STUDENT:-}
+if [ -n "$STUDENT" ]; then  # checked before any work
+  student=$(python -m catdog_tf.presets --shell "$STUDENT" | sed 's/^PRESET_/STUDENT_PRESET_/')
+  eval "$student"
+  if [ "$STUDENT_PRESET_KIND" != student ] || [ "$PRESET_TOOL" != kfold ]; then
+    echo "error: STUDENT=$STUDENT needs a student preset and a k-fold PRESET (its soft targets are the ensemble's out-of-fold predictions)" >&2; exit 2
+  fi
+fi
 MEMBERS=${MEMBERS:-$PRESET_MEMBERS}
 FLAGS=${FLAGS:-}
 # Member folders are named by pooling when it is not the average (the last --pooling given wins).
@@ -116,4 +131,24 @@ stage "7/7 serving artifacts: SavedModel on JPEG bytes, LiteRT, plain-Keras mode
 first=${dirs[0]#--member=}
 [ -f "$RUNS/export_first_member/export.json" ] || python -m catdog_tf.export --model="$first" \
   --out="$RUNS/export_first_member"
+if [ -n "$STUDENT" ]; then
+  stage "8/8 student $STUDENT_PRESET_MEMBERS distilled from the ensemble (fold2..fold9 out-of-fold + test) -> $RUNS/student"
+  m=$STUDENT_PRESET_MEMBERS; size=""
+  [[ $m == *@* ]] && size="--image_size=${m#*@}"
+  python -m catdog_tf.train --backbone="${m%@*}" $size --records="$RUNS/records" \
+    --train_split=${KFOLDS//,/+}+test --val_split=none --soft_targets="$RUNS/final/oof_predictions.csv" \
+    --soft_targets="$RUNS/final/submission.csv" --out="$RUNS/student" $STUDENT_PRESET_FLAGS ${STUDENT_FLAGS:-}
+  # Its figures and exports belong to this model: a retrained student (new flags, a new teacher) redoes them.
+  key=$(sha256sum "$RUNS/student/model.keras" | cut -c1-16)
+  if [ "$(cat "$RUNS/student/EVALUATED" 2>/dev/null)" != "$key" ]; then
+    rm -rf "$RUNS/student/heldout.json" "$RUNS/student/native.json" "$RUNS/export_student"
+    echo "$key" > "$RUNS/student/EVALUATED"
+  fi
+  [ -f "$RUNS/student/heldout.json" ] || python -m catdog_tf.evaluate --model="$RUNS/student/model.keras" \
+    --records="$RUNS/records" --split=$HELDOUT --json_out="$RUNS/student/heldout.json"
+  [ ! -d "$NATIVE" ] || [ -f "$RUNS/student/native.json" ] || python -m catdog_tf.evaluate \
+    --model="$RUNS/student/model.keras" --images="$NATIVE" --json_out="$RUNS/student/native.json"
+  [ -f "$RUNS/export_student/export.json" ] || python -m catdog_tf.export --model="$RUNS/student/model.keras" \
+    --out="$RUNS/export_student"
+fi
 echo "done in $(( ($(date +%s) - t0) / 60 )) min: $RUNS/final/{model.keras,heldout.json,native.json,submission.csv}, $RUNS/export/"

@@ -148,3 +148,11 @@ def test_hedged_ensemble_is_one_graph_equal_to_numpy_and_to_plain_keras(tmp_path
     np.testing.assert_allclose(again(x).numpy(), ens(x).numpy(), rtol=1e-6, atol=1e-7)
     plain = serving.plain_keras(again)
     np.testing.assert_allclose(plain(x).numpy()[:, 0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_one_member_ties_go_to_the_logit_space_serving_can_rewrite():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300).astype(float)
+    p = np.clip(y * 0.7 + 0.15 + rng.normal(0, 0.1, 300), 0.01, 0.99)
+    space, w, _, fitted = ensembling._fit_combination(p[:, None], y, "auto", True)
+    assert fitted["prob"][1] == fitted["logit"][1] and space == "logit" and list(w) == [1.0]

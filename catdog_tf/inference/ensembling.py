@@ -76,9 +76,7 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
     p = combination.NUMPY.clip(p)
     z = logit(p)
     res = minimize_scalar(lambda t: log_loss(y, sigmoid(z / t)), bounds=(0.2, 5.0), method="bounded")
-    # The graph holds T in float32: report that value, so ensemble.json describes the model that
-    # ships and last-ulp noise in the fit's arithmetic cannot change the file.
-    return float(np.float32(res.x)) if res.fun < log_loss(y, p) else 1.0
+    return float(res.x) if res.fun < log_loss(y, p) else 1.0
 
 
 def fit_floor(p: np.ndarray, y: np.ndarray) -> float:
@@ -89,8 +87,7 @@ def fit_floor(p: np.ndarray, y: np.ndarray) -> float:
         return log_loss(y, e + (1 - 2 * e) * p)
 
     res = minimize_scalar(loss, bounds=(-7.0, np.log10(0.05)), method="bounded")
-    # float32, as the graph holds it (see fit_temperature)
-    return float(np.float32(10.0 ** res.x)) if res.fun < log_loss(y, p) else 0.0
+    return float(np.float32(10.0 ** res.x)) if res.fun < log_loss(y, p) else 0.0  # as the graph holds it
 
 
 def build_ensemble(members: list[keras.Model], weights, space: str = "logit", temperature: float = 1.0,
@@ -138,7 +135,8 @@ def _fit_combination(P: np.ndarray, y: np.ndarray, space: str, temperature: bool
     for sp in (("prob", "logit") if space == "auto" else (space,)):
         w = np.asarray(weights, np.float64) / np.sum(weights) if weights else fit_weights(P, y, sp)
         fitted[sp] = (w, log_loss(y, combine(P, w, sp)))
-    sp = min(fitted, key=lambda s: fitted[s][1])
+    # A tie (one member: both spaces are the same rule) goes to logit, which serving can rewrite.
+    sp = min(fitted, key=lambda s: (fitted[s][1], s != "logit"))
     w = contracts.finite(fitted[sp][0], "the ensemble's weights")
     t = fit_temperature(combine(P, w, sp), y) if temperature else 1.0
     return sp, w, float(contracts.finite(t, "the ensemble's temperature")), fitted

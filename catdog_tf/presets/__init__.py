@@ -4,6 +4,9 @@ A preset names the members of the ensemble, the tool that trains each (`kfold`: 
 backbone with fold heads; `train`: two-stage fine-tuning) and that tool's flags beyond its
 defaults. `scripts/reproduce.sh` runs one (PRESET=name); `python -m catdog_tf.presets` lists
 them and prints one as shell variables for that script.
+
+A preset of kind "student" is one backbone that `train` distills from an ensemble's
+out-of-fold and test predictions (reproduce.sh STUDENT=name, after a k-fold ensemble).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from catdog_tf.errors import UserError
 
 HERE = Path(__file__).resolve().parent
 TOOLS = {"kfold": config.KFoldConfig, "train": config.TrainConfig}
+KINDS = ("ensemble", "student")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,13 +31,14 @@ class Preset:
     tool: str
     members: tuple[str, ...]
     flags: dict
+    kind: str = "ensemble"
 
     def flag_args(self) -> list[str]:
         return [f"--{k}={v}" for k, v in self.flags.items()]
 
     def shell(self) -> str:
         """PRESET_TOOL, PRESET_MEMBERS and PRESET_FLAGS for `eval` in a shell script."""
-        values = {"PRESET_TOOL": self.tool, "PRESET_MEMBERS": " ".join(self.members),
+        values = {"PRESET_KIND": self.kind, "PRESET_TOOL": self.tool, "PRESET_MEMBERS": " ".join(self.members),
                   "PRESET_FLAGS": " ".join(self.flag_args())}
         return "\n".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
 
@@ -58,6 +63,11 @@ def load(name: str) -> Preset:
         raise UserError(f"{path}: tool must be one of {', '.join(TOOLS)}, not {tool!r}")
     if not members:
         raise UserError(f"{path}: no members")
+    kind = data.get("kind", "ensemble")
+    if kind not in KINDS:
+        raise UserError(f"{path}: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if kind == "student" and (tool != "train" or len(members) != 1):
+        raise UserError(f"{path}: a student is one member trained by train (tool = \"train\")")
     cls = TOOLS[tool]
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(flags) - known)
@@ -67,4 +77,4 @@ def load(name: str) -> Preset:
         name_, _, size = m.partition("@")
         kw = {"backbone": m} if tool == "kfold" else {"backbone": name_, "image_size": int(size) if size else None}
         cls(**{**flags, **kw})  # raises UserError naming the flag
-    return Preset(name, str(data.get("description", "")), tool, members, flags)
+    return Preset(name, str(data.get("description", "")), tool, members, flags, kind)

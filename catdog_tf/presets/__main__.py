@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
             raise UserError("usage: python -m catdog_tf.presets [--shell NAME]")
         for name in presets.names():
             p = presets.load(name)
-            print(f"{name:8s} {p.tool:6s} {' '.join(p.members)}\n         {p.description}\n"
+            print(f"{name:8s} {p.kind:8s} {p.tool:6s} {' '.join(p.members)}\n         {p.description}\n"
                   f"         flags: {' '.join(p.flag_args()) or '(the tool defaults)'}")
         return 0
     except UserError as e:
