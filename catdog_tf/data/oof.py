@@ -81,9 +81,9 @@ def read_oof(path: str) -> OOF:
 SUBMISSION_HEADER = "id,label"
 
 
-def _submission(p: str) -> dict[str, float]:
-    """A Kaggle submission (`id,label`, label = P(dog)) as {id: P(dog)}."""
-    rows = [line.split(",") for line in files.read_text(p).splitlines()[1:] if line.strip()]
+def _submission(p: str, lines: list[str]) -> dict[str, float]:
+    """A Kaggle submission's lines after its `id,label` header (label = P(dog)) as {id: P(dog)}."""
+    rows = [line.split(",") for line in lines if line.strip()]
     try:
         for n, r in enumerate(rows, 2):
             if len(r) != 2 or kaggle.normalize_id(r[0]) is None:
@@ -103,9 +103,9 @@ def teacher_targets(paths: list[str], ids) -> np.ndarray:
         p = files.join(path, FILE) if files.isdir(path) else str(path)
         if not files.exists(p):
             raise UserError(f"{p}: no teacher predictions file (out-of-fold predictions or a submission)")
-        header = (files.read_text(p).splitlines() or [""])[0].strip()
-        if header == SUBMISSION_HEADER:
-            got = _submission(p)
+        header, *lines = files.read_text(p).splitlines() or [""]
+        if header.strip() == SUBMISSION_HEADER:
+            got = _submission(p, lines)
         else:
             o = read_oof(p)
             got = dict(zip(o.ids, o.p_dog))

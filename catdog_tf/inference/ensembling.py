@@ -232,9 +232,9 @@ def run_oof(member_dirs: list[str], out: str, *, space: str = "auto", temperatur
     The reported figure is cross-fitted: each fold's photos are combined with weights,
     temperature and hedge fitted on the other folds only, so no photo steers its own prediction.
     hedge: 'auto' keeps the ImageNet-mass hedge when it lowers the cross-fitted log loss, 'on',
-    'off'; floor (the label-noise floor, fitted last) likewise. Fixed `weights` (one per member) are only normalized. The exported model uses the
-    combination fitted on every fold. Returns {} on a worker
-    that is not the chief."""
+    'off'; floor (the label-noise floor, fitted last) likewise. Fixed `weights` (one per member)
+    are only normalized. The exported model uses the combination fitted on every fold. Returns
+    {} on a worker that is not the chief."""
     if distribution.not_chief("ensemble", out):
         return {}
     for name, v in (("hedge", hedge), ("floor", floor)):

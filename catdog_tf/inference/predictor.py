@@ -22,7 +22,7 @@ import tensorflow as tf
 
 import catdog_tf.models.layers  # noqa: F401 - registers the package's layers for load_model
 from catdog_tf import contracts, distribution, files
-from catdog_tf.data import kaggle, manifest, pipeline, sources
+from catdog_tf.data import kaggle, manifest, oof, pipeline, sources
 from catdog_tf.models import combination
 from catdog_tf.errors import UserError
 from catdog_tf.metrics import KAGGLE_EPS
@@ -238,7 +238,7 @@ def write_submission(path: str, ids: list[str], p: np.ndarray, clip: float = KAG
         raise UserError(f"--clip={clip}: must be >= 0 and < 0.5 (0.5 would make every row the same)")
     order = sorted(range(len(ids)), key=lambda i: kaggle.number_order(ids[i]))
     q = np.clip(p, clip, 1 - clip)
-    text = "id,label\n" + "".join(f"{ids[i]},{q[i]:.6f}\n" for i in order)
+    text = oof.SUBMISSION_HEADER + "\n" + "".join(f"{ids[i]},{q[i]:.6f}\n" for i in order)
     files.write_text(path, text)
     if files.read_text(path) != text:
         files.remove(path)
