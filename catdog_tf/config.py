@@ -152,6 +152,9 @@ class TrainConfig(Checked):
         return None
 
 
+FINETUNE_ONLY = ("finetune_epochs", "finetune_lr", "warmup_epochs", "weight_decay")
+
+
 @dataclasses.dataclass
 class KFoldConfig(Checked):
     backbone: str = f("efficientnet_lite0", "Registry name, or names joined with + to fuse their features "
@@ -185,11 +188,22 @@ class KFoldConfig(Checked):
     soft_targets: str | None = f(None, "Distillation: train on these P(dog) (an out-of-fold CSV of a teacher, e.g. "
                                  "runs/final/oof_predictions.csv) instead of the 0/1 labels; out-of-fold figures "
                                  "still score the labels (and are optimistic: the teacher saw the other folds).")
+    finetune_blocks: int = f(0, "Stage 2 inside k-fold: after its head, each fold also trains the backbone's top N "
+                             "blocks (a copy per fold) on cached activations of the frozen bottom (photo and mirror "
+                             "image); the exported member runs every fold's top. 0: heads only (one backbone).", ge=0)
+    finetune_epochs: int = f(1, "With --finetune_blocks: stage-2 epochs per fold (fixed, cosine decay to 0).", ge=1)
+    finetune_lr: float = f(1e-4, "With --finetune_blocks: stage-2 peak learning rate.", gt=0, le=10)
+    warmup_epochs: float = f(0.1, "With --finetune_blocks: stage-2 epochs of linear warm-up from 0.", ge=0)
+    weight_decay: float = f(0.05, "With --finetune_blocks: stage-2 decoupled weight decay (AdamW; 0: Adam).",
+                            ge=0, lt=1)
 
     def ignored(self):
+        out = {} if self.finetune_blocks else unread(
+            FINETUNE_ONLY, "--finetune_blocks=0: there is no stage 2")
         if self.head == "lbfgs":
-            return unread(["epochs", "lr", "batch_size"], "--head=lbfgs fits each head full-batch to convergence")
-        return unread(["l2"], "--l2 is the penalty of --head=lbfgs")
+            return {**out, **unread(["epochs", "lr", "batch_size"], "--head=lbfgs fits each head full-batch to "
+                                    "convergence")}
+        return {**out, **unread(["l2"], "--l2 is the penalty of --head=lbfgs")}
 
     def relations(self):
         bad = [k for k in self.folds or () if not (k.startswith("fold") and k[4:].isdigit())]
@@ -198,14 +212,17 @@ class KFoldConfig(Checked):
         if self.folds is not None and len(self.folds) < 2:
             return f"--folds: k-fold needs at least 2 folds, got {','.join(self.folds) or 'none'}"
         try:
-            self.parts()
+            parts = self.parts()
         except ValueError as e:
             return str(e)
+        if self.finetune_blocks and len(parts) > 1:
+            return f"--finetune_blocks needs one backbone, not the fusion {self.backbone}"
         return None
 
     def resolved_out(self) -> str:
         return self.out or "_".join(["runs/kfold/" + self.slug()] + [self.pooling] * (self.pooling != "avg") +
-                                    [self.head] * (self.head != "adam"))
+                                    [self.head] * (self.head != "adam") +
+                                    [f"ft{self.finetune_blocks}"] * bool(self.finetune_blocks))
 
     def slug(self) -> str:
         """The backbone spec as a file and model name: a+b@380 -> a_b_380."""

@@ -28,12 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from catdog_tf import contracts, distribution, files, identity, metrics
-from catdog_tf.config import default_cache_dir, KFoldConfig, NO_WEIGHTS
+from catdog_tf.config import default_cache_dir, FINETUNE_ONLY, KFoldConfig, NO_WEIGHTS
 from catdog_tf.data import manifest, oof
 from catdog_tf.errors import UserError
 from catdog_tf.models import imagenet
 from catdog_tf.models.head import average_heads, build_head, imagenet_classifier, pooled_head_model, pooled_model
-from catdog_tf.training import features
+from catdog_tf.training import features, fold_tops
 from catdog_tf.training.fit import fit_head, fit_logistic
 from catdog_tf.training.recipe import FitConfig
 from catdog_tf.training.tblog import ScalarLog
@@ -108,6 +108,7 @@ def _result_settings(config: dict) -> dict:
     added since a run was made counts at its default."""
     full = {**json.loads(json.dumps(dataclasses.asdict(KFoldConfig()))), **_BEFORE, **json.loads(json.dumps(config))}
     unused = _ADAM_ONLY if full["head"] == "lbfgs" else ("l2",)  # settings the chosen head never reads
+    unused += () if full["finetune_blocks"] else FINETUNE_ONLY
     return {k: v for k, v in full.items() if k not in ("cache_dir", "cache_groups", "strategy", *unused)}
 
 
@@ -125,6 +126,8 @@ def run(cfg: KFoldConfig) -> dict:
         log("WARNING: --weights=none: the heads learn on features of a random backbone; for real results use "
             "--weights=auto (pretrained)")
     strategy, w = distribution.choose(cfg.strategy, log)
+    if cfg.finetune_blocks and w.count > 1:
+        raise UserError("--finetune_blocks runs on one worker (each fold's top trains there); run it without TF_CONFIG")
     report = _finished(cfg, out, folds)
     # Decided together: a worker that went on alone would wait for the others' collectives forever.
     if distribution.agree(strategy, report is not None):
@@ -149,7 +152,18 @@ def run(cfg: KFoldConfig) -> dict:
     p_oof, weights, val_losses = _fit_heads(cfg, out, folds, mine, d, w.chief)
     if w.count > 1:  # every worker gets every fold's head and predictions
         p_oof, weights, val_losses = _gather(strategy, w.chief, out, folds, mine, fold_idx, p_oof, weights, val_losses)
+    tuned = None
+    if cfg.finetune_blocks:
+        stage1 = metrics.log_loss(y, p_oof)
+        log(f"stage 1 (heads): out-of-fold log loss {stage1:.5f}")
+        tuned = fold_tops.fine_tune(cfg, out, folds, fs, d.targets, y, fold_idx, excluded, weights,
+                                    cfg.cache_dir or default_cache_dir(out), log, _run_key(cfg, folds))
+        p_oof = tuned.p_oof
     report = _report(cfg, folds, d, p_oof, val_losses)
+    if tuned is not None:
+        report["stage1_oof_log_loss"] = stage1
+        for row, loss in zip(report["per_fold"], tuned.fold_losses):
+            row["stage2_log_loss"] = loss
     log(f"{cfg.backbone}: out-of-fold log loss {report['oof_log_loss']:.5f} (95% CI {report['oof_log_loss_ci95'][0]:.5f}"
         f"-{report['oof_log_loss_ci95'][1]:.5f}), accuracy {report['oof_accuracy']:.4f} on all {len(y)} photos; "
         f"{report['cleaned_oof_log_loss']:.5f} without the {int(excluded.sum())} excluded")
@@ -157,7 +171,7 @@ def run(cfg: KFoldConfig) -> dict:
         log(f"worker {w.rank}/{w.count}: done; the chief writes {out}")
         return report
     oof.write_oof(files.join(out, oof.FILE), fs.ids, y, [folds[j] for j in fold_idx], p_oof, excluded, masses)
-    _write_model(cfg, out, models, folds, weights, fs.x.shape[1], report)
+    _write_model(cfg, out, models, folds, weights, fs.x.shape[1], report, tuned)
     return report
 
 
@@ -236,9 +250,10 @@ def _report(cfg: KFoldConfig, folds: list[str], d: _Data, p_oof, val_losses) -> 
             "cleaned_oof_log_loss": metrics.log_loss(y[~excluded], p_oof[~excluded]), "per_fold": per_fold}
 
 
-def _write_model(cfg: KFoldConfig, out: str, models, folds: list[str], weights, dim: int, report: dict) -> None:
+def _write_model(cfg: KFoldConfig, out: str, models, folds: list[str], weights, dim: int, report: dict,
+                 tuned: fold_tops.FoldTops | None = None) -> None:
     """The fold heads, the exported model (frozen backbone(s) -> pooled features -> the k heads
-    averaged into one) and the report."""
+    averaged into one; with stage 2: the bottom -> every fold's top and head) and the report."""
     heads = []
     for k in range(len(folds)):
         head = build_head(dim, cfg.dropout)
@@ -247,8 +262,9 @@ def _write_model(cfg: KFoldConfig, out: str, models, folds: list[str], weights, 
     # Every fold head's weights, for inspection and tests (a few KB).
     files.save_npz(files.join(out, "fold_heads.npz"), **{f"{folds[k]}/{j}": v for k, h in enumerate(heads)
                                                          for j, v in enumerate(h.get_weights())})
-    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.slug()}",
-                              mirror=cfg.tta_flip)
+    model = pooled_head_model(models, average_heads(heads), f"catdog_kfold_{cfg.slug()}", mirror=cfg.tta_flip) \
+        if tuned is None else fold_tops.member_model(tuned, cfg.dropout, f"catdog_kfold_{cfg.slug()}_ft"
+                                                     f"{cfg.finetune_blocks}", cfg.tta_flip)
     model.save(files.join(out, "model.keras"))
     files.write_text(files.join(out, oof.REPORT), json.dumps(report, indent=1))
     files.write_run_readme(out, model.name, int(model.input_shape[1]), False)
@@ -269,6 +285,12 @@ def _finished(cfg: KFoldConfig, out: str, folds: list[str]) -> dict | None:
     if not same:
         log(f"{out} holds a run with other settings or inputs: redone")
     return report if same else None
+
+
+def _run_key(cfg: KFoldConfig, folds: list[str]) -> dict:
+    """What a fold's stage 2 depends on: a saved fold with another key is redone."""
+    return {"settings": _result_settings(dataclasses.asdict(cfg)), "folds": folds,
+            "records": manifest.content_fingerprint(cfg.records), "inputs": _input_digests(cfg)}
 
 
 def _input_digests(cfg: KFoldConfig) -> dict:
