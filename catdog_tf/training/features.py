@@ -48,6 +48,17 @@ def extract(feature_model: keras.Model, ds: tf.data.Dataset, total: int | None =
     return np.concatenate(feats), np.concatenate(labels), np.asarray(ids, dtype=object)
 
 
+def apply(model: keras.Model, x: np.ndarray, desc: str, batch_size: int = 256) -> np.ndarray:
+    """model over cached arrays in batches, with a progress line (a trainable top over every
+    cached photo takes minutes)."""
+    step = tf.function(lambda b: model(b, training=False), reduce_retracing=True)
+    bar, out = Progress(len(x), desc), []
+    for i in range(0, len(x), batch_size):
+        out.append(np.asarray(step(tf.convert_to_tensor(x[i:i + batch_size]))))
+        bar.update(len(out[-1]))
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(model.output_shape[1:]), np.float32)
+
+
 def _weights_fingerprint(model: keras.Model) -> str:
     # Every weight's bytes (a fine-tuned or edited tensor anywhere changes the features); about
     # 0.1 s per 20 M weights, nothing beside an extraction.

@@ -63,8 +63,8 @@ def _tail(top: keras.Model, pooling: str, name: str) -> keras.Model:
 def _pooled(tail: keras.Model, x: np.ndarray, x_flip: np.ndarray | None) -> np.ndarray:
     """Pooled features of photos from their bottom activations; with mirrors, the mean of both
     (what the exported model feeds its linear head)."""
-    f = tail.predict(x, batch_size=128, verbose=0)
-    return f if x_flip is None else (f + tail.predict(x_flip, batch_size=128, verbose=0)) / 2
+    f = features.apply(tail, x, f"{tail.name} out of fold")
+    return f if x_flip is None else (f + features.apply(tail, x_flip, f"{tail.name} out of fold, mirrored")) / 2
 
 
 def fine_tune(cfg, out: str, folds: list[str], fs: features.FeatureSet, targets: np.ndarray, y: np.ndarray,

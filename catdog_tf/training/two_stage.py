@@ -226,7 +226,7 @@ class _Run:
             bottom, top = self.bottom_top()
             xb, y, valb = self.arrays(bottom, flip, dtype="float16")
             head_in = keras.Model(top.input, self.clf.pooling(top.output))
-            f = lambda a: head_in.predict(a, batch_size=256, verbose=0)  # noqa: E731
+            f = lambda a: features.apply(head_in, a, "pooled features from the top blocks")  # noqa: E731
             return f(xb), y, ((f(valb[0]), valb[1]) if valb is not None else None)
         with self.strategy.scope():
             pooled = self.clf.pooled()
