@@ -401,6 +401,10 @@ class ExportConfig(Checked):
     measure_records: str | None = f(None, "Then measure log loss and img/s of every written model on this records "
                                     "folder's --measure_split (into export.json).")
     measure_split: str = f("fold0+fold1", "Split for --measure_records.")
+    measure_beside: list[str] = f([], "With --measure_records: also measure these earlier export folders (e.g. "
+                                  "runs/export) on the same photos in the same process, for side-by-side img/s "
+                                  "(each into its own export.json; the table into this one's).", multi=True)
 
     def ignored(self):
-        return {} if self.measure_records else unread(["measure_split"], "it is the split of --measure_records")
+        return {} if self.measure_records else unread(["measure_split", "measure_beside"],
+                                                      "they go with --measure_records")

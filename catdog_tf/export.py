@@ -20,8 +20,8 @@ def main(argv):
     if not report:  # a worker that is not the chief of a multi-worker job (it said so)
         return
     if cfg.measure_records:
-        report = serving.measure(cfg.out, cfg.measure_records, cfg.measure_split)
-    print(json.dumps(report.get("measured", {}).get("results") or report["bytes"]))
+        report = serving.measure_side_by_side([cfg.out, *cfg.measure_beside], cfg.measure_records, cfg.measure_split)
+    print(json.dumps(report.get("side_by_side") or report.get("measured", {}).get("results") or report["bytes"]))
 
 
 def run():

@@ -2,12 +2,14 @@
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 from PIL import Image
 
 from catdog_tf.config import BuildConfig
@@ -87,6 +89,14 @@ def test_export_agrees_with_predict_outside_the_package(tmp_path):
     assert set(m) == {"model.keras", "model.tflite", "model_float16.tflite"}
     assert all(r["count"] == 8 and r["images_per_s"] > 0 and r["bytes"] > 0 for r in m.values())
     assert abs(m["model.tflite"]["log_loss"] - m["model.keras"]["log_loss"]) < 1e-3
+    # Side by side with another export folder, in one process: one table, ratios to the first.
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    rep = serving.measure_side_by_side([str(out), str(other)], str(tmp_path / "rec"), "train")
+    table = json.loads((out / "export.json").read_text())["side_by_side"]
+    assert table == rep["side_by_side"] and len(table) == 6 and str(other / "model.tflite") in table
+    assert table[str(out / "model.keras")]["speed_vs_first"] == 1.0
+    assert table[str(other / "model.keras")]["log_loss"] == pytest.approx(m["model.keras"]["log_loss"], abs=1e-6)
 
 
 def test_plain_keras_uses_standard_layers_only():

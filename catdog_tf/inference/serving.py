@@ -275,6 +275,23 @@ def measure(out: str, records_dir: str, split: str, batch_size: int = 32) -> dic
     return report
 
 
+def measure_side_by_side(outs: list[str], records_dir: str, split: str) -> dict:
+    """measure() of every export folder in `outs`, one after the other in this process; the
+    first folder's export.json gets the table of all (img/s ratios against its model.keras)."""
+    rows = {}
+    for out in outs:
+        for name, r in measure(out, records_dir, split)["measured"]["results"].items():
+            rows[files.join(out, name)] = r
+    first = files.join(outs[0], "model.keras")
+    for r in rows.values():
+        r["speed_vs_first"] = r["images_per_s"] / rows[first]["images_per_s"]
+    report = files.read_json(files.join(outs[0], "export.json"), "export report")
+    if len(outs) > 1:
+        report["side_by_side"] = rows
+        files.write_text(files.join(outs[0], "export.json"), json.dumps(report, indent=1))
+    return report
+
+
 def _tflite_batch(interp, x: np.ndarray) -> np.ndarray:
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     interp.resize_tensor_input(inp["index"], list(x.shape))
