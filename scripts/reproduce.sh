@@ -127,9 +127,10 @@ stage "6/7 submission"
 stage "7/7 serving artifacts: SavedModel on JPEG bytes, LiteRT, plain-Keras model.keras -> $RUNS/export"
 [ -f "$RUNS/export/export.json" ] || python -m catdog_tf.export --model="$RUNS/final/model.keras" --out="$RUNS/export"
 # LiteRT has no kernel for the antialiased resize that feeds members of another input size, so a
-# mixed-size ensemble has no model.tflite; the first member alone (one size) is the phone model.
+# mixed-size ensemble has no model.tflite; the phone model is the student when there is one (better
+# and 3x faster than a member alone: RESULTS.md experiment 40), else the first member alone.
 first=${dirs[0]#--member=}
-[ -f "$RUNS/export_first_member/export.json" ] || python -m catdog_tf.export --model="$first" \
+[ -n "$STUDENT" ] || [ -f "$RUNS/export_first_member/export.json" ] || python -m catdog_tf.export --model="$first" \
   --out="$RUNS/export_first_member"
 if [ -n "$STUDENT" ]; then
   stage "8/8 student $STUDENT_PRESET_MEMBERS distilled from the ensemble (fold2..fold9 out-of-fold + test) -> $RUNS/student"

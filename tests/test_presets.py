@@ -137,6 +137,7 @@ def test_cpu_recipe_with_its_student_end_to_end(tmp_path):
     held = json.loads((runs / "student" / "heldout.json").read_text())
     assert held["count"] == json.loads((runs / "final" / "heldout.json").read_text())["count"] > 0
     assert (runs / "export_student" / "export.json").is_file()
+    assert not (runs / "export_first_member").exists()  # the student is the phone model
     before = (runs / "student" / "heldout.json").stat().st_mtime_ns
     r = _reproduce(data, {**env, "STUDENT_FLAGS": env["STUDENT_FLAGS"] + " --lr2=3e-4"})
     assert r.returncode == 0, r.stderr[-3000:]
