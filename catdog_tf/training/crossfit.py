@@ -156,7 +156,7 @@ def run(cfg: KFoldConfig) -> dict:
     if cfg.finetune_blocks:
         stage1 = metrics.log_loss(y, p_oof)
         log(f"stage 1 (heads): out-of-fold log loss {stage1:.5f}")
-        tuned = fold_tops.fine_tune(cfg, out, folds, fs, d.targets, y, fold_idx, excluded, weights,
+        tuned = fold_tops.fine_tune(cfg, out, folds, d, weights, _groups(folds, cfg.cache_groups),
                                     cfg.cache_dir or default_cache_dir(out), log, _run_key(cfg, folds))
         p_oof = tuned.p_oof
     report = _report(cfg, folds, d, p_oof, val_losses)

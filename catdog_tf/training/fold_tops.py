@@ -68,17 +68,17 @@ def _pooled(tail: keras.Model, x: np.ndarray, x_flip: np.ndarray | None) -> np.n
     return f if x_flip is None else (f + features.apply(tail, x_flip, f"{tail.name} out of fold, mirrored")) / 2
 
 
-def fine_tune(cfg, out: str, folds: list[str], fs: features.FeatureSet, targets: np.ndarray, y: np.ndarray,
-              fold_idx: np.ndarray, excluded: np.ndarray, head_weights: np.ndarray, cache_dir: str, log,
-              run_key: dict) -> FoldTops:
-    """Stage 2 of every fold (cfg: a KFoldConfig with finetune_blocks > 0). `fs` lists the
-    photos in the order of the stage-1 arrays; head_weights[k] is fold k's head (kernel, bias)."""
+def fine_tune(cfg, out: str, folds: list[str], d, head_weights: np.ndarray, groups: list[str], cache_dir: str,
+              log, run_key: dict) -> FoldTops:
+    """Stage 2 of every fold (cfg: a KFoldConfig with finetune_blocks > 0). `d`: crossfit's
+    stage-1 data (fs, y, targets, fold_idx, excluded), its photos in the order of the cache
+    `groups`; head_weights[k] is fold k's head (kernel, bias)."""
+    y, targets, fold_idx, excluded = d.y, d.targets, d.fold_idx, d.excluded
     (name, size), = cfg.parts()
     bottom, top = bottom_and_top(name, cfg.weights, size or registry.get(name).input_size, cfg.finetune_blocks)
     size = int(bottom.input_shape[1])
-    acts = features.load(bottom, cfg.records, cache_groups(cfg, folds), size, flip=True, cache_dir=cache_dir,
-                         dtype="float16")
-    if list(acts.ids) != list(fs.ids):
+    acts = features.load(bottom, cfg.records, groups, size, flip=True, cache_dir=cache_dir, dtype="float16")
+    if list(acts.ids) != list(d.fs.ids):
         raise ValueError(f"{name}: bottom activations list the photos in another order than the pooled features")
     mirror = cfg.tta_flip
     n_train = sum(int(np.prod(w.shape)) for w in _tail(top, cfg.pooling, "probe").trainable_weights)
@@ -113,7 +113,7 @@ def fine_tune(cfg, out: str, folds: list[str], fs: features.FeatureSet, targets:
         el = time.time() - t0
         left = len(folds) - k - 1
         log(f"stage 2 fold {k + 1}/{len(folds)} ({fold}): log loss {losses[-1]:.5f} on {int(va.sum())} photos; "
-            f"{el:.0f}s, ETA {el / max(done, 1) * left if done else 0:.0f}s")
+            f"{el:.0f}s, ETA {el / done * left if done else 0:.0f}s")
     return FoldTops(bottom, tails, heads, p_oof, losses)
 
 
@@ -137,10 +137,6 @@ def _batches(acts: features.FeatureSet, rows: np.ndarray, targets: np.ndarray, b
     spec = (tf.TensorSpec((None, *acts.x.shape[1:]), acts.x.dtype), tf.TensorSpec((None,), tf.float32))
     ds = tf.data.Dataset.from_generator(gen, output_signature=spec).prefetch(2)
     return ds, -(-n // batch_size)
-
-
-def cache_groups(cfg, folds: list[str]) -> list[str]:
-    return list(cfg.cache_groups) if cfg.cache_groups else list(folds)
 
 
 def _fold_key(run_key: dict, fold: str) -> str:
